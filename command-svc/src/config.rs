@@ -1,0 +1,90 @@
+//! Command-line flags with environment-variable fallbacks.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use postmesh_common::{layers::ServerLimits, telemetry::LogFormat, topology::StreamArgs};
+
+/// `command-svc [serve|migrate]`.
+#[derive(Parser, Debug)]
+#[command(name = "command-svc", version, about = "postmesh write side: PostCommand and EventStore")]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Service settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Sub-commands.
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum Command {
+    /// Run migrations (unless disabled) and serve gRPC until SIGTERM/SIGINT.
+    Serve,
+    /// Apply database migrations and exit (for a Kubernetes Job or init container).
+    Migrate,
+}
+
+/// Everything command-svc needs to run.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Address the gRPC server listens on; port 0 picks a free one.
+    #[arg(long, env = "COMMAND_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
+    pub listen_addr: SocketAddr,
+    /// Event store: `sqlite://FILE?mode=rwc` (created on first start) or `mysql://user:pass@host/db`.
+    #[arg(long, env = "COMMAND_DATABASE_URL", default_value = "sqlite://postmesh-events.db?mode=rwc")]
+    pub database_url: String,
+    /// Connections in the database pool.
+    #[arg(long, env = "COMMAND_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: u32,
+    /// How long to wait for a database connection before answering UNAVAILABLE (seconds).
+    #[arg(long, env = "COMMAND_DATABASE_TIMEOUT_SECS", default_value_t = 3.0)]
+    pub database_timeout_secs: f64,
+    /// Apply migrations at start-up; turn off when a Job runs `command-svc migrate`.
+    #[arg(long, env = "COMMAND_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_migrate: bool,
+    /// Streams and Redis URLs.
+    #[command(flatten)]
+    pub streams: StreamArgs,
+    /// How long the start-up PING to each Redis URL may take (seconds).
+    #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
+    pub redis_check_timeout_secs: f64,
+    /// How often the outbox poller looks for rows left unpublished (milliseconds).
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000)]
+    pub outbox_poll_ms: u64,
+    /// Request timeout, concurrency and message limits.
+    #[command(flatten)]
+    pub limits: ServerLimits,
+    /// Log format: auto, json or pretty.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Defaults for an in-process instance on a free port, as tests use it.
+    pub fn for_tests(database_url: impl Into<String>, redis_url: &str, stream: &str) -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            database_pool: 16,
+            database_timeout_secs: 3.0,
+            auto_migrate: true,
+            streams: StreamArgs::new(redis_url, stream),
+            redis_check_timeout_secs: 3.0,
+            outbox_poll_ms: 200,
+            limits: ServerLimits::default(),
+            log_format: LogFormat::Json,
+        }
+    }
+
+    /// The start-up PING limit.
+    pub fn redis_check_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.redis_check_timeout_secs.max(0.001))
+    }
+
+    /// The database acquire/connect limit.
+    pub fn database_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.database_timeout_secs.max(0.001))
+    }
+}

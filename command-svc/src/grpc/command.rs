@@ -1,0 +1,134 @@
+//! `posts.v1.PostCommand`.
+
+use postmesh_proto::v1::{
+    post_command_server::PostCommand, CreatePostRequest, CreatePostResponse, DeletePostRequest, DeletePostResponse,
+    UpdatePostRequest, UpdatePostResponse,
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{self, Command, PostChanges},
+    error::Error,
+    outbox::Wakeup,
+    store::{Appended, EventStore, Idempotency},
+};
+
+/// Serves CreatePost, UpdatePost and DeletePost.
+#[derive(Clone, Debug)]
+pub struct CommandService {
+    store: EventStore,
+    wakeup: Wakeup,
+}
+
+impl CommandService {
+    /// A service writing to `store` and waking the publisher after each commit.
+    pub fn new(store: EventStore, wakeup: Wakeup) -> Self {
+        Self { store, wakeup }
+    }
+
+    async fn run(
+        &self,
+        command: Result<Command, Error>,
+        idempotency: Result<Option<Idempotency>, Error>,
+        meta: crate::store::EventMeta,
+    ) -> Result<Appended, Error> {
+        let command = command?;
+        let idempotency = idempotency?;
+        let started = std::time::Instant::now();
+        let result = self.store.execute(&command, &meta, idempotency.as_ref()).await;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(appended) => {
+                if appended.position != 0 {
+                    self.wakeup.notify();
+                }
+                tracing::info!(
+                    domain = "posts",
+                    action = command.action(),
+                    post_id = appended.post_id,
+                    version = appended.version,
+                    position = appended.position,
+                    replayed = appended.position == 0,
+                    elapsed_ms,
+                    "command applied"
+                );
+            }
+            Err(error) => tracing::info!(
+                domain = "posts",
+                action = command.action(),
+                post_id = command.post_id().unwrap_or(0),
+                code = ?error.code(),
+                %error,
+                elapsed_ms,
+                "command rejected"
+            ),
+        }
+        result
+    }
+}
+
+/// Fingerprints a request (without its key) so a reused key can be told apart
+/// from a retry.
+fn idempotency<M: Message + Clone>(rpc: &str, key: &str, request: &M, clear_key: impl FnOnce(&mut M)) -> Result<Option<Idempotency>, Error> {
+    let Some(key) = domain::validate_idempotency_key(key)? else {
+        return Ok(None);
+    };
+    let mut bare = request.clone();
+    clear_key(&mut bare);
+    let mut hasher = Sha256::new();
+    hasher.update(rpc.as_bytes());
+    hasher.update([0]);
+    hasher.update(bare.encode_to_vec());
+    let request_hash = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(Idempotency {
+        key: format!("{rpc}:{key}"),
+        request_hash,
+    }))
+}
+
+#[tonic::async_trait]
+impl PostCommand for CommandService {
+    async fn create_post(&self, request: Request<CreatePostRequest>) -> Result<Response<CreatePostResponse>, Status> {
+        let meta = super::event_meta(request.metadata());
+        let req = request.into_inner();
+        let idem = idempotency("CreatePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
+        let command = domain::validate_create(req.title, req.content, req.author_name);
+        let appended = self.run(command, idem, meta).await?;
+        Ok(Response::new(CreatePostResponse {
+            post_id: appended.post_id,
+            version: appended.version,
+        }))
+    }
+
+    async fn update_post(&self, request: Request<UpdatePostRequest>) -> Result<Response<UpdatePostResponse>, Status> {
+        let meta = super::event_meta(request.metadata());
+        let req = request.into_inner();
+        let idem = idempotency("UpdatePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
+        let command = domain::validate_update(PostChanges {
+            post_id: req.post_id,
+            expected_version: req.expected_version,
+            title: req.title,
+            content: req.content,
+            author_name: req.author_name,
+        });
+        let appended = self.run(command, idem, meta).await?;
+        Ok(Response::new(UpdatePostResponse {
+            post_id: appended.post_id,
+            version: appended.version,
+        }))
+    }
+
+    async fn delete_post(&self, request: Request<DeletePostRequest>) -> Result<Response<DeletePostResponse>, Status> {
+        let meta = super::event_meta(request.metadata());
+        let req = request.into_inner();
+        let idem = idempotency("DeletePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
+        let command = domain::validate_delete(req.post_id, req.expected_version);
+        let appended = self.run(command, idem, meta).await?;
+        Ok(Response::new(DeletePostResponse {
+            post_id: appended.post_id,
+            version: appended.version,
+        }))
+    }
+}

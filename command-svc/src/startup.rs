@@ -1,0 +1,171 @@
+//! Wiring: connect, migrate, check Redis, bind, serve, drain.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use postmesh_common::{
+    layers::{bounded_drain, flip_health_then_stop},
+    redact::redact_url,
+    redis_check::check_redis,
+    shutdown::{self, Shutdown, ShutdownTrigger},
+};
+use postmesh_proto::v1::{event_store_server::EventStoreServer, post_command_server::PostCommandServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    config::Config,
+    grpc::{CommandService, EventStoreService},
+    outbox::{Publisher, Wakeup},
+    store::EventStore,
+};
+
+/// Health service names this server reports.
+const SERVICES: &[&str] = &["posts.v1.PostCommand", "posts.v1.EventStore"];
+
+/// A command-svc that has connected to its dependencies and bound its port,
+/// but not yet started serving.
+pub struct Application {
+    listener: TcpListener,
+    store: EventStore,
+    publisher: Publisher,
+    wakeup: Wakeup,
+    config: Config,
+}
+
+/// Runs `command-svc migrate`.
+pub async fn migrate_only(config: &Config) -> anyhow::Result<()> {
+    let store = connect(config).await?;
+    store.migrate().await.context("migrations failed")?;
+    tracing::info!(database = %redact_url(&config.database_url), "migrations applied");
+    Ok(())
+}
+
+async fn connect(config: &Config) -> anyhow::Result<EventStore> {
+    EventStore::connect(&config.database_url, config.database_pool, config.database_timeout())
+        .await
+        .with_context(|| format!("cannot open event store {}", redact_url(&config.database_url)))
+}
+
+impl Application {
+    /// Connects to the event store (migrating it unless disabled), PINGs every
+    /// Redis URL, and binds the listen address.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        for url in config.streams.redis_urls() {
+            check_redis(&url, config.redis_check_timeout()).await?;
+        }
+        let store = connect(&config).await?;
+        if config.auto_migrate {
+            store.migrate().await.context("migrations failed")?;
+        }
+        let wakeup = Wakeup::default();
+        let publisher = Publisher::new(
+            store.clone(),
+            config.streams.clone(),
+            wakeup.clone(),
+            Duration::from_millis(config.outbox_poll_ms.max(10)),
+        )
+        .await?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        Ok(Self {
+            listener,
+            store,
+            publisher,
+            wakeup,
+            config,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen_addr)
+    }
+
+    /// Serves until `shutdown` fires: health flips to NOT_SERVING, in-flight
+    /// requests drain within the grace period, the outbox flushes, and the
+    /// function returns.
+    pub async fn run_until(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for service in SERVICES {
+            health
+                .set_service_status(*service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let max = self.config.limits.max_message_bytes;
+        let commands = PostCommandServer::new(CommandService::new(self.store.clone(), self.wakeup.clone()))
+            .max_decoding_message_size(max);
+        let events = EventStoreServer::new(EventStoreService::new(self.store.clone())).max_decoding_message_size(max);
+
+        let publisher = tokio::spawn(self.publisher.run(shutdown.clone()));
+        tracing::info!(
+            %addr,
+            database = %redact_url(&self.config.database_url),
+            backend = self.store.backend_name(),
+            topology = ?self.config.streams.topology,
+            stream = %self.config.streams.stream,
+            "command-svc serving"
+        );
+        let server = self
+            .config
+            .limits
+            .server()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .add_service(commands)
+            .add_service(events)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                flip_health_then_stop(shutdown.clone(), health, SERVICES),
+            );
+        bounded_drain(server, shutdown, self.config.limits.shutdown_grace()).await?;
+        if let Err(error) = publisher.await {
+            tracing::warn!(%error, "outbox publisher ended abnormally");
+        }
+        tracing::info!("command-svc stopped");
+        Ok(())
+    }
+}
+
+/// An in-process command-svc for tests and tools.
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Fire to stop it.
+    pub trigger: ShutdownTrigger,
+    /// Resolves when it has stopped.
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// `http://addr`, for tonic clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.trigger.trigger();
+        self.handle.await?
+    }
+}
+
+/// Builds and serves in the background; returns once the port is bound.
+pub async fn spawn(config: Config) -> anyhow::Result<Running> {
+    let app = Application::build(config).await?;
+    let addr = app.local_addr();
+    let (trigger, signal) = shutdown::channel();
+    let handle = tokio::spawn(app.run_until(signal));
+    Ok(Running { addr, trigger, handle })
+}

@@ -1,0 +1,437 @@
+//! The relational event store: appends an event, its outbox row and the
+//! post's new head state in one transaction, and reads the log back.
+
+pub mod entities;
+pub mod migration;
+
+use std::time::Duration;
+
+use sea_orm::{
+    sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use tokio::sync::Mutex;
+
+use crate::{
+    domain::{self, Command, PostState},
+    error::{is_retryable_conflict, is_unique_violation, Error},
+};
+use entities::{idempotency_key, outbox, post_event, post_stream};
+use postmesh_proto::v1::{EventType, PostEvent};
+
+/// Who and what caused a command, stored with its event.
+#[derive(Clone, Debug, Default)]
+pub struct EventMeta {
+    /// W3C traceparent.
+    pub traceparent: String,
+    /// W3C tracestate.
+    pub tracestate: String,
+    /// Token subject, or empty.
+    pub actor: String,
+}
+
+/// An idempotency key with the fingerprint of the request it came with.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 (hex) of the rpc name and the request without its key.
+    pub request_hash: String,
+}
+
+/// The result of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The post.
+    pub post_id: i64,
+    /// Its version after the event.
+    pub version: i64,
+    /// The event's global position; 0 when an idempotent replay appended nothing.
+    pub position: i64,
+}
+
+/// An outbox row joined with its event, ready to publish.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// Outbox row id, deleted once published.
+    pub outbox_id: i64,
+    /// The event.
+    pub event: PostEvent,
+}
+
+/// Handle on the event store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    db: DatabaseConnection,
+    /// SQLite allows one writer; queueing writers here instead of in SQLite's
+    /// busy handler keeps latency flat and avoids SQLITE_BUSY under load.
+    write_gate: Option<std::sync::Arc<Mutex<()>>>,
+}
+
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+impl EventStore {
+    /// Connects to `url` (sqlite:// or mysql://) with a bounded pool.
+    pub async fn connect(url: &str, pool: u32, timeout: Duration) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(pool.max(1))
+            .min_connections(1)
+            .connect_timeout(timeout)
+            .acquire_timeout(timeout)
+            .sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        let write_gate = match db.get_database_backend() {
+            DbBackend::Sqlite => {
+                db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+                db.execute_unprepared("PRAGMA synchronous=NORMAL").await?;
+                Some(std::sync::Arc::new(Mutex::new(())))
+            }
+            DbBackend::MySql | DbBackend::Postgres => None,
+        };
+        Ok(Self { db, write_gate })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        migration::Migrator::up(&self.db, None).await
+    }
+
+    /// The database kind, for logs and span attributes.
+    pub fn backend_name(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::MySql => "mysql",
+            DbBackend::Sqlite => "sqlite",
+            DbBackend::Postgres => "postgresql",
+        }
+    }
+
+    /// Checks the database answers, for health.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.ping().await
+    }
+
+    /// Validated command in, one event appended (or the first answer to a
+    /// repeated idempotency key) out.
+    pub async fn execute(
+        &self,
+        command: &Command,
+        meta: &EventMeta,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Appended, Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let _gate = match &self.write_gate {
+                Some(gate) => Some(gate.lock().await),
+                None => None,
+            };
+            match self.try_execute(command, meta, idempotency).await {
+                Err(Attempt::Retry(error)) if attempt < MAX_CONFLICT_RETRIES => {
+                    tracing::debug!(attempt, %error, "write conflict; retrying");
+                    drop(_gate);
+                    tokio::time::sleep(Duration::from_millis(2 * attempt as u64)).await;
+                }
+                Err(Attempt::Retry(error)) => {
+                    tracing::warn!(attempt, %error, "write conflict persisted");
+                    return Err(Error::Contention(command.post_id().unwrap_or(0)));
+                }
+                Err(Attempt::Fail(error)) => return Err(error),
+                Ok(appended) => return Ok(appended),
+            }
+        }
+    }
+
+    async fn try_execute(
+        &self,
+        command: &Command,
+        meta: &EventMeta,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Appended, Attempt> {
+        let txn = self.db.begin().await.map_err(Attempt::from_db)?;
+        let now_us = chrono::Utc::now().timestamp_micros();
+
+        if let Some(idem) = idempotency {
+            // Claim the key first: a concurrent duplicate blocks on it (MySQL) or is
+            // serialised (SQLite), then sees the first answer below.
+            let claim = idempotency_key::ActiveModel {
+                idem_key: Set(idem.key.clone()),
+                request_hash: Set(idem.request_hash.clone()),
+                post_id: Set(0),
+                version: Set(0),
+                created_at_us: Set(now_us),
+            };
+            if let Err(error) = idempotency_key::Entity::insert(claim).exec_without_returning(&txn).await {
+                drop(txn);
+                if !is_unique_violation(&error) {
+                    return Err(Attempt::from_db(error));
+                }
+                return self.replay(idem).await;
+            }
+        }
+
+        let current = match command.post_id() {
+            Some(post_id) => self.head(&txn, post_id).await.map_err(Attempt::from_db)?,
+            None => None,
+        };
+        let (event_type, mut state) = domain::decide(current.as_ref(), command, now_us).map_err(Attempt::Fail)?;
+
+        match current {
+            None => {
+                let head = post_stream::ActiveModel {
+                    post_id: sea_orm::ActiveValue::NotSet,
+                    version: Set(state.version),
+                    title: Set(state.title.clone()),
+                    content: Set(state.content.clone()),
+                    author_name: Set(state.author_name.clone()),
+                    deleted: Set(state.deleted),
+                    created_at_us: Set(state.created_at_us),
+                    updated_at_us: Set(state.updated_at_us),
+                };
+                state.post_id = post_stream::Entity::insert(head)
+                    .exec(&txn)
+                    .await
+                    .map_err(Attempt::from_db)?
+                    .last_insert_id;
+            }
+            Some(previous) => {
+                // Guarded on the version we read, so a lost race shows as 0 rows.
+                let updated = post_stream::Entity::update_many()
+                    .col_expr(post_stream::Column::Version, Expr::value(state.version))
+                    .col_expr(post_stream::Column::Title, Expr::value(state.title.clone()))
+                    .col_expr(post_stream::Column::Content, Expr::value(state.content.clone()))
+                    .col_expr(post_stream::Column::AuthorName, Expr::value(state.author_name.clone()))
+                    .col_expr(post_stream::Column::Deleted, Expr::value(state.deleted))
+                    .col_expr(post_stream::Column::UpdatedAtUs, Expr::value(state.updated_at_us))
+                    .filter(post_stream::Column::PostId.eq(previous.post_id))
+                    .filter(post_stream::Column::Version.eq(previous.version))
+                    .exec(&txn)
+                    .await
+                    .map_err(Attempt::from_db)?;
+                if updated.rows_affected != 1 {
+                    return Err(Attempt::Retry(format!("post {} moved past version {}", previous.post_id, previous.version)));
+                }
+            }
+        }
+
+        let event = post_event::ActiveModel {
+            position: sea_orm::ActiveValue::NotSet,
+            post_id: Set(state.post_id),
+            version: Set(state.version),
+            event_type: Set(event_type.event_name().to_owned()),
+            title: Set(state.title.clone()),
+            content: Set(state.content.clone()),
+            author_name: Set(state.author_name.clone()),
+            deleted: Set(state.deleted),
+            created_at_us: Set(state.created_at_us),
+            occurred_at_us: Set(now_us),
+            traceparent: Set(meta.traceparent.clone()),
+            tracestate: Set(meta.tracestate.clone()),
+            actor: Set(meta.actor.clone()),
+        };
+        let position = post_event::Entity::insert(event)
+            .exec(&txn)
+            .await
+            .map_err(Attempt::from_db)?
+            .last_insert_id;
+        let row = outbox::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            position: Set(position),
+            created_at_us: Set(now_us),
+        };
+        outbox::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await
+            .map_err(Attempt::from_db)?;
+        if let Some(idem) = idempotency {
+            idempotency_key::Entity::update_many()
+                .col_expr(idempotency_key::Column::PostId, Expr::value(state.post_id))
+                .col_expr(idempotency_key::Column::Version, Expr::value(state.version))
+                .filter(idempotency_key::Column::IdemKey.eq(idem.key.clone()))
+                .exec(&txn)
+                .await
+                .map_err(Attempt::from_db)?;
+        }
+        txn.commit().await.map_err(Attempt::from_db)?;
+        Ok(Appended {
+            post_id: state.post_id,
+            version: state.version,
+            position,
+        })
+    }
+
+    /// Answers a repeated idempotency key from its first response.
+    async fn replay(&self, idem: &Idempotency) -> Result<Appended, Attempt> {
+        let first = idempotency_key::Entity::find_by_id(idem.key.clone())
+            .one(&self.db)
+            .await
+            .map_err(Attempt::from_db)?
+            .ok_or_else(|| Attempt::Retry(format!("idempotency key {:?} vanished", idem.key)))?;
+        if first.request_hash != idem.request_hash {
+            return Err(Attempt::Fail(Error::IdempotencyKeyReused(idem.key.clone())));
+        }
+        Ok(Appended {
+            post_id: first.post_id,
+            version: first.version,
+            position: 0,
+        })
+    }
+
+    async fn head(&self, txn: &DatabaseTransaction, post_id: i64) -> Result<Option<PostState>, DbErr> {
+        let mut query = post_stream::Entity::find_by_id(post_id);
+        if txn.get_database_backend() == DbBackend::MySql {
+            // Row lock: concurrent writers to one post queue here instead of
+            // failing on UNIQUE(post_id, version).
+            query = query.lock_exclusive();
+        }
+        Ok(query.one(txn).await?.map(|row| PostState {
+            post_id: row.post_id,
+            version: row.version,
+            title: row.title,
+            content: row.content,
+            author_name: row.author_name,
+            deleted: row.deleted,
+            created_at_us: row.created_at_us,
+            updated_at_us: row.updated_at_us,
+        }))
+    }
+
+    /// Events after `from_position`, in position order, at most `limit`.
+    pub async fn read_all(&self, from_position: i64, limit: u64) -> Result<Vec<PostEvent>, Error> {
+        let rows = post_event::Entity::find()
+            .filter(post_event::Column::Position.gt(from_position))
+            .order_by_asc(post_event::Column::Position)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(to_proto).collect())
+    }
+
+    /// Events of one post in version order, at most `limit` after `after_version`.
+    pub async fn read_post(&self, post_id: i64, after_version: i64, limit: u64) -> Result<Vec<PostEvent>, Error> {
+        let rows = post_event::Entity::find()
+            .filter(post_event::Column::PostId.eq(post_id))
+            .filter(post_event::Column::Version.gt(after_version))
+            .order_by_asc(post_event::Column::Version)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(to_proto).collect())
+    }
+
+    /// Whether a post has any event.
+    pub async fn post_exists(&self, post_id: i64) -> Result<bool, Error> {
+        Ok(post_stream::Entity::find_by_id(post_id).one(&self.db).await?.is_some())
+    }
+
+    /// The oldest unpublished events, at most `limit`.
+    pub async fn outbox_batch(&self, limit: u64) -> Result<Vec<Pending>, Error> {
+        let rows = outbox::Entity::find()
+            .order_by_asc(outbox::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let positions: Vec<i64> = rows.iter().map(|row| row.position).collect();
+        let events = post_event::Entity::find()
+            .filter(post_event::Column::Position.is_in(positions))
+            .all(&self.db)
+            .await?;
+        let mut by_position: std::collections::HashMap<i64, post_event::Model> =
+            events.into_iter().map(|event| (event.position, event)).collect();
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in rows {
+            match by_position.remove(&row.position) {
+                Some(event) => pending.push(Pending {
+                    outbox_id: row.id,
+                    event: to_proto(event),
+                }),
+                None => {
+                    return Err(Error::Internal(format!(
+                        "outbox row {} points at missing event {}",
+                        row.id, row.position
+                    )))
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Removes published outbox rows.
+    pub async fn outbox_remove(&self, ids: Vec<i64>) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _gate = match &self.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        outbox::Entity::delete_many()
+            .filter(outbox::Column::Id.is_in(ids))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Number of unpublished events.
+    pub async fn outbox_len(&self) -> Result<u64, Error> {
+        Ok(outbox::Entity::find().count(&self.db).await?)
+    }
+
+    /// Number of events in the log.
+    pub async fn event_count(&self) -> Result<u64, Error> {
+        Ok(post_event::Entity::find().count(&self.db).await?)
+    }
+}
+
+/// One attempt's outcome: give up with an error, or retry a transient conflict.
+enum Attempt {
+    Fail(Error),
+    Retry(String),
+}
+
+impl Attempt {
+    fn from_db(error: DbErr) -> Self {
+        if is_retryable_conflict(&error) || is_unique_violation(&error) {
+            Self::Retry(error.to_string())
+        } else {
+            Self::Fail(error.into())
+        }
+    }
+}
+
+/// Microseconds since the epoch to a protobuf timestamp.
+pub fn timestamp(us: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+fn to_proto(row: post_event::Model) -> PostEvent {
+    let event_type = EventType::from_event_name(&row.event_type).unwrap_or(EventType::Unspecified);
+    PostEvent {
+        position: row.position,
+        post_id: row.post_id,
+        version: row.version,
+        event_type: event_type as i32,
+        post: Some(postmesh_proto::v1::Post {
+            post_id: row.post_id,
+            version: row.version,
+            title: row.title,
+            content: row.content,
+            author_name: row.author_name,
+            created_at: Some(timestamp(row.created_at_us)),
+            updated_at: Some(timestamp(row.occurred_at_us)),
+            deleted: row.deleted,
+        }),
+        occurred_at: Some(timestamp(row.occurred_at_us)),
+        traceparent: row.traceparent,
+        tracestate: row.tracestate,
+        actor: row.actor,
+    }
+}

@@ -1,0 +1,10 @@
+//! Plumbing shared by command-svc, query-svc and event-relay: log set-up,
+//! shutdown signals, the Redis start-up check, the stream topology and the
+//! tower layers every gRPC server is built from. No domain logic lives here.
+
+pub mod layers;
+pub mod redis_check;
+pub mod redact;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;

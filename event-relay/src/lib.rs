@@ -1,0 +1,1 @@
+//! event-relay: drains the event streams into the read model (in progress).

@@ -1,0 +1,1 @@
+//! query-svc: the read model and PostQuery (in progress).
