@@ -7,7 +7,11 @@ use postmesh_common::{layers::ServerLimits, telemetry::LogFormat, topology::Stre
 
 /// `command-svc [serve|migrate]`.
 #[derive(Parser, Debug)]
-#[command(name = "command-svc", version, about = "postmesh write side: PostCommand and EventStore")]
+#[command(
+    name = "command-svc",
+    version,
+    about = "postmesh write side: PostCommand and EventStore"
+)]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -33,7 +37,11 @@ pub struct Config {
     #[arg(long, env = "COMMAND_LISTEN_ADDR", default_value = "0.0.0.0:50051")]
     pub listen_addr: SocketAddr,
     /// Event store: `sqlite://FILE?mode=rwc` (created on first start) or `mysql://user:pass@host/db`.
-    #[arg(long, env = "COMMAND_DATABASE_URL", default_value = "sqlite://postmesh-events.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "COMMAND_DATABASE_URL",
+        default_value = "sqlite://postmesh-events.db?mode=rwc"
+    )]
     pub database_url: String,
     /// Connections in the database pool.
     #[arg(long, env = "COMMAND_DATABASE_POOL", default_value_t = 16)]

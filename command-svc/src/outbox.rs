@@ -49,7 +49,10 @@ pub fn entry_fields(event: &PostEvent) -> Vec<(&'static str, Vec<u8>)> {
         ("position", event.position.to_string().into_bytes()),
         ("post_id", event.post_id.to_string().into_bytes()),
         ("version", event.version.to_string().into_bytes()),
-        ("event_type", event.event_type().event_name().as_bytes().to_vec()),
+        (
+            "event_type",
+            event.event_type().event_name().as_bytes().to_vec(),
+        ),
         ("traceparent", event.traceparent.clone().into_bytes()),
         ("tracestate", event.tracestate.clone().into_bytes()),
         ("event", event.encode_to_vec()),
@@ -67,7 +70,12 @@ fn action(event_type: EventType) -> Action {
 impl Publisher {
     /// Opens one auto-reconnecting connection per Redis URL of the topology.
     /// The URLs were PING-checked already, so this does not hang.
-    pub async fn new(store: EventStore, streams: StreamArgs, wakeup: Wakeup, poll: Duration) -> anyhow::Result<Self> {
+    pub async fn new(
+        store: EventStore,
+        streams: StreamArgs,
+        wakeup: Wakeup,
+        poll: Duration,
+    ) -> anyhow::Result<Self> {
         let mut connections = HashMap::new();
         for url in streams.redis_urls() {
             let client = redis::Client::open(url.as_str())?;
@@ -78,7 +86,9 @@ impl Publisher {
                 .set_max_delay(1000);
             let manager = ConnectionManager::new_with_config(client, config)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {}: {e}", redact_url(&url)))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot connect to Redis at {}: {e}", redact_url(&url))
+                })?;
             connections.insert(url, manager);
         }
         Ok(Self {
@@ -118,7 +128,9 @@ impl Publisher {
         }
         match tokio::time::timeout(Duration::from_secs(3), self.drain()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "outbox left rows for the next start to publish"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "outbox left rows for the next start to publish")
+            }
             Err(_) => tracing::warn!("outbox flush timed out; the next start publishes the rest"),
         }
     }
@@ -152,7 +164,11 @@ impl Publisher {
             for (field, value) in entry_fields(&pending.event) {
                 cmd.arg(field).arg(value);
             }
-            pipelines.entry(route.redis_url).or_default().add_command(cmd).ignore();
+            pipelines
+                .entry(route.redis_url)
+                .or_default()
+                .add_command(cmd)
+                .ignore();
         }
         for (url, pipeline) in pipelines {
             let connection = self
@@ -166,7 +182,12 @@ impl Publisher {
         }
         for pending in batch {
             let event = &pending.event;
-            tracing::debug!(post_id = event.post_id, version = event.version, position = event.position, "published");
+            tracing::debug!(
+                post_id = event.post_id,
+                version = event.version,
+                position = event.position,
+                "published"
+            );
         }
         Ok(())
     }

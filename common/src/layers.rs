@@ -156,7 +156,9 @@ pub async fn flip_health_then_stop(
     services: &'static [&'static str],
 ) {
     shutdown.wait().await;
-    health.set_service_status("", ServingStatus::NotServing).await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
     for service in services {
         health
             .set_service_status(*service, ServingStatus::NotServing)
@@ -168,7 +170,11 @@ pub async fn flip_health_then_stop(
 /// Runs `server` until it ends on its own, or until `grace` has passed since
 /// `shutdown` fired, whichever is first: in-flight work drains, but never
 /// holds the process forever.
-pub async fn bounded_drain<F, E>(server: F, mut shutdown: Shutdown, grace: Duration) -> Result<(), E>
+pub async fn bounded_drain<F, E>(
+    server: F,
+    mut shutdown: Shutdown,
+    grace: Duration,
+) -> Result<(), E>
 where
     F: Future<Output = Result<(), E>>,
 {

@@ -3,8 +3,8 @@
 //! tower layers every gRPC server is built from. No domain logic lives here.
 
 pub mod layers;
-pub mod redis_check;
 pub mod redact;
+pub mod redis_check;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

@@ -150,6 +150,9 @@ mod tests {
         assert_eq!(routes.len(), 3);
         assert_eq!(args.route(Action::Update).redis_url, "redis://b");
         assert_eq!(args.route(Action::Create).stream, "s.create");
-        assert_eq!(args.redis_urls(), vec!["redis://a".to_string(), "redis://b".to_string()]);
+        assert_eq!(
+            args.redis_urls(),
+            vec!["redis://a".to_string(), "redis://b".to_string()]
+        );
     }
 }

@@ -24,7 +24,11 @@ pub fn event_meta(metadata: &MetadataMap) -> EventMeta {
     };
     let traceparent = header("traceparent");
     EventMeta {
-        traceparent: if valid_traceparent(&traceparent) { traceparent } else { String::new() },
+        traceparent: if valid_traceparent(&traceparent) {
+            traceparent
+        } else {
+            String::new()
+        },
         tracestate: header("tracestate"),
         actor: String::new(),
     }
@@ -34,14 +38,20 @@ pub fn event_meta(metadata: &MetadataMap) -> EventMeta {
 fn valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    parts.len() == 4 && hex(parts[0], 2) && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2)
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn traceparent_shape_is_checked() {
-        assert!(super::valid_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert!(super::valid_traceparent(
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        ));
         assert!(!super::valid_traceparent("00-xyz-b7ad6b7169203331-01"));
         assert!(!super::valid_traceparent(""));
     }

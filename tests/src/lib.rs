@@ -1,0 +1,161 @@
+//! Test harness for the end-to-end suite: where the shared servers are, how
+//! to give each test its own database and stream, how to start the services
+//! (in-process on port 0, or as real processes that can be killed), and a TCP
+//! proxy that can pause or cut a dependency without touching the server
+//! other tests share.
+
+#![allow(clippy::unwrap_used)]
+
+pub mod proxy;
+pub mod servers;
+pub mod services;
+
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+/// Shared Redis for tests (scripts/servers.sh starts it).
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// MariaDB account allowed to create databases.
+pub fn mysql_url() -> String {
+    std::env::var("TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://postmesh:postmesh@127.0.0.1:3306".into())
+}
+
+/// Shared FerretDB/MongoDB.
+pub fn mongodb_url() -> String {
+    std::env::var("TEST_MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+/// A name no other test (or earlier run) uses: for databases, streams, channels.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let salt: u32 = rand::random();
+    format!("{prefix}_{}_{n}_{salt:08x}", std::process::id())
+}
+
+/// Polls `check` until it returns true or `timeout` passes; returns whether it did.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Which event store a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file in a temp dir.
+    Sqlite,
+    /// A fresh database on the shared MariaDB.
+    Mysql,
+}
+
+/// A database URL that only this test uses; keep the returned guard alive.
+pub struct TestDatabase {
+    /// URL for command-svc.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// Creates an empty database of the given kind.
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("events.db").display()
+                );
+                Self {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Mysql => {
+                use sea_orm::ConnectionTrait;
+                let name = unique("pm");
+                let admin = sea_orm::Database::connect(mysql_url())
+                    .await
+                    .expect("MariaDB must be running: scripts/servers.sh up");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+                    .await
+                    .unwrap();
+                admin.close().await.ok();
+                Self {
+                    url: format!("{}/{name}", mysql_url().trim_end_matches('/')),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// Opens a Redis connection.
+pub async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis must be running: scripts/servers.sh up")
+}
+
+/// Length of a stream (0 when it does not exist).
+pub async fn stream_len(url: &str, stream: &str) -> usize {
+    let mut conn = redis(url).await;
+    redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(0)
+}
+
+/// Every entry of a stream as (id, field map).
+pub async fn stream_entries(
+    url: &str,
+    stream: &str,
+) -> Vec<(String, std::collections::HashMap<String, Vec<u8>>)> {
+    let mut conn = redis(url).await;
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let fields = entry
+                .map
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        redis::from_redis_value::<Vec<u8>>(&v).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            (entry.id, fields)
+        })
+        .collect()
+}
