@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod compare;
+pub mod mesh;
 pub mod proxy;
 pub mod servers;
 pub mod services;

@@ -1,0 +1,173 @@
+//! Flags with environment-variable fallbacks.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use postmesh_common::{layers::ServerLimits, telemetry::LogFormat, topology::StreamArgs};
+
+/// `event-relay [serve|dlq|rebuild|status]`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "event-relay",
+    version,
+    about = "postmesh relay: Redis Streams -> MongoDB read model"
+)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Sub-commands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Consume the streams and serve health until SIGTERM/SIGINT.
+    Serve,
+    /// Inspect and operate the dead-letter stream.
+    Dlq {
+        /// list, replay or purge.
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// Rebuild the read model from command-svc's event store and swap it in.
+    Rebuild,
+    /// Print stream length, pending count, consumer lag and DLQ size.
+    Status,
+}
+
+/// Dead-letter operations.
+#[derive(Subcommand, Debug, Clone)]
+pub enum DlqAction {
+    /// Print the dead letters.
+    List,
+    /// Put dead letters back on their stream with attempts reset.
+    Replay(Selection),
+    /// Delete dead letters.
+    Purge(Selection),
+}
+
+/// Which dead letters an operation touches.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct Selection {
+    /// One dead letter, by its DLQ entry id (repeatable).
+    #[arg(long = "id")]
+    pub ids: Vec<String>,
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Everything the relay needs.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Address of the gRPC health server; port 0 picks a free one.
+    #[arg(long, env = "RELAY_HEALTH_ADDR", default_value = "0.0.0.0:50053")]
+    pub health_addr: SocketAddr,
+    /// Streams and Redis URLs (same flags as command-svc).
+    #[command(flatten)]
+    pub streams: StreamArgs,
+    /// MongoDB URL of the read model.
+    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017")]
+    pub mongodb_url: String,
+    /// MongoDB database of the read model.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "posts")]
+    pub mongodb_database: String,
+    /// Consumer group.
+    #[arg(long, env = "CONSUMER_GROUP", default_value = "projector")]
+    pub group: String,
+    /// Consumer name; defaults to POD_NAME, else host-pid. Must be unique per process.
+    #[arg(long, env = "CONSUMER_NAME")]
+    pub consumer: Option<String>,
+    /// Entries read per XREADGROUP.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 256)]
+    pub batch_size: usize,
+    /// Attempts before an entry goes to the dead-letter stream.
+    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// First retry delay (milliseconds); doubles per attempt, with jitter.
+    #[arg(long, env = "RELAY_RETRY_BASE_MS", default_value_t = 100)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay (milliseconds), also the cap of outage backoff.
+    #[arg(long, env = "RELAY_RETRY_MAX_MS", default_value_t = 5000)]
+    pub retry_max_ms: u64,
+    /// Pending entries idle this long (milliseconds) are claimed from dead consumers.
+    #[arg(long, env = "RELAY_CLAIM_IDLE_MS", default_value_t = 30000)]
+    pub claim_idle_ms: u64,
+    /// Longest XREADGROUP block (milliseconds).
+    #[arg(long, env = "RELAY_BLOCK_MS", default_value_t = 1000)]
+    pub block_ms: u64,
+    /// Pub/sub channel announcing applied events to query-svc.
+    #[arg(long, env = "NOTIFY_CHANNEL", default_value = "posts.applied")]
+    pub notify_channel: String,
+    /// command-svc endpoint, for `rebuild`.
+    #[arg(
+        long,
+        env = "COMMAND_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub command_endpoint: String,
+    /// How long the start-up PING to each Redis URL may take (seconds).
+    #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
+    pub redis_check_timeout_secs: f64,
+    /// Limits of the health server, and the shutdown grace period.
+    #[command(flatten)]
+    pub limits: ServerLimits,
+    /// Log format: auto, json or pretty.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Defaults for an in-process relay in tests: free port, fast retries.
+    pub fn for_tests(
+        redis_url: &str,
+        stream: &str,
+        mongodb_url: &str,
+        database: &str,
+        channel: &str,
+    ) -> Self {
+        Self {
+            health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            streams: StreamArgs::new(redis_url, stream),
+            mongodb_url: mongodb_url.to_owned(),
+            mongodb_database: database.to_owned(),
+            group: "projector".to_owned(),
+            consumer: None,
+            batch_size: 64,
+            max_attempts: 3,
+            retry_base_ms: 20,
+            retry_max_ms: 500,
+            claim_idle_ms: 2000,
+            block_ms: 200,
+            notify_channel: channel.to_owned(),
+            command_endpoint: "http://127.0.0.1:50051".to_owned(),
+            redis_check_timeout_secs: 3.0,
+            limits: ServerLimits::default(),
+            log_format: LogFormat::Json,
+        }
+    }
+
+    /// This process's consumer name.
+    pub fn consumer_name(&self) -> String {
+        if let Some(name) = self.consumer.clone().filter(|n| !n.is_empty()) {
+            return name;
+        }
+        if let Ok(pod) = std::env::var("POD_NAME") {
+            if !pod.is_empty() {
+                return pod;
+            }
+        }
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_owned());
+        let salt: u16 = rand::random();
+        format!("{host}-{}-{salt:04x}", std::process::id())
+    }
+
+    /// The start-up PING limit.
+    pub fn redis_check_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.redis_check_timeout_secs.max(0.001))
+    }
+}

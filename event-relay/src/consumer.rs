@@ -1,0 +1,460 @@
+//! The consume loop for one stream: read a batch in the consumer group, apply
+//! each entry with retries, dead-letter what keeps failing, acknowledge.
+//!
+//! Three kinds of trouble are kept apart:
+//! - an entry that cannot be decoded is dead-lettered at once;
+//! - an event the store rejects is retried with exponential backoff and
+//!   jitter, then dead-lettered after `max_attempts`;
+//! - an unreachable store is an outage, not a bad event: the loop stops,
+//!   reports NOT_SERVING, waits with capped backoff, and resumes with the same
+//!   entry, so an outage never fills the dead-letter stream.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use postmesh_common::{redact::redact_url, shutdown::Shutdown, topology::Route};
+use query_svc::store::Applied;
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
+    AsyncCommands,
+};
+use tokio::sync::watch;
+
+use crate::{
+    entry::{self, dlq_fields, Entry},
+    projector::{ApplyError, Projector},
+};
+
+/// Counters shared by every consumer of a process (for status and metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Entries read from streams.
+    pub consumed: AtomicU64,
+    /// Events that changed the read model.
+    pub applied: AtomicU64,
+    /// Events that were older than the stored state (duplicates, reordering).
+    pub stale: AtomicU64,
+    /// Failed apply attempts.
+    pub failed: AtomicU64,
+    /// Entries moved to the dead-letter stream.
+    pub dead_lettered: AtomicU64,
+}
+
+/// Retry and batching settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Consumer group.
+    pub group: String,
+    /// This process's consumer name.
+    pub consumer: String,
+    /// Entries per read.
+    pub batch_size: usize,
+    /// Attempts before dead-lettering.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Retry and outage backoff cap.
+    pub retry_max: Duration,
+    /// Idle time after which pending entries are claimed.
+    pub claim_idle: Duration,
+    /// Longest blocking read.
+    pub block: Duration,
+    /// Dead-letter stream.
+    pub dlq_stream: String,
+    /// Pub/sub channel for applied events.
+    pub notify_channel: String,
+}
+
+/// Consumes one stream.
+pub struct Consumer<P> {
+    projector: P,
+    route: Route,
+    settings: Settings,
+    /// Blocking reads only: a blocked XREADGROUP holds its connection.
+    reader: ConnectionManager,
+    /// Acks on the stream's Redis.
+    writer: ConnectionManager,
+    /// DLQ and notifications, on the main Redis.
+    main: ConnectionManager,
+    serving: watch::Sender<bool>,
+    stats: Arc<Stats>,
+}
+
+/// Opens an auto-reconnecting connection whose responses may take `wait`.
+pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(wait + Duration::from_secs(5))
+        .set_number_of_retries(1)
+        .set_max_delay(1000);
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {}: {e}", redact_url(url)))
+}
+
+/// Creates the consumer group (reading from the start of the stream, so
+/// events published before any relay ran are not skipped); an existing group
+/// is left alone.
+pub async fn ensure_group(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream, group, "0").await;
+    match created {
+        Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// Delay before retry number `attempt` (1-based): exponential with ±50% jitter, capped.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+    let capped = exp.min(max);
+    let jitter: f64 = rand::random_range(0.5..1.5);
+    capped.mul_f64(jitter).min(max)
+}
+
+enum Outcome {
+    Done,
+    Interrupted,
+}
+
+impl<P: Projector> Consumer<P> {
+    /// A consumer of `route`, writing dead letters and notifications to `main_url`.
+    pub async fn new(
+        projector: P,
+        route: Route,
+        main_url: &str,
+        settings: Settings,
+        serving: watch::Sender<bool>,
+        stats: Arc<Stats>,
+    ) -> anyhow::Result<Self> {
+        let reader = connect(&route.redis_url, settings.block).await?;
+        let writer = connect(&route.redis_url, Duration::ZERO).await?;
+        let main = connect(main_url, Duration::ZERO).await?;
+        Ok(Self {
+            projector,
+            route,
+            settings,
+            reader,
+            writer,
+            main,
+            serving,
+            stats,
+        })
+    }
+
+    /// Consumes until shutdown; the batch in hand is finished first.
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        let stream = self.route.stream.clone();
+        let mut own_pending = true;
+        let mut group_ready = false;
+        let mut redis_failures = 0u32;
+        let claim_every = (self.settings.claim_idle / 2).max(Duration::from_millis(100));
+        let mut last_claim = Instant::now();
+        tracing::info!(%stream, consumer = %self.settings.consumer, group = %self.settings.group, "consuming");
+        while !shutdown.is_triggered() {
+            if !group_ready {
+                match ensure_group(&mut self.writer, &stream, &self.settings.group).await {
+                    Ok(()) => group_ready = true,
+                    Err(error) => {
+                        redis_failures += 1;
+                        tracing::warn!(%stream, %error, "cannot create consumer group; retrying");
+                        self.pause(redis_failures, &mut shutdown).await;
+                        continue;
+                    }
+                }
+            }
+            let batch = if last_claim.elapsed() >= claim_every {
+                last_claim = Instant::now();
+                self.claim().await
+            } else {
+                let from = if own_pending { "0" } else { ">" };
+                tokio::select! {
+                    read = self.read(from) => read,
+                    _ = shutdown.wait() => break,
+                }
+            };
+            let entries = match batch {
+                Ok(entries) => {
+                    redis_failures = 0;
+                    entries
+                }
+                Err(error) => {
+                    redis_failures += 1;
+                    if error.code() == Some("NOGROUP") {
+                        // Redis lost the group (restarted without persistence): recreate it.
+                        group_ready = false;
+                    }
+                    tracing::warn!(%stream, %error, "reading the stream failed; retrying");
+                    self.pause(redis_failures, &mut shutdown).await;
+                    continue;
+                }
+            };
+            if entries.is_empty() {
+                own_pending = false;
+                continue;
+            }
+            if let Outcome::Interrupted = self.process(entries, &mut shutdown).await {
+                break;
+            }
+        }
+        tracing::info!(%stream, "consumer stopped");
+    }
+
+    async fn pause(&self, failures: u32, shutdown: &mut Shutdown) {
+        let delay = backoff(failures, self.settings.retry_base, self.settings.retry_max);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+
+    async fn read(&mut self, from: &str) -> redis::RedisResult<Vec<Entry>> {
+        let options = StreamReadOptions::default()
+            .group(&self.settings.group, &self.settings.consumer)
+            .count(self.settings.batch_size)
+            .block(self.settings.block.as_millis() as usize);
+        let reply: Option<StreamReadReply> = self
+            .reader
+            .xread_options(&[&self.route.stream], &[from], &options)
+            .await?;
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|key| entry::from_ids(&key.key, key.ids))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Takes over entries another (dead) consumer left pending for too long.
+    async fn claim(&mut self) -> redis::RedisResult<Vec<Entry>> {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.route.stream)
+            .arg(&self.settings.group)
+            .arg(&self.settings.consumer)
+            .arg(self.settings.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(self.settings.batch_size)
+            .query_async(&mut self.writer)
+            .await?;
+        if !reply.claimed.is_empty() {
+            tracing::info!(stream = %self.route.stream, claimed = reply.claimed.len(), "claimed idle pending entries");
+        }
+        Ok(entry::from_ids(&self.route.stream, reply.claimed))
+    }
+
+    async fn process(&mut self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> Outcome {
+        let mut acks: Vec<String> = Vec::with_capacity(entries.len());
+        let mut outcome = Outcome::Done;
+        for entry in entries {
+            self.stats.consumed.fetch_add(1, Ordering::Relaxed);
+            if self.handle(&entry, shutdown).await {
+                acks.push(entry.id);
+            } else {
+                outcome = Outcome::Interrupted;
+                break;
+            }
+        }
+        if !acks.is_empty() {
+            let acked: redis::RedisResult<i64> = self
+                .writer
+                .xack(&self.route.stream, &self.settings.group, &acks)
+                .await;
+            if let Err(error) = acked {
+                // Unacked entries stay pending and are claimed again later;
+                // applying them twice is harmless.
+                tracing::warn!(stream = %self.route.stream, %error, count = acks.len(), "XACK failed");
+            }
+        }
+        outcome
+    }
+
+    /// Handles one entry; false when shutdown interrupted an outage wait and
+    /// the entry must stay pending.
+    async fn handle(&mut self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
+        let event = match entry.event() {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(
+                    stream = %entry.stream,
+                    entry_id = %entry.id,
+                    post_id = %entry.text("post_id"),
+                    version = %entry.text("version"),
+                    action = entry.action(),
+                    attempt = 1,
+                    %error,
+                    "undecodable entry; dead-lettering"
+                );
+                return self
+                    .dead_letter(entry, &error.to_string(), 1, shutdown)
+                    .await;
+            }
+        };
+        let action = event.event_type().action();
+        let mut attempt = 0u32;
+        let mut outage = 0u32;
+        loop {
+            attempt += 1;
+            match self.projector.apply(&event).await {
+                Ok(applied) => {
+                    if outage > 0 {
+                        self.set_serving(true);
+                    }
+                    let outcome = match applied {
+                        Applied::Applied => {
+                            self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                            self.notify(event.post_id, event.version).await;
+                            "applied"
+                        }
+                        Applied::Stale => {
+                            self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                            "stale"
+                        }
+                    };
+                    tracing::info!(
+                        stream = %entry.stream,
+                        entry_id = %entry.id,
+                        post_id = event.post_id,
+                        version = event.version,
+                        action,
+                        attempt,
+                        outcome,
+                        "event applied"
+                    );
+                    return true;
+                }
+                Err(ApplyError::Unavailable(error)) => {
+                    attempt -= 1;
+                    outage += 1;
+                    if outage == 1 {
+                        tracing::warn!(%error, "read store unreachable; pausing consumption");
+                        self.set_serving(false);
+                    }
+                    if !self.wait_for_store(outage, shutdown).await {
+                        return false;
+                    }
+                    tracing::info!("read store reachable again; resuming");
+                    self.set_serving(true);
+                }
+                Err(ApplyError::Rejected(error)) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        stream = %entry.stream,
+                        entry_id = %entry.id,
+                        post_id = event.post_id,
+                        version = event.version,
+                        action,
+                        attempt,
+                        %error,
+                        "event apply failed"
+                    );
+                    if attempt >= self.settings.max_attempts {
+                        return self.dead_letter(entry, &error, attempt, shutdown).await;
+                    }
+                    let delay = backoff(attempt, self.settings.retry_base, self.settings.retry_max);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Pings the store with capped backoff until it answers; false on shutdown.
+    async fn wait_for_store(&self, mut tries: u32, shutdown: &mut Shutdown) -> bool {
+        loop {
+            let delay = backoff(tries, self.settings.retry_base, self.settings.retry_max);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait() => return false,
+            }
+            if self.projector.ping().await.is_ok() {
+                return true;
+            }
+            tries += 1;
+        }
+    }
+
+    fn set_serving(&self, serving: bool) {
+        self.serving.send_replace(serving);
+    }
+
+    async fn notify(&mut self, post_id: i64, version: i64) {
+        let payload = serde_json::json!({ "post_id": post_id, "version": version }).to_string();
+        let sent: redis::RedisResult<i64> = self
+            .main
+            .publish(&self.settings.notify_channel, payload)
+            .await;
+        if let Err(error) = sent {
+            // Only waiters and watchers miss it; the read model is already right.
+            tracing::debug!(%error, post_id, version, "notification not published");
+        }
+    }
+
+    /// Copies the entry to the dead-letter stream with its error; true once it
+    /// is safely there (so the caller may ack it).
+    async fn dead_letter(
+        &mut self,
+        entry: &Entry,
+        error: &str,
+        attempts: u32,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.settings.dlq_stream).arg("*");
+        for (field, value) in &entry.fields {
+            if !dlq_fields::ALL.contains(&field.as_str()) {
+                cmd.arg(field).arg(value.as_slice());
+            }
+        }
+        cmd.arg(dlq_fields::ERROR)
+            .arg(error)
+            .arg(dlq_fields::ATTEMPTS)
+            .arg(attempts)
+            .arg(dlq_fields::SOURCE_STREAM)
+            .arg(&entry.stream)
+            .arg(dlq_fields::SOURCE_ID)
+            .arg(&entry.id)
+            .arg(dlq_fields::FAILED_AT)
+            .arg(chrono::Utc::now().to_rfc3339());
+        let mut failures = 0;
+        loop {
+            let added: redis::RedisResult<String> = cmd.query_async(&mut self.main).await;
+            match added {
+                Ok(dlq_id) => {
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        stream = %entry.stream,
+                        entry_id = %entry.id,
+                        dlq_id = %dlq_id,
+                        post_id = %entry.text("post_id"),
+                        version = %entry.text("version"),
+                        action = entry.action(),
+                        attempt = attempts,
+                        %error,
+                        "event dead-lettered"
+                    );
+                    return true;
+                }
+                Err(redis_error) => {
+                    failures += 1;
+                    tracing::warn!(%redis_error, "cannot write the dead-letter stream; retrying");
+                    if shutdown.is_triggered() {
+                        return false;
+                    }
+                    self.pause(failures, shutdown).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The seam between the relay and the read model: anything that can apply an
+//! event. Production uses query-svc's `ReadStore`; tests wrap it to inject
+//! writer failures.
+
+use std::future::Future;
+
+use postmesh_proto::v1::PostEvent;
+use query_svc::store::{Applied, ReadStore, StoreError};
+
+/// Why an apply failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The read store is unreachable: an outage, not a bad event. The relay
+    /// pauses instead of counting an attempt.
+    #[error("read store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused this event.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Rejected(error.to_string())
+        }
+    }
+}
+
+/// Applies events to a read model.
+pub trait Projector: Clone + Send + Sync + 'static {
+    /// Applies one event; idempotent and order-independent.
+    fn apply(&self, event: &PostEvent) -> impl Future<Output = Result<Applied, ApplyError>> + Send;
+    /// Checks the read model is reachable.
+    fn ping(&self) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+impl Projector for ReadStore {
+    async fn apply(&self, event: &PostEvent) -> Result<Applied, ApplyError> {
+        Ok(ReadStore::apply(self, event).await?)
+    }
+
+    async fn ping(&self) -> Result<(), ApplyError> {
+        Ok(ReadStore::ping(self).await?)
+    }
+}

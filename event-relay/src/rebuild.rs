@@ -1,0 +1,88 @@
+//! `event-relay rebuild`: replays the whole event store into fresh
+//! collections and swaps them in, so readers never see a half-built model.
+//!
+//! The live relay keeps applying to the old collections meanwhile. Events it
+//! applies after our read are caught up twice: once more into the fresh
+//! collections just before the swap, and once into the swapped-in ones right
+//! after; applying an event twice is harmless.
+
+use futures::StreamExt;
+use postmesh_proto::v1::{event_store_client::EventStoreClient, ReadAllRequest};
+use query_svc::store::ReadStore;
+
+use crate::config::Config;
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Events read from the event store.
+    pub events: u64,
+    /// Highest position seen.
+    pub position: i64,
+}
+
+async fn copy(
+    client: &mut EventStoreClient<tonic::transport::Channel>,
+    store: &ReadStore,
+    from: i64,
+    done: &mut Rebuilt,
+) -> anyhow::Result<()> {
+    let mut stream = client
+        .read_all(ReadAllRequest {
+            from_position: from,
+            max_count: 0,
+        })
+        .await?
+        .into_inner();
+    while let Some(item) = stream.next().await {
+        let Some(event) = item?.event else { continue };
+        store.apply(&event).await?;
+        done.events += 1;
+        done.position = done.position.max(event.position);
+    }
+    Ok(())
+}
+
+/// Rebuilds `config`'s read model from the event store at `config.command_endpoint`.
+pub async fn run(config: &Config) -> anyhow::Result<Rebuilt> {
+    let live = ReadStore::connect(&config.mongodb_url, &config.mongodb_database).await?;
+    rebuild_into(config, &live).await
+}
+
+/// Rebuilds `live` (used by tests with their own collection names).
+pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<Rebuilt> {
+    let suffix = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
+    let fresh = live.with_collections(
+        &format!("posts_rebuild_{suffix}"),
+        &format!("post_versions_rebuild_{suffix}"),
+    );
+    fresh.ensure_indexes().await?;
+    let mut client = EventStoreClient::connect(config.command_endpoint.clone())
+        .await?
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let mut done = Rebuilt::default();
+    let result = async {
+        copy(&mut client, &fresh, 0, &mut done).await?;
+        tracing::info!(
+            events = done.events,
+            position = done.position,
+            "fresh read model built; swapping in"
+        );
+        let before_swap = done.position;
+        copy(&mut client, &fresh, before_swap, &mut done).await?;
+        live.swap_in(&fresh).await?;
+        copy(&mut client, live, before_swap, &mut done).await?;
+        live.ensure_indexes().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(error) = result {
+        fresh.drop_collections().await;
+        return Err(error);
+    }
+    println!(
+        "rebuilt the read model from {} events (up to position {})",
+        done.events, done.position
+    );
+    Ok(done)
+}

@@ -1,0 +1,249 @@
+//! Wiring: check Redis, open the read store, start one consumer per stream,
+//! serve health, and stop cleanly.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use postmesh_common::{
+    layers::{bounded_drain, flip_health_then_stop},
+    redis_check::check_redis,
+    shutdown::{self, Shutdown, ShutdownTrigger},
+};
+use query_svc::store::ReadStore;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::{
+    config::Config,
+    consumer::{backoff, Consumer, Settings, Stats},
+    projector::Projector,
+};
+
+/// Health service name of the relay (besides the overall "").
+pub const HEALTH_SERVICE: &str = "postmesh.EventRelay";
+
+/// A relay that has checked its dependencies and bound its health port.
+pub struct Application {
+    listener: TcpListener,
+    store: ReadStore,
+    config: Config,
+    stats: Arc<Stats>,
+}
+
+impl Application {
+    /// PINGs every Redis URL, opens the read store and binds the health port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        for url in config.streams.redis_urls() {
+            check_redis(&url, config.redis_check_timeout()).await?;
+        }
+        let store = ReadStore::connect(&config.mongodb_url, &config.mongodb_database)
+            .await
+            .context("cannot open the read store")?;
+        let listener = TcpListener::bind(config.health_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.health_addr))?;
+        Ok(Self {
+            listener,
+            store,
+            config,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The bound health address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.health_addr)
+    }
+
+    /// The read store it writes to.
+    pub fn store(&self) -> ReadStore {
+        self.store.clone()
+    }
+
+    /// Counters of this relay.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs with the real store until `shutdown`.
+    pub async fn run_until(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let store = self.store.clone();
+        self.run_with(store, shutdown).await
+    }
+
+    /// Runs with any projector (tests inject failures this way).
+    pub async fn run_with<P: Projector>(
+        self,
+        projector: P,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(HEALTH_SERVICE, ServingStatus::NotServing)
+            .await;
+        let (serving_tx, mut serving_rx) = watch::channel(false);
+        {
+            let health = health.clone();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let status = if *serving_rx.borrow_and_update() {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    if shutdown.is_triggered() {
+                        return;
+                    }
+                    health.set_service_status("", status).await;
+                    health.set_service_status(HEALTH_SERVICE, status).await;
+                    tokio::select! {
+                        changed = serving_rx.changed() => if changed.is_err() { return },
+                        _ = shutdown.wait() => return,
+                    }
+                }
+            });
+        }
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let server = self
+            .config
+            .limits
+            .server()
+            .add_service(health_service)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                flip_health_then_stop(shutdown.clone(), health, &[HEALTH_SERVICE]),
+            );
+        let server = tokio::spawn(bounded_drain(
+            server,
+            shutdown.clone(),
+            self.config.limits.shutdown_grace(),
+        ));
+
+        let consumer_name = self.config.consumer_name();
+        tracing::info!(consumer = %consumer_name, health = %self.config.health_addr, "event-relay starting");
+        let ready = wait_for_indexes(&self.store, &self.config, shutdown.clone()).await;
+        let mut consumers = Vec::new();
+        if ready {
+            serving_tx.send_replace(true);
+            let settings = Settings {
+                group: self.config.group.clone(),
+                consumer: consumer_name,
+                batch_size: self.config.batch_size.max(1),
+                max_attempts: self.config.max_attempts.max(1),
+                retry_base: Duration::from_millis(self.config.retry_base_ms.max(1)),
+                retry_max: Duration::from_millis(self.config.retry_max_ms.max(1)),
+                claim_idle: Duration::from_millis(self.config.claim_idle_ms.max(1)),
+                block: Duration::from_millis(self.config.block_ms.max(1)),
+                dlq_stream: self.config.streams.dlq_stream(),
+                notify_channel: self.config.notify_channel.clone(),
+            };
+            for route in self.config.streams.routes() {
+                let consumer = Consumer::new(
+                    projector.clone(),
+                    route,
+                    &self.config.streams.redis_url,
+                    settings.clone(),
+                    serving_tx.clone(),
+                    self.stats.clone(),
+                )
+                .await?;
+                consumers.push(tokio::spawn(consumer.run(shutdown.clone())));
+            }
+        }
+        for consumer in consumers {
+            if let Err(error) = consumer.await {
+                tracing::error!(%error, "consumer task failed");
+            }
+        }
+        let mut waiting = shutdown.clone();
+        waiting.wait().await;
+        server.await??;
+        tracing::info!("event-relay stopped");
+        Ok(())
+    }
+}
+
+/// Creates the read model's indexes, retrying while MongoDB is unreachable;
+/// false when shutdown came first.
+async fn wait_for_indexes(store: &ReadStore, config: &Config, mut shutdown: Shutdown) -> bool {
+    let mut tries = 0;
+    loop {
+        match store.ensure_indexes().await {
+            Ok(()) => return true,
+            Err(error) => {
+                tries += 1;
+                if tries == 1 {
+                    tracing::warn!(%error, "read store not ready; waiting");
+                }
+                let delay = backoff(
+                    tries,
+                    Duration::from_millis(config.retry_base_ms.max(1)),
+                    Duration::from_millis(config.retry_max_ms.max(1)),
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait() => return false,
+                }
+            }
+        }
+    }
+}
+
+/// An in-process relay for tests.
+pub struct Running {
+    /// Health address.
+    pub addr: SocketAddr,
+    /// Its read store.
+    pub store: ReadStore,
+    /// Its counters.
+    pub stats: Arc<Stats>,
+    /// Fire to stop it.
+    pub trigger: ShutdownTrigger,
+    /// Resolves when it stopped.
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops it and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.trigger.trigger();
+        self.handle.await?
+    }
+}
+
+/// Starts a relay with the real store.
+pub async fn spawn(config: Config) -> anyhow::Result<Running> {
+    spawn_with(config, |store| store).await
+}
+
+/// Starts a relay whose projector wraps the real store.
+pub async fn spawn_with<P, F>(config: Config, wrap: F) -> anyhow::Result<Running>
+where
+    P: Projector,
+    F: FnOnce(ReadStore) -> P,
+{
+    let app = Application::build(config).await?;
+    let addr = app.local_addr();
+    let store = app.store();
+    let stats = app.stats();
+    let projector = wrap(store.clone());
+    let (trigger, signal) = shutdown::channel();
+    let handle = tokio::spawn(app.run_with(projector, signal));
+    Ok(Running {
+        addr,
+        store,
+        stats,
+        trigger,
+        handle,
+    })
+}

@@ -1,0 +1,81 @@
+//! `event-relay status`: how far behind the relay is.
+
+use redis::AsyncCommands;
+
+use crate::{config::Config, consumer::connect};
+
+/// Figures for one stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamStatus {
+    /// Stream key.
+    pub stream: String,
+    /// XLEN.
+    pub length: u64,
+    /// Entries delivered but not acknowledged.
+    pub pending: u64,
+    /// Entries not yet delivered to the group (None when Redis cannot tell).
+    pub lag: Option<u64>,
+    /// Consumers in the group.
+    pub consumers: u64,
+}
+
+/// Reads the figures of every stream of the topology, and the DLQ size.
+pub async fn collect(config: &Config) -> anyhow::Result<(Vec<StreamStatus>, u64)> {
+    let mut out = Vec::new();
+    for route in config.streams.routes() {
+        let mut conn = connect(&route.redis_url, std::time::Duration::ZERO).await?;
+        let length: u64 = conn.xlen(&route.stream).await?;
+        let mut status = StreamStatus {
+            stream: route.stream.clone(),
+            length,
+            ..Default::default()
+        };
+        let groups: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> =
+            redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&route.stream)
+                .query_async(&mut conn)
+                .await;
+        if let Ok(groups) = groups {
+            for group in groups {
+                let name: String = group
+                    .get("name")
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .unwrap_or_default();
+                if name != config.group {
+                    continue;
+                }
+                let number = |key: &str| {
+                    group
+                        .get(key)
+                        .and_then(|v| redis::from_redis_value::<u64>(v).ok())
+                };
+                status.pending = number("pending").unwrap_or(0);
+                status.lag = number("lag");
+                status.consumers = number("consumers").unwrap_or(0);
+            }
+        }
+        out.push(status);
+    }
+    let mut main = connect(&config.streams.redis_url, std::time::Duration::ZERO).await?;
+    let dlq: u64 = main.xlen(config.streams.dlq_stream()).await?;
+    Ok((out, dlq))
+}
+
+/// Prints the figures.
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let (streams, dlq) = collect(config).await?;
+    println!(
+        "{:<32} {:>10} {:>10} {:>10} {:>10}",
+        "STREAM", "LENGTH", "PENDING", "LAG", "CONSUMERS"
+    );
+    for s in streams {
+        let lag = s.lag.map_or_else(|| "?".to_owned(), |l| l.to_string());
+        println!(
+            "{:<32} {:>10} {:>10} {:>10} {:>10}",
+            s.stream, s.length, s.pending, lag, s.consumers
+        );
+    }
+    println!("{:<32} {:>10}", config.streams.dlq_stream(), dlq);
+    Ok(())
+}

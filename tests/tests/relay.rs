@@ -1,0 +1,496 @@
+//! event-relay against real Redis and FerretDB, with command-svc as the source.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use event_relay::projector::{ApplyError, Projector};
+use postmesh_proto::v1::{DeletePostRequest, PostEvent, UpdatePostRequest};
+use postmesh_tests::{
+    compare::assert_converges,
+    mesh::{relay_config, Names, WriteSide},
+    redis, redis_url,
+    servers::{free_port, FerretProc},
+    services::{health, ServiceProc},
+    stream_len, wait_until,
+};
+use query_svc::store::{Applied, ReadStore};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Fails every apply of one post while armed, counting the attempts.
+#[derive(Clone)]
+struct FailingFor {
+    inner: ReadStore,
+    post_id: i64,
+    armed: Arc<AtomicBool>,
+    attempts: Arc<AtomicU32>,
+}
+
+impl Projector for FailingFor {
+    async fn apply(&self, event: &PostEvent) -> Result<Applied, ApplyError> {
+        if event.post_id == self.post_id && self.armed.load(Ordering::SeqCst) {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            return Err(ApplyError::Rejected("injected writer failure".into()));
+        }
+        Projector::apply(&self.inner, event).await
+    }
+
+    async fn ping(&self) -> Result<(), ApplyError> {
+        Projector::ping(&self.inner).await
+    }
+}
+
+async fn dlq_len(names: &Names) -> usize {
+    stream_len(&redis_url(), &format!("{}.dlq", names.stream)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_updates_and_deletes_reach_the_read_model_with_full_history() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let relay = event_relay::startup::spawn(relay_config(&names))
+        .await
+        .unwrap();
+    let mut client = write.client.clone();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(write.create(&format!("post {i}")).await);
+    }
+    for id in &ids[..5] {
+        client
+            .update_post(UpdatePostRequest {
+                post_id: *id,
+                title: Some("edited".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    for id in &ids[..2] {
+        client
+            .delete_post(DeletePostRequest {
+                post_id: *id,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let events = assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert_eq!(events.len(), 17);
+    let history = relay.store.history(ids[0]).await.unwrap();
+    let versions: Vec<i64> = history.iter().map(|v| v.post.version).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert!(history[2].post.deleted);
+    assert_eq!(dlq_len(&names).await, 0);
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_event_is_dead_lettered_after_three_attempts_and_replay_applies_it() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let victim = write.create("victim").await;
+    let armed = Arc::new(AtomicBool::new(true));
+    let attempts = Arc::new(AtomicU32::new(0));
+    let relay = {
+        let (armed, attempts) = (armed.clone(), attempts.clone());
+        event_relay::startup::spawn_with(relay_config(&names), move |inner| FailingFor {
+            inner,
+            post_id: victim,
+            armed,
+            attempts,
+        })
+        .await
+        .unwrap()
+    };
+    for i in 0..5 {
+        write.create(&format!("bystander {i}")).await;
+    }
+    assert!(
+        wait_until(SETTLE, || async { dlq_len(&names).await == 1 }).await,
+        "the failing event is dead-lettered"
+    );
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        3,
+        "exactly max_attempts tries"
+    );
+    let config = relay_config(&names);
+    let letters = {
+        let mut conn = event_relay::consumer::connect(&redis_url(), Duration::ZERO)
+            .await
+            .unwrap();
+        event_relay::dlq::list(&mut conn, &config.streams.dlq_stream())
+            .await
+            .unwrap()
+    };
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].post_id, victim.to_string());
+    assert_eq!(letters[0].attempts, "3");
+    assert!(letters[0].error.contains("injected writer failure"));
+    // Everything else flowed past it.
+    let bystanders = wait_until(SETTLE, || async {
+        relay.store.all_posts().await.unwrap().len() == 5
+    })
+    .await;
+    assert!(bystanders);
+    assert!(relay.store.get(victim).await.unwrap().is_none());
+
+    armed.store(false, Ordering::SeqCst);
+    let selection = event_relay::config::Selection {
+        ids: vec![letters[0].id.clone()],
+        all: false,
+    };
+    assert_eq!(
+        event_relay::dlq::replay(&config.streams, &selection)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert_eq!(dlq_len(&names).await, 0);
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_entry_is_dead_lettered_at_once_while_the_rest_flow() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    write.create("before").await;
+    let mut conn = redis(&redis_url()).await;
+    let _: String = ::redis::cmd("XADD")
+        .arg(&names.stream)
+        .arg("*")
+        .arg("post_id")
+        .arg("42")
+        .arg("event")
+        .arg(b"\xff\xfe not protobuf".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = ::redis::cmd("XADD")
+        .arg(&names.stream)
+        .arg("*")
+        .arg("note")
+        .arg("no event field at all")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    write.create("after").await;
+    let relay = event_relay::startup::spawn(relay_config(&names))
+        .await
+        .unwrap();
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert!(wait_until(SETTLE, || async { dlq_len(&names).await == 2 }).await);
+    assert_eq!(
+        relay.stats.failed.load(Ordering::Relaxed),
+        0,
+        "poison is not retried"
+    );
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_reordered_entries_converge() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let id = write.create("dup").await;
+    for i in 0..4 {
+        write
+            .client
+            .clone()
+            .update_post(UpdatePostRequest {
+                post_id: id,
+                title: Some(format!("v{}", i + 2)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    assert!(
+        wait_until(SETTLE, || async {
+            stream_len(&redis_url(), &names.stream).await == 5
+        })
+        .await
+    );
+    // Re-add every entry in reverse order, twice: duplicates and reordering.
+    let entries = postmesh_tests::stream_entries(&redis_url(), &names.stream).await;
+    let mut conn = redis(&redis_url()).await;
+    for _ in 0..2 {
+        for (_, fields) in entries.iter().rev() {
+            let mut cmd = ::redis::cmd("XADD");
+            cmd.arg(&names.stream).arg("*");
+            for (k, v) in fields {
+                cmd.arg(k).arg(v.as_slice());
+            }
+            let _: String = cmd.query_async(&mut conn).await.unwrap();
+        }
+    }
+    let relay = event_relay::startup::spawn(relay_config(&names))
+        .await
+        .unwrap();
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert!(
+        wait_until(SETTLE, || async {
+            relay.stats.consumed.load(Ordering::Relaxed) >= 15
+        })
+        .await
+    );
+    assert_eq!(relay.store.get(id).await.unwrap().unwrap().title, "v5");
+    assert_eq!(dlq_len(&names).await, 0);
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ferretdb_outage_of_20_seconds_loses_nothing_and_fills_no_dead_letters() {
+    let names = Names::fresh();
+    let mut ferret = FerretProc::start().await;
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let mut config = relay_config(&names);
+    config.mongodb_url = ferret.url();
+    config.retry_max_ms = 1000;
+    let relay = event_relay::startup::spawn(config).await.unwrap();
+    let health_endpoint = format!("http://{}", relay.addr);
+    for i in 0..5 {
+        write.create(&format!("early {i}")).await;
+    }
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+
+    ferret.stop();
+    let writer = {
+        let write_client = write.client.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let mut client = write_client.clone();
+                client
+                    .create_post(postmesh_proto::v1::CreatePostRequest {
+                        title: format!("during {i}"),
+                        content: "c".into(),
+                        author_name: "a".into(),
+                        idempotency_key: String::new(),
+                    })
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await; // a steady trickle across the outage
+            }
+        })
+    };
+    let not_serving = wait_until(Duration::from_secs(15), || {
+        let e = health_endpoint.clone();
+        async move { health(&e, "").await == Some(ServingStatus::NotServing) }
+    })
+    .await;
+    assert!(not_serving, "health reports NOT_SERVING during the outage");
+    writer.await.unwrap(); // 20 s of writes while the read store is down
+    ferret.restart().await;
+    assert_converges(&write.endpoint(), &relay.store, Duration::from_secs(60)).await;
+    assert_eq!(dlq_len(&names).await, 0, "an outage never fills the DLQ");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let e = health_endpoint.clone();
+            async move { health(&e, "").await == Some(ServingStatus::Serving) }
+        })
+        .await
+    );
+    relay.stop().await.unwrap();
+}
+
+fn relay_proc(names: &Names, consumer: &str) -> ServiceProc {
+    let port = free_port();
+    ServiceProc::spawn(
+        "event-relay",
+        port,
+        &[],
+        &[
+            ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{port}")),
+            ("REDIS_URL", redis_url()),
+            ("STREAM_NAME", names.stream.clone()),
+            ("MONGODB_URL", postmesh_tests::mongodb_url()),
+            ("MONGODB_DATABASE", names.database.clone()),
+            ("NOTIFY_CHANNEL", names.channel.clone()),
+            ("CONSUMER_NAME", consumer.to_owned()),
+            ("RELAY_BATCH_SIZE", "50".to_owned()),
+            ("RELAY_CLAIM_IDLE_MS", "1500".to_owned()),
+            ("RELAY_BLOCK_MS", "200".to_owned()),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_the_work_and_killing_one_mid_batch_loses_nothing() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let mut a = relay_proc(&names, "relay-a");
+    let mut b = relay_proc(&names, "relay-b");
+    a.wait_healthy(Duration::from_secs(20)).await;
+    b.wait_healthy(Duration::from_secs(20)).await;
+    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
+        .await
+        .unwrap();
+    let load = {
+        let client = write.client.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                let mut client = client.clone();
+                client
+                    .create_post(postmesh_proto::v1::CreatePostRequest {
+                        title: format!("load {i}"),
+                        content: "c".into(),
+                        author_name: "a".into(),
+                        idempotency_key: String::new(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    // Kill A once it is visibly applying.
+    let a_busy = wait_until(SETTLE, || async {
+        a.logs().matches("event applied").count() >= 20
+    })
+    .await;
+    assert!(a_busy, "relay A takes part");
+    a.kill();
+    load.await.unwrap();
+    assert_converges(&write.endpoint(), &store, Duration::from_secs(60)).await;
+    assert!(b.logs().contains("event applied"), "relay B takes part");
+    assert_eq!(dlq_len(&names).await, 0);
+    b.terminate();
+    let status = b
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("B exits on SIGTERM");
+    assert!(status.success(), "graceful shutdown exits 0:\n{}", b.logs());
+}
+
+#[tokio::test]
+async fn a_relay_pointed_at_something_that_is_not_redis_fails_fast() {
+    let names = Names::fresh();
+    let mut proc = ServiceProc::spawn(
+        "event-relay",
+        free_port(),
+        &[],
+        &[
+            ("REDIS_URL", format!("redis://127.0.0.1:{}", mongo_port())),
+            ("STREAM_NAME", names.stream.clone()),
+        ],
+    );
+    let status = proc
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("fails within 5 s");
+    assert!(!status.success());
+    assert!(proc
+        .logs()
+        .contains(&format!("redis://127.0.0.1:{}", mongo_port())));
+}
+
+fn mongo_port() -> String {
+    postmesh_tests::mongodb_url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_replays_and_purges_dead_letters_and_reports_status() {
+    let names = Names::fresh();
+    let mut conn = redis(&redis_url()).await;
+    let dlq = format!("{}.dlq", names.stream);
+    for post in ["7", "8"] {
+        let _: String = ::redis::cmd("XADD")
+            .arg(&dlq)
+            .arg("*")
+            .arg("post_id")
+            .arg(post)
+            .arg("version")
+            .arg("1")
+            .arg("event_type")
+            .arg("PostCreated")
+            .arg("dlq_error")
+            .arg("boom")
+            .arg("dlq_attempts")
+            .arg("3")
+            .arg("dlq_source_stream")
+            .arg(&names.stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(postmesh_tests::services::bin("event-relay"))
+            .args(args)
+            .env("REDIS_URL", redis_url())
+            .env("STREAM_NAME", &names.stream)
+            .env("LOG_FORMAT", "json")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = cli(&["dlq", "list"]);
+    assert!(listed.contains("2 dead letter(s)"), "{listed}");
+    assert!(
+        listed.contains("boom") && listed.contains("create"),
+        "{listed}"
+    );
+    let first_id = listed
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(cli(&["dlq", "replay", "--id", &first_id]).contains("replayed 1"));
+    assert_eq!(
+        stream_len(&redis_url(), &names.stream).await,
+        1,
+        "replayed onto the main stream"
+    );
+    let replayed = &postmesh_tests::stream_entries(&redis_url(), &names.stream).await[0].1;
+    assert!(!replayed.contains_key("dlq_attempts"), "attempts reset");
+    assert!(cli(&["dlq", "purge", "--all"]).contains("purged 1"));
+    assert_eq!(dlq_len(&names).await, 0);
+    let status = cli(&["status"]);
+    assert!(
+        status.contains(&names.stream) && status.contains(&dlq),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_replaces_a_damaged_read_model_with_one_equal_to_the_event_store() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let relay = event_relay::startup::spawn(relay_config(&names))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        write.create(&format!("r{i}")).await;
+    }
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    relay.stop().await.unwrap();
+    // Damage it: drop everything, as if the read model were lost.
+    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
+        .await
+        .unwrap();
+    store.drop_collections().await;
+    let mut config = relay_config(&names);
+    config.command_endpoint = write.endpoint();
+    let rebuilt = event_relay::rebuild::run(&config).await.unwrap();
+    assert_eq!(rebuilt.events, 20);
+    assert_converges(&write.endpoint(), &store, Duration::from_secs(5)).await;
+}
