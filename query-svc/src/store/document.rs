@@ -1,0 +1,275 @@
+//! The stored shape of the read model, and conversions to and from protobuf.
+
+use mongodb::bson::DateTime;
+use postmesh_proto::v1::{EventType, Post, PostEvent};
+use prost_types::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// One document of `posts`: the latest state of a post.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PostDoc {
+    pub post_id: i64,
+    pub version: i64,
+    pub title: String,
+    pub content: String,
+    pub author_name: String,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+    pub deleted: bool,
+}
+
+/// One document of `post_versions`: a post as it stood at one version.
+///
+/// The fields are repeated rather than `#[serde(flatten)]`ed because flatten
+/// buffers through serde's generic content type and loses BSON date-times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct VersionDoc {
+    pub post_id: i64,
+    pub version: i64,
+    pub event_type: String,
+    pub title: String,
+    pub content: String,
+    pub author_name: String,
+    pub created_at: DateTime,
+    pub updated_at: DateTime,
+    pub deleted: bool,
+}
+
+/// A post at one version together with the kind of change that produced it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostVersion {
+    /// The post's full state at this version.
+    pub post: Post,
+    /// What kind of change produced this version.
+    pub event_type: EventType,
+}
+
+/// Milliseconds since the epoch, the precision BSON date-times keep.
+pub fn timestamp_to_millis(ts: &Timestamp) -> i64 {
+    let nanos_as_millis = i64::from(ts.nanos.clamp(0, 999_999_999)) / 1_000_000;
+    ts.seconds
+        .saturating_mul(1000)
+        .saturating_add(nanos_as_millis)
+}
+
+/// The inverse of [`timestamp_to_millis`].
+pub fn millis_to_timestamp(millis: i64) -> Timestamp {
+    Timestamp {
+        seconds: millis.div_euclid(1000),
+        // rem_euclid keeps this in 0..1000, so the product fits an i32.
+        nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+impl VersionDoc {
+    /// Checks an event and turns it into the version document it stores.
+    pub fn from_event(event: &PostEvent) -> Result<Self, StoreError> {
+        let invalid = |why: String| StoreError::InvalidEvent(why);
+        if event.post_id <= 0 {
+            return Err(invalid(format!(
+                "post_id must be > 0, got {}",
+                event.post_id
+            )));
+        }
+        if event.version <= 0 {
+            return Err(invalid(format!(
+                "post {}: version must be > 0, got {}",
+                event.post_id, event.version
+            )));
+        }
+        let event_type = EventType::try_from(event.event_type)
+            .ok()
+            .filter(|t| *t != EventType::Unspecified)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "post {} version {}: unknown event type {}",
+                    event.post_id, event.version, event.event_type
+                ))
+            })?;
+        let post = event.post.as_ref().ok_or_else(|| {
+            invalid(format!(
+                "post {} version {}: the event carries no post state",
+                event.post_id, event.version
+            ))
+        })?;
+        if post.post_id != 0 && post.post_id != event.post_id {
+            return Err(invalid(format!(
+                "event is for post {} but carries the state of post {}",
+                event.post_id, post.post_id
+            )));
+        }
+        // created_at is the PostCreated time, which every event carries in its
+        // post state; a version-1 event may rely on occurred_at alone.
+        let created_at = post
+            .created_at
+            .as_ref()
+            .or(event.occurred_at.as_ref().filter(|_| event.version == 1))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "post {} version {}: created_at is missing",
+                    event.post_id, event.version
+                ))
+            })?;
+        // updated_at is when this change happened: the event's time, never ours.
+        let updated_at = event
+            .occurred_at
+            .as_ref()
+            .or(post.updated_at.as_ref())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "post {} version {}: occurred_at is missing",
+                    event.post_id, event.version
+                ))
+            })?;
+        Ok(Self {
+            post_id: event.post_id,
+            version: event.version,
+            event_type: event_type.event_name().to_owned(),
+            title: post.title.clone(),
+            content: post.content.clone(),
+            author_name: post.author_name.clone(),
+            created_at: DateTime::from_millis(timestamp_to_millis(created_at)),
+            updated_at: DateTime::from_millis(timestamp_to_millis(updated_at)),
+            deleted: post.deleted || event_type == EventType::PostDeleted,
+        })
+    }
+
+    /// The `posts` document this version becomes when it is the newest.
+    pub fn to_post_doc(&self) -> PostDoc {
+        PostDoc {
+            post_id: self.post_id,
+            version: self.version,
+            title: self.title.clone(),
+            content: self.content.clone(),
+            author_name: self.author_name.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted: self.deleted,
+        }
+    }
+
+    /// The protobuf form, or `Corrupt` when the event type is unknown.
+    pub fn into_version(self, collection: &str) -> Result<PostVersion, StoreError> {
+        let event_type =
+            EventType::from_event_name(&self.event_type).ok_or_else(|| StoreError::Corrupt {
+                collection: collection.to_owned(),
+                reason: format!(
+                    "post {} version {} has unknown event_type {:?}",
+                    self.post_id, self.version, self.event_type
+                ),
+            })?;
+        Ok(PostVersion {
+            event_type,
+            post: self.to_post_doc().into_post(),
+        })
+    }
+}
+
+impl PostDoc {
+    /// The protobuf form.
+    pub fn into_post(self) -> Post {
+        Post {
+            post_id: self.post_id,
+            version: self.version,
+            title: self.title,
+            content: self.content,
+            author_name: self.author_name,
+            created_at: Some(millis_to_timestamp(self.created_at.timestamp_millis())),
+            updated_at: Some(millis_to_timestamp(self.updated_at.timestamp_millis())),
+            deleted: self.deleted,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn event(version: i64, event_type: EventType) -> PostEvent {
+        PostEvent {
+            position: version,
+            post_id: 7,
+            version,
+            event_type: event_type as i32,
+            post: Some(Post {
+                post_id: 7,
+                version,
+                title: "t".into(),
+                content: "c".into(),
+                author_name: "a".into(),
+                created_at: Some(Timestamp {
+                    seconds: 100,
+                    nanos: 123_456_789,
+                }),
+                updated_at: Some(Timestamp {
+                    seconds: 200,
+                    nanos: 0,
+                }),
+                deleted: false,
+            }),
+            occurred_at: Some(Timestamp {
+                seconds: 300,
+                nanos: 5_000_000,
+            }),
+            ..PostEvent::default()
+        }
+    }
+
+    #[test]
+    fn timestamps_round_trip_at_millisecond_precision() {
+        for millis in [0, 1, 999, 1000, 1_700_000_000_123, -1, -1001] {
+            assert_eq!(timestamp_to_millis(&millis_to_timestamp(millis)), millis);
+        }
+        let ts = Timestamp {
+            seconds: 1,
+            nanos: 999_999_999,
+        };
+        assert_eq!(timestamp_to_millis(&ts), 1999);
+    }
+
+    #[test]
+    fn updated_at_is_the_event_time() {
+        let doc = VersionDoc::from_event(&event(2, EventType::PostUpdated)).unwrap();
+        assert_eq!(doc.updated_at.timestamp_millis(), 300_005);
+        assert_eq!(doc.created_at.timestamp_millis(), 100_123);
+        assert_eq!(doc.event_type, "PostUpdated");
+    }
+
+    #[test]
+    fn delete_events_mark_the_post_deleted() {
+        let doc = VersionDoc::from_event(&event(3, EventType::PostDeleted)).unwrap();
+        assert!(doc.deleted);
+    }
+
+    #[test]
+    fn malformed_events_are_rejected() {
+        let mut bad = event(1, EventType::PostCreated);
+        bad.post = None;
+        assert!(matches!(
+            VersionDoc::from_event(&bad),
+            Err(StoreError::InvalidEvent(_))
+        ));
+        let bad = event(1, EventType::Unspecified);
+        assert!(matches!(
+            VersionDoc::from_event(&bad),
+            Err(StoreError::InvalidEvent(_))
+        ));
+        let mut bad = event(0, EventType::PostCreated);
+        bad.version = 0;
+        assert!(matches!(
+            VersionDoc::from_event(&bad),
+            Err(StoreError::InvalidEvent(_))
+        ));
+        let mut bad = event(1, EventType::PostCreated);
+        if let Some(post) = bad.post.as_mut() {
+            post.post_id = 8;
+        }
+        assert!(matches!(
+            VersionDoc::from_event(&bad),
+            Err(StoreError::InvalidEvent(_))
+        ));
+    }
+}

@@ -1,0 +1,358 @@
+//! The read-model writer against a real MongoDB-compatible server
+//! (TEST_MONGODB_URL, FerretDB in CI).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{stream, StreamExt};
+use postmesh_proto::v1::{EventType, PostEvent};
+use proptest::prelude::*;
+use query_svc::{
+    cursor::Position,
+    filter::ListFilter,
+    store::{Applied, ReadStore, StoreError},
+};
+use support::{created, drop_database, event, fresh_store, unique};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The events of one post: created, `updates` updates, then maybe deleted.
+fn post_events(post_id: i64, updates: usize, delete: bool) -> Vec<PostEvent> {
+    let created_ms = 1_700_000_000_000 + post_id * 10_000;
+    let mut events = vec![created(post_id, "author", created_ms)];
+    for n in 0..updates {
+        let version = events.len() as i64 + 1;
+        events.push(event(
+            post_id,
+            version,
+            EventType::PostUpdated,
+            &format!("title {post_id} v{version}"),
+            &format!("content {n}"),
+            if n % 2 == 0 { "author" } else { "other" },
+            created_ms,
+        ));
+    }
+    if delete {
+        let last = events.last().and_then(|e| e.post.clone()).expect("post");
+        let version = events.len() as i64 + 1;
+        events.push(event(
+            post_id,
+            version,
+            EventType::PostDeleted,
+            &last.title,
+            &last.content,
+            &last.author_name,
+            created_ms,
+        ));
+    }
+    events
+}
+
+/// Events for three posts, then a random permutation with random duplicates.
+fn scenario() -> impl Strategy<Value = (Vec<PostEvent>, Vec<PostEvent>)> {
+    (
+        prop::collection::vec((0usize..5, any::<bool>()), 3),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    )
+        .prop_flat_map(|(shapes, duplicates)| {
+            let in_order: Vec<PostEvent> = shapes
+                .iter()
+                .enumerate()
+                .flat_map(|(i, (updates, delete))| post_events(i as i64 + 1, *updates, *delete))
+                .collect();
+            let mut shuffled = in_order.clone();
+            for index in &duplicates {
+                shuffled.push(index.get(&in_order).clone());
+            }
+            (Just(in_order), Just(shuffled).prop_shuffle())
+        })
+}
+
+async fn snapshot(
+    store: &ReadStore,
+) -> (
+    Vec<postmesh_proto::v1::Post>,
+    Vec<query_svc::store::PostVersion>,
+) {
+    (
+        store.all_posts().await.expect("all_posts"),
+        store.all_versions().await.expect("all_versions"),
+    )
+}
+
+#[test]
+fn any_order_with_duplicates_converges_to_in_order_state() {
+    let rt = runtime();
+    let base = rt.block_on(fresh_store("qs_prop"));
+    let config = ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |((in_order, shuffled) in scenario())| {
+        rt.block_on(async {
+            let expected = base.with_collections(&unique("p"), &unique("v"));
+            let sequential = base.with_collections(&unique("p"), &unique("v"));
+            let concurrent = base.with_collections(&unique("p"), &unique("v"));
+            for store in [&expected, &sequential, &concurrent] {
+                store.ensure_indexes().await.expect("indexes");
+            }
+            for event in &in_order {
+                assert_eq!(expected.apply(event).await.expect("apply"), Applied::Applied);
+            }
+            for event in &shuffled {
+                sequential.apply(event).await.expect("apply");
+            }
+            // Several relay replicas at once: exercises the upsert race.
+            let results: Vec<_> = stream::iter(shuffled.iter().map(|e| concurrent.apply(e)))
+                .buffer_unordered(8)
+                .collect()
+                .await;
+            for result in results {
+                result.expect("concurrent apply");
+            }
+
+            let want = snapshot(&expected).await;
+            // In-order application leaves each post at its last event's state.
+            let last: Vec<_> = (1..=3)
+                .map(|id| in_order.iter().rev().find(|e| e.post_id == id).and_then(|e| e.post.clone()).expect("post"))
+                .collect();
+            assert_eq!(want.0, last);
+            assert_eq!(want.1.len(), in_order.len());
+            assert_eq!(snapshot(&sequential).await, want, "sequential shuffled order diverged");
+            assert_eq!(snapshot(&concurrent).await, want, "concurrent shuffled order diverged");
+            for store in [&expected, &sequential, &concurrent] {
+                store.drop_collections().await;
+            }
+        });
+    });
+    rt.block_on(drop_database(&base));
+}
+
+#[tokio::test]
+async fn duplicates_and_older_versions_are_stale() {
+    let store = fresh_store("qs_stale").await;
+    let v1 = created(1, "ann", 1_000);
+    let v2 = event(1, 2, EventType::PostUpdated, "new", "body", "ann", 1_000);
+    assert_eq!(store.apply(&v1).await.unwrap(), Applied::Applied);
+    assert_eq!(store.apply(&v2).await.unwrap(), Applied::Applied);
+    assert_eq!(store.apply(&v2).await.unwrap(), Applied::Stale);
+    assert_eq!(store.apply(&v1).await.unwrap(), Applied::Stale);
+    let post = store.get(1).await.unwrap().unwrap();
+    assert_eq!((post.version, post.title.as_str()), (2, "new"));
+    // updated_at is the event's time (created + 1 s), not the time of applying.
+    assert_eq!(post.updated_at.unwrap().seconds, 2);
+    assert_eq!(post.created_at.unwrap().seconds, 1);
+    let history = store.history(1).await.unwrap();
+    assert_eq!(
+        history.iter().map(|v| v.post.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(history[0].event_type, EventType::PostCreated);
+    drop_database(&store).await;
+}
+
+#[tokio::test]
+async fn a_newer_version_applied_first_wins() {
+    let store = fresh_store("qs_reorder").await;
+    let v1 = created(5, "ann", 1_000);
+    let v3 = event(5, 3, EventType::PostDeleted, "t3", "c3", "ann", 1_000);
+    let v2 = event(5, 2, EventType::PostUpdated, "t2", "c2", "ann", 1_000);
+    assert_eq!(store.apply(&v3).await.unwrap(), Applied::Applied);
+    assert_eq!(store.apply(&v1).await.unwrap(), Applied::Stale);
+    assert_eq!(store.apply(&v2).await.unwrap(), Applied::Stale);
+    let post = store.get(5).await.unwrap().unwrap();
+    assert_eq!(post.version, 3);
+    assert!(post.deleted);
+    assert_eq!(store.history(5).await.unwrap().len(), 3);
+    let v2_doc = store.version(5, 2).await.unwrap().unwrap();
+    assert_eq!(v2_doc.post.title, "t2");
+    assert_eq!(v2_doc.event_type, EventType::PostUpdated);
+    drop_database(&store).await;
+}
+
+#[tokio::test]
+async fn invalid_events_are_not_outages() {
+    let store = fresh_store("qs_invalid").await;
+    let mut bad = created(1, "ann", 1_000);
+    bad.post = None;
+    let error = store.apply(&bad).await.unwrap_err();
+    assert!(matches!(error, StoreError::InvalidEvent(_)));
+    assert!(!error.is_unavailable());
+    drop_database(&store).await;
+}
+
+#[tokio::test]
+async fn ensure_indexes_is_idempotent_and_enforces_uniqueness() {
+    let store = fresh_store("qs_indexes").await;
+    store.ensure_indexes().await.unwrap();
+    store.ensure_indexes().await.unwrap();
+    // A raw second document for the same post must be refused by the index.
+    let client = mongodb::Client::with_uri_str(support::mongodb_url())
+        .await
+        .unwrap();
+    let posts = client
+        .database(store.database_name())
+        .collection::<mongodb::bson::Document>("posts");
+    posts
+        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 1_i64 })
+        .await
+        .unwrap();
+    let duplicate = posts
+        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 2_i64 })
+        .await;
+    assert!(duplicate.is_err(), "unique index on post_id not enforced");
+    let versions = client
+        .database(store.database_name())
+        .collection::<mongodb::bson::Document>("post_versions");
+    versions
+        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 1_i64 })
+        .await
+        .unwrap();
+    versions
+        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 2_i64 })
+        .await
+        .unwrap();
+    let duplicate = versions
+        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 1_i64 })
+        .await;
+    assert!(
+        duplicate.is_err(),
+        "unique index on (post_id, version) not enforced"
+    );
+    drop_database(&store).await;
+}
+
+#[tokio::test]
+async fn swap_in_replaces_collections_with_their_indexes() {
+    let live = fresh_store("qs_swap").await;
+    live.apply(&created(1, "old", 1_000)).await.unwrap();
+    live.apply(&created(2, "old", 2_000)).await.unwrap();
+    let fresh = live.with_collections("posts_rebuild", "post_versions_rebuild");
+    fresh.ensure_indexes().await.unwrap();
+    fresh.apply(&created(3, "new", 3_000)).await.unwrap();
+    live.swap_in(&fresh).await.unwrap();
+
+    let posts = live.all_posts().await.unwrap();
+    assert_eq!(posts.iter().map(|p| p.post_id).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(live.all_versions().await.unwrap().len(), 1);
+    // The rebuild collections are gone, and the swapped-in ones keep their
+    // unique index: re-applying is still Stale, not a second document.
+    assert!(fresh.all_posts().await.unwrap().is_empty());
+    assert_eq!(
+        live.apply(&created(3, "new", 3_000)).await.unwrap(),
+        Applied::Stale
+    );
+    assert_eq!(live.all_posts().await.unwrap().len(), 1);
+
+    // An empty rebuild swaps in empty collections.
+    let empty = live.with_collections("posts_empty", "post_versions_empty");
+    live.swap_in(&empty).await.unwrap();
+    assert!(live.all_posts().await.unwrap().is_empty());
+    drop_database(&live).await;
+}
+
+#[tokio::test]
+async fn list_matches_literal_text_only() {
+    let store = fresh_store("qs_literal").await;
+    let titles = [
+        "plain",
+        "has $where inside",
+        "dot.star .* here",
+        "json {\"$gt\": \"\"} x",
+        "a|b pipe",
+        "ab",
+        "A",
+        "nul\0byte",
+    ];
+    for (i, title) in titles.iter().enumerate() {
+        let id = i as i64 + 1;
+        store
+            .apply(&event(
+                id,
+                1,
+                EventType::PostCreated,
+                title,
+                "c",
+                "ann",
+                1_000 * id,
+            ))
+            .await
+            .unwrap();
+    }
+    let search = |text: &str| {
+        let filter = ListFilter {
+            title: text.to_owned(),
+            ..ListFilter::default()
+        };
+        let store = store.clone();
+        async move {
+            let posts = store.list(&filter, None, 100).await.unwrap();
+            posts.into_iter().map(|p| p.title).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("$where").await, vec!["has $where inside"]);
+    assert_eq!(search(".*").await, vec!["dot.star .* here"]);
+    assert_eq!(
+        search("{\"$gt\": \"\"}").await,
+        vec!["json {\"$gt\": \"\"} x"]
+    );
+    assert_eq!(search("a|b").await, vec!["a|b pipe"]);
+    assert_eq!(search("\0").await, vec!["nul\0byte"]);
+    // Case-insensitive substring: "A" is in "A", "ab", "a|b pipe", "plain", "has $where inside", "dot.star .* here".
+    assert_eq!(search("A").await.len(), 6);
+    drop_database(&store).await;
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_by_keyset() {
+    let store = fresh_store("qs_keyset").await;
+    // Two posts share a created_at: the higher id comes first.
+    for (id, ms) in [(1, 1_000), (2, 2_000), (3, 2_000), (4, 3_000)] {
+        store.apply(&created(id, "ann", ms)).await.unwrap();
+    }
+    let filter = ListFilter::default();
+    let first = store.list(&filter, None, 2).await.unwrap();
+    assert_eq!(
+        first.iter().map(|p| p.post_id).collect::<Vec<_>>(),
+        vec![4, 3]
+    );
+    let last = first.last().unwrap();
+    let after = Position {
+        created_at_ms: query_svc::store::timestamp_to_millis(last.created_at.as_ref().unwrap()),
+        post_id: last.post_id,
+    };
+    let second = store.list(&filter, Some(&after), 2).await.unwrap();
+    assert_eq!(
+        second.iter().map(|p| p.post_id).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    drop_database(&store).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_quickly() {
+    // Nothing listens on port 1.
+    let store = ReadStore::connect_with_timeout(
+        "mongodb://127.0.0.1:1",
+        &unique("qs_down"),
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let error = store.ping().await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let error = store.apply(&created(1, "ann", 1_000)).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+}
