@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs every test: dependencies, servers, a build of the binaries the
+# end-to-end tests spawn, the whole cargo test suite, buf lint/format on the
+# protos, and the deploy checks when present. Prints a summary; exits non-zero
+# if anything failed.
+#
+# usage: scripts/test.sh [extra args for cargo test, e.g. -- --nocapture]
+# The servers are left running afterwards (scripts/servers.sh down stops them).
+set -euo pipefail
+
+PM_SCRIPT="test"
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+results=()
+failures=0
+
+# step NAME CMD...: run CMD, record its outcome and duration.
+step() {
+    local name=$1 start rc=0
+    shift
+    printf '\n[test] ===== %s =====\n' "$name"
+    start=$SECONDS
+    "$@" || rc=$?
+    if ((rc == 0)); then
+        results+=("$(printf 'ok      %-28s %4ss' "$name" $((SECONDS - start)))")
+    else
+        results+=("$(printf 'FAILED  %-28s %4ss  (exit %s)' "$name" $((SECONDS - start)) "$rc")")
+        failures=$((failures + 1))
+    fi
+    return "$rc"
+}
+
+summary() {
+    printf '\n[test] ===== summary =====\n'
+    printf '  %s\n' "${results[@]}"
+    if ((failures > 0)); then
+        printf '[test] %d step(s) failed\n' "$failures"
+    else
+        printf '[test] all steps passed\n'
+    fi
+}
+trap summary EXIT
+
+buf_checks() { (cd proto && buf lint && buf format --diff --exit-code); }
+
+# Without these the rest cannot run: stop at the first failure.
+step "install dependencies" "$ROOT/scripts/install-deps.sh" || exit 1
+step "servers up" "$ROOT/scripts/servers.sh" up || exit 1
+# The end-to-end tests spawn the real binaries from target/debug.
+step "cargo build --bins" cargo build --workspace --bins || exit 1
+
+# Independent checks: run them all, so one failure does not hide another.
+step "cargo test" cargo test --workspace "$@" || true
+step "buf lint + format" buf_checks || true
+if [[ -x "$ROOT/scripts/check-deploy.sh" ]]; then
+    step "check-deploy" "$ROOT/scripts/check-deploy.sh" || true
+else
+    results+=("$(printf 'skipped %-28s (scripts/check-deploy.sh not present)' check-deploy)")
+fi
+
+((failures == 0))
