@@ -1,9 +1,25 @@
 //! query-svc: the read side of postmesh.
 //!
-//! - [`store`]: the MongoDB read model, with the writer event-relay applies
-//!   events through and the reads this service serves;
-//! - [`filter`] and [`cursor`]: ListPosts filters and page tokens.
+//! It serves `posts.v1.PostQuery` from the MongoDB read model that
+//! event-relay keeps up to date, and never writes that model itself.
+//!
+//! - [`store`]: the read model, with the writer event-relay applies events
+//!   through ([`store::ReadStore::apply`]) and the reads served here;
+//! - [`filter`] and [`cursor`]: ListPosts filters and opaque keyset page tokens;
+//! - [`notify`]: the relay's Redis notifications, turned into min_version
+//!   wake-ups and WatchPosts streams;
+//! - [`grpc`]: the PostQuery handlers; [`error`]: their one error type;
+//! - [`config`], [`health`] and [`startup`]: flags, the MongoDB-driven health
+//!   status, and the wiring ([`startup::spawn`] starts it in-process for tests).
 
+pub mod config;
 pub mod cursor;
+pub mod error;
 pub mod filter;
+pub mod grpc;
+pub mod health;
+pub mod notify;
+pub mod startup;
 pub mod store;
+
+pub use error::Error;

@@ -104,3 +104,21 @@ pub fn created(post_id: i64, author: &str, created_ms: i64) -> PostEvent {
         created_ms,
     )
 }
+
+/// Polls `condition` until it holds or `timeout` passes; true when it held.
+pub async fn wait_until<F, Fut>(timeout: std::time::Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,101 @@
+//! Command-line flags with environment-variable fallbacks.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser};
+use postmesh_common::{layers::ServerLimits, telemetry::LogFormat};
+
+/// `query-svc`: serve PostQuery until SIGTERM/SIGINT.
+#[derive(Parser, Debug)]
+#[command(name = "query-svc", version, about = "postmesh read side: PostQuery")]
+pub struct Cli {
+    /// Service settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Everything query-svc needs to run.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Address the gRPC server listens on; port 0 picks a free one.
+    #[arg(long, env = "QUERY_LISTEN_ADDR", default_value = "0.0.0.0:50052")]
+    pub listen_addr: SocketAddr,
+    /// The read model's MongoDB (FerretDB works too).
+    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017")]
+    pub mongodb_url: String,
+    /// Database holding the `posts` and `post_versions` collections.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "posts")]
+    pub mongodb_database: String,
+    /// How long the driver may look for a reachable MongoDB before a read
+    /// fails with UNAVAILABLE (milliseconds).
+    #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 3000)]
+    pub mongodb_timeout_ms: u64,
+    /// How often MongoDB is pinged to drive the health status (milliseconds).
+    #[arg(long, env = "HEALTH_CHECK_MS", default_value_t = 1000)]
+    pub health_check_ms: u64,
+    /// Redis carrying the relay's "applied" notifications.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// How long the start-up PING to Redis may take (seconds).
+    #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
+    pub redis_check_timeout_secs: f64,
+    /// Pub/sub channel event-relay publishes `{"post_id":..,"version":..}` on.
+    #[arg(long, env = "NOTIFY_CHANNEL", default_value = "posts.applied")]
+    pub notify_channel: String,
+    /// Longest GetPost waits for min_version, whatever the client's deadline (milliseconds).
+    #[arg(long, env = "MAX_WAIT_MS", default_value_t = 5000)]
+    pub max_wait_ms: u64,
+    /// Changes queued per WatchPosts stream before a slow reader is cut off.
+    #[arg(long, env = "WATCH_BUFFER", default_value_t = 256)]
+    pub watch_buffer: usize,
+    /// WatchPosts streams open at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_WATCHERS", default_value_t = 1000)]
+    pub max_watchers: usize,
+    /// Request timeout, concurrency and message limits.
+    #[command(flatten)]
+    pub limits: ServerLimits,
+    /// Log format: auto, json or pretty.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Defaults for an in-process instance on a free port, as tests use it.
+    pub fn for_tests(mongodb_url: &str, database: &str, redis_url: &str, channel: &str) -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mongodb_url: mongodb_url.to_owned(),
+            mongodb_database: database.to_owned(),
+            mongodb_timeout_ms: 1000,
+            health_check_ms: 200,
+            redis_url: redis_url.to_owned(),
+            redis_check_timeout_secs: 3.0,
+            notify_channel: channel.to_owned(),
+            max_wait_ms: 5000,
+            watch_buffer: 256,
+            max_watchers: 1000,
+            limits: ServerLimits::default(),
+            log_format: LogFormat::Json,
+        }
+    }
+
+    /// The start-up PING limit.
+    pub fn redis_check_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.redis_check_timeout_secs.max(0.001))
+    }
+
+    /// The MongoDB server-selection and connect timeout.
+    pub fn mongodb_timeout(&self) -> Duration {
+        Duration::from_millis(self.mongodb_timeout_ms.max(1))
+    }
+
+    /// The server's cap on min_version waits.
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+
+    /// The interval of the health ping.
+    pub fn health_check_interval(&self) -> Duration {
+        Duration::from_millis(self.health_check_ms.max(10))
+    }
+}
