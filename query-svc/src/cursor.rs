@@ -28,16 +28,16 @@ pub struct Position {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Not base64url, or the wrong length.
-    #[error("page_token is not a token this service issued")]
+    #[error("is not a page token this service issued")]
     Malformed,
     /// Made by an incompatible version of this service.
-    #[error("page_token has unsupported version {0}")]
+    #[error("has unsupported token version {0}")]
     WrongVersion(u8),
     /// The bytes were altered.
-    #[error("page_token is corrupted")]
+    #[error("is corrupted")]
     Corrupted,
     /// Issued for a different set of filters.
-    #[error("page_token was issued for different filters; repeat the first request's filters")]
+    #[error("was issued for different filters; send the same filters as the first page")]
     OtherFilters,
 }
 

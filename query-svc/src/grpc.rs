@@ -250,7 +250,10 @@ impl QueryService {
                     // Shutdown ends the stream with OK, so the drain completes.
                     () = shutdown.wait() => break,
                     event = watch.next() => match event {
-                        Some(WatchEvent::Change(change)) => yield Ok(change),
+                        Some(WatchEvent::Change(change)) => {
+                            // The one copy per stream is made just before encoding.
+                            yield Ok(Arc::unwrap_or_clone(change));
+                        }
                         Some(WatchEvent::Lagged) => {
                             yield Err(Status::from(Error::WatcherLagged(watch.buffer())));
                             break;

@@ -12,6 +12,8 @@
 //! - [`config`], [`health`] and [`startup`]: flags, the MongoDB-driven health
 //!   status, and the wiring ([`startup::spawn`] starts it in-process for tests).
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod cursor;
 pub mod error;

@@ -85,7 +85,7 @@ impl WatchFilter {
 
 struct Watcher {
     filter: WatchFilter,
-    tx: mpsc::Sender<WatchPostsResponse>,
+    tx: mpsc::Sender<Arc<WatchPostsResponse>>,
     lagged: CancellationToken,
 }
 
@@ -204,10 +204,12 @@ impl Hub {
             registry.last_sent.clear();
         }
         registry.last_sent.insert(post_id, version);
-        let response = WatchPostsResponse {
+        // One shared copy for every queue: memory per queued change is a
+        // pointer, however many watchers hold it.
+        let response = Arc::new(WatchPostsResponse {
             event_type: change.event_type as i32,
             post: Some(change.post),
-        };
+        });
         let Some(post) = response.post.as_ref() else {
             return;
         };
@@ -215,7 +217,7 @@ impl Hub {
             if !watcher.filter.matches(post) {
                 return true;
             }
-            match watcher.tx.try_send(response.clone()) {
+            match watcher.tx.try_send(Arc::clone(&response)) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::info!(
@@ -254,8 +256,8 @@ impl Hub {
 /// What [`Watch::next`] yields.
 #[derive(Debug)]
 pub enum WatchEvent {
-    /// A change to stream.
-    Change(WatchPostsResponse),
+    /// A change to stream (shared with the other watchers that get it).
+    Change(Arc<WatchPostsResponse>),
     /// The watcher fell behind and was cut off.
     Lagged,
 }
@@ -263,7 +265,7 @@ pub enum WatchEvent {
 /// One open WatchPosts subscription; dropping it unregisters it.
 pub struct Watch {
     id: u64,
-    rx: mpsc::Receiver<WatchPostsResponse>,
+    rx: mpsc::Receiver<Arc<WatchPostsResponse>>,
     lagged: CancellationToken,
     buffer: usize,
     hub: Arc<Hub>,
@@ -504,7 +506,7 @@ mod tests {
         for version in 1..=5 {
             hub.fan_out(change(1, version, "ann"));
             match fast.next().await.unwrap() {
-                WatchEvent::Change(c) => assert_eq!(c.post.unwrap().version, version),
+                WatchEvent::Change(c) => assert_eq!(c.post.as_ref().unwrap().version, version),
                 WatchEvent::Lagged => panic!("fast watcher cut off"),
             }
         }
@@ -522,7 +524,7 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..2 {
             if let Some(WatchEvent::Change(c)) = watch.next().await {
-                seen.push(c.post.unwrap().version);
+                seen.push(c.post.as_ref().unwrap().version);
             }
         }
         assert_eq!(seen, vec![3, 4]);

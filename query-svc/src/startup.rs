@@ -89,14 +89,8 @@ impl Application {
                 .set_service_status(*service, ServingStatus::NotServing)
                 .await;
         }
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection = reflection_builder().build_v1()?;
+        let reflection_alpha = reflection_builder().build_v1alpha()?;
         let settings = QuerySettings {
             max_wait: self.config.max_wait(),
             request_timeout: self.config.limits.request_timeout(),
@@ -155,6 +149,18 @@ impl Application {
         tracing::info!("query-svc stopped");
         Ok(())
     }
+}
+
+/// Reflection over the posts.v1 and health descriptors, advertising only
+/// the services this server implements (the posts.v1 descriptor set also
+/// describes command-svc's services).
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(SERVICES[0])
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
 }
 
 /// An in-process query-svc for tests and tools.
