@@ -5,11 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("posts_v1_descriptor.bin"))
         .compile_protos(
-            &[
-                "posts/v1/post.proto",
-                "posts/v1/command.proto",
-                "posts/v1/query.proto",
-            ],
+            &["posts/v1/post.proto", "posts/v1/command.proto", "posts/v1/query.proto"],
             &["."],
         )?;
     Ok(())

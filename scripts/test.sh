@@ -52,7 +52,7 @@ step "servers up" "$ROOT/scripts/servers.sh" up || exit 1
 step "cargo build --bins" cargo build --workspace --bins || exit 1
 
 # Independent checks: run them all, so one failure does not hide another.
-step "cargo test" cargo test --workspace "$@" || true
+step "cargo test" cargo test --workspace --no-fail-fast "$@" || true
 step "buf lint + format" buf_checks || true
 if [[ -x "$ROOT/scripts/check-deploy.sh" ]]; then
     step "check-deploy" "$ROOT/scripts/check-deploy.sh" || true

@@ -67,6 +67,9 @@ pub struct Config {
     /// Log format: auto, json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    /// Where Prometheus metrics are served (`/metrics`).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
             outbox_poll_ms: 200,
             limits: ServerLimits::default(),
             log_format: LogFormat::Json,
+            metrics_addr: None,
         }
     }
 

@@ -111,31 +111,19 @@ impl Violations {
         self.0.push(FieldViolation::new(field, description));
     }
 
-    fn text(
-        &mut self,
-        field: &str,
-        value: &str,
-        max_chars: Option<usize>,
-        max_bytes: Option<usize>,
-    ) {
+    fn text(&mut self, field: &str, value: &str, max_chars: Option<usize>, max_bytes: Option<usize>) {
         if value.trim().is_empty() {
             self.add(field, "must not be empty or only whitespace");
         }
         if let Some(max) = max_chars {
             let chars = value.chars().count();
             if chars > max {
-                self.add(
-                    field,
-                    format!("must be at most {max} characters (got {chars})"),
-                );
+                self.add(field, format!("must be at most {max} characters (got {chars})"));
             }
         }
         if let Some(max) = max_bytes {
             if value.len() > max {
-                self.add(
-                    field,
-                    format!("must be at most {max} bytes (got {})", value.len()),
-                );
+                self.add(field, format!("must be at most {max} bytes (got {})", value.len()));
             }
         }
     }
@@ -180,11 +168,7 @@ pub fn validate_idempotency_key(key: &str) -> Result<Option<String>, Error> {
 }
 
 /// Validates CreatePost fields.
-pub fn validate_create(
-    title: String,
-    content: String,
-    author_name: String,
-) -> Result<Command, Error> {
+pub fn validate_create(title: String, content: String, author_name: String) -> Result<Command, Error> {
     let mut v = Violations::default();
     v.text("title", &title, Some(MAX_TITLE_CHARS), None);
     v.text("content", &content, None, Some(MAX_CONTENT_BYTES));
@@ -211,10 +195,7 @@ pub fn validate_update(changes: PostChanges) -> Result<Command, Error> {
         v.text("author_name", author, Some(MAX_AUTHOR_CHARS), None);
     }
     if changes.title.is_none() && changes.content.is_none() && changes.author_name.is_none() {
-        v.add(
-            "title",
-            "at least one of title, content or author_name must be set",
-        );
+        v.add("title", "at least one of title, content or author_name must be set");
     }
     v.finish(Command::Update(changes))
 }
@@ -239,11 +220,7 @@ pub fn validate_post_id(post_id: i64) -> Result<i64, Error> {
 
 /// Decides the event a command produces. `current` is the post's state (None
 /// when it does not exist, and always None for Create); `now_us` the event time.
-pub fn decide(
-    current: Option<&PostState>,
-    command: &Command,
-    now_us: i64,
-) -> Result<(EventType, PostState), Error> {
+pub fn decide(current: Option<&PostState>, command: &Command, now_us: i64) -> Result<(EventType, PostState), Error> {
     match command {
         Command::Create(new) => Ok((
             EventType::PostCreated,
@@ -285,11 +262,7 @@ pub fn decide(
     }
 }
 
-fn writable(
-    current: Option<&PostState>,
-    post_id: i64,
-    expected_version: i64,
-) -> Result<&PostState, Error> {
+fn writable(current: Option<&PostState>, post_id: i64, expected_version: i64) -> Result<&PostState, Error> {
     let state = current.ok_or(Error::NotFound(post_id))?;
     if state.deleted {
         return Err(Error::Deleted(post_id));
@@ -336,26 +309,16 @@ mod tests {
         let cmd = validate_create("T".into(), "C".into(), "A".into()).expect("valid");
         let (kind, state) = decide(None, &cmd, 42).expect("decided");
         assert_eq!(kind, EventType::PostCreated);
-        assert_eq!(
-            (state.version, state.created_at_us, state.updated_at_us),
-            (1, 42, 42)
-        );
+        assert_eq!((state.version, state.created_at_us, state.updated_at_us), (1, 42, 42));
     }
 
     #[test]
     fn given_a_post_when_title_updated_then_only_title_changes() {
-        let (kind, state) =
-            decide(Some(&post(3, false)), &update(0, Some("new")), 99).expect("decided");
+        let (kind, state) = decide(Some(&post(3, false)), &update(0, Some("new")), 99).expect("decided");
         assert_eq!(kind, EventType::PostUpdated);
         assert_eq!(state.title, "new");
-        assert_eq!(
-            (state.content.as_str(), state.author_name.as_str()),
-            ("c", "a")
-        );
-        assert_eq!(
-            (state.version, state.created_at_us, state.updated_at_us),
-            (4, 1, 99)
-        );
+        assert_eq!((state.content.as_str(), state.author_name.as_str()), ("c", "a"));
+        assert_eq!((state.version, state.created_at_us, state.updated_at_us), (4, 1, 99));
     }
 
     #[test]
@@ -380,10 +343,7 @@ mod tests {
             Err(Error::Deleted(7))
         ));
         let delete = validate_delete(7, 0).expect("valid");
-        assert!(matches!(
-            decide(Some(&deleted), &delete, 0),
-            Err(Error::Deleted(7))
-        ));
+        assert!(matches!(decide(Some(&deleted), &delete, 0), Err(Error::Deleted(7))));
     }
 
     #[test]
@@ -403,11 +363,9 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_reported() {
-        let Err(Error::InvalidArgument(violations)) = validate_create(
-            " ".into(),
-            "x".repeat(MAX_CONTENT_BYTES + 1),
-            "a".repeat(101),
-        ) else {
+        let Err(Error::InvalidArgument(violations)) =
+            validate_create(" ".into(), "x".repeat(MAX_CONTENT_BYTES + 1), "a".repeat(101))
+        else {
             panic!("expected InvalidArgument");
         };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();

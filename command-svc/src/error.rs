@@ -112,17 +112,10 @@ pub fn is_unavailable(error: &DbErr) -> bool {
     };
     match runtime {
         RuntimeErr::SqlxError(sqlx) => match sqlx {
-            Sqlx::Io(_)
-            | Sqlx::PoolTimedOut
-            | Sqlx::PoolClosed
-            | Sqlx::Tls(_)
-            | Sqlx::Protocol(_) => true,
+            Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::Tls(_) | Sqlx::Protocol(_) => true,
             Sqlx::WorkerCrashed => true,
             // 1053 server shutdown, 1927 connection killed, 2006 gone away, 2013 lost connection.
-            Sqlx::Database(db) => matches!(
-                db.code().as_deref(),
-                Some("1053" | "1927" | "2006" | "2013" | "08S01")
-            ),
+            Sqlx::Database(db) => matches!(db.code().as_deref(), Some("1053" | "1927" | "2006" | "2013" | "08S01")),
             _ => false,
         },
         RuntimeErr::Internal(_) => false,
@@ -138,8 +131,5 @@ pub fn is_unique_violation(error: &DbErr) -> bool {
 /// lock-wait timeout, or SQLite reporting the database busy/locked.
 pub fn is_retryable_conflict(error: &DbErr) -> bool {
     let text = error.to_string();
-    text.contains("Deadlock")
-        || text.contains("1213")
-        || text.contains("1205")
-        || text.contains("database is locked")
+    text.contains("Deadlock") || text.contains("1213") || text.contains("1205") || text.contains("database is locked")
 }

@@ -5,12 +5,24 @@ use postmesh_common::{shutdown, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.config.log_format);
+    let shutdown = shutdown::from_os_signals();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let telemetry = telemetry::start(
+                "command-svc",
+                cli.config.log_format,
+                cli.config.metrics_addr,
+                shutdown.clone(),
+            )
+            .await;
             let app = command_svc::startup::Application::build(cli.config).await?;
-            app.run_until(shutdown::from_os_signals()).await
+            let result = app.run_until(shutdown).await;
+            telemetry.shutdown();
+            result
         }
-        Command::Migrate => command_svc::startup::migrate_only(&cli.config).await,
+        Command::Migrate => {
+            let _telemetry = telemetry::init("command-svc", cli.config.log_format);
+            command_svc::startup::migrate_only(&cli.config).await
+        }
     }
 }

@@ -41,22 +41,44 @@ pub struct Publisher {
     connections: HashMap<String, ConnectionManager>,
     wakeup: Wakeup,
     poll: Duration,
+    backlog: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The stream entry fields of an event, in the order they are written.
-pub fn entry_fields(event: &PostEvent) -> Vec<(&'static str, Vec<u8>)> {
+/// `traceparent`/`tracestate` are those of the publish span (a child of the
+/// command's span), so the relay's work hangs below the publish in the trace.
+pub fn entry_fields(event: &PostEvent, traceparent: &str, tracestate: &str) -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("position", event.position.to_string().into_bytes()),
         ("post_id", event.post_id.to_string().into_bytes()),
         ("version", event.version.to_string().into_bytes()),
-        (
-            "event_type",
-            event.event_type().event_name().as_bytes().to_vec(),
-        ),
-        ("traceparent", event.traceparent.clone().into_bytes()),
-        ("tracestate", event.tracestate.clone().into_bytes()),
+        ("event_type", event.event_type().event_name().as_bytes().to_vec()),
+        ("traceparent", traceparent.as_bytes().to_vec()),
+        ("tracestate", tracestate.as_bytes().to_vec()),
         ("event", event.encode_to_vec()),
     ]
+}
+
+/// A producer span for one event, continuing the command's trace.
+fn publish_span(event: &PostEvent, stream: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {stream}"),
+        otel.kind = "producer",
+        messaging.system = "redis",
+        messaging.operation.type = "publish",
+        messaging.destination.name = %stream,
+        db.system = "redis",
+        post_id = event.post_id,
+        version = event.version,
+    );
+    if !event.traceparent.is_empty() {
+        postmesh_common::trace::set_parent(
+            &span,
+            postmesh_common::trace::from_traceparent(&event.traceparent, &event.tracestate),
+        );
+    }
+    span
 }
 
 fn action(event_type: EventType) -> Action {
@@ -70,12 +92,7 @@ fn action(event_type: EventType) -> Action {
 impl Publisher {
     /// Opens one auto-reconnecting connection per Redis URL of the topology.
     /// The URLs were PING-checked already, so this does not hang.
-    pub async fn new(
-        store: EventStore,
-        streams: StreamArgs,
-        wakeup: Wakeup,
-        poll: Duration,
-    ) -> anyhow::Result<Self> {
+    pub async fn new(store: EventStore, streams: StreamArgs, wakeup: Wakeup, poll: Duration) -> anyhow::Result<Self> {
         let mut connections = HashMap::new();
         for url in streams.redis_urls() {
             let client = redis::Client::open(url.as_str())?;
@@ -86,17 +103,23 @@ impl Publisher {
                 .set_max_delay(1000);
             let manager = ConnectionManager::new_with_config(client, config)
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!("cannot connect to Redis at {}: {e}", redact_url(&url))
-                })?;
+                .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {}: {e}", redact_url(&url)))?;
             connections.insert(url, manager);
         }
+        let backlog = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let observed = backlog.clone();
+        opentelemetry::global::meter("postmesh")
+            .u64_observable_gauge("outbox.backlog")
+            .with_description("Committed events not yet published to Redis (sampled each poll)")
+            .with_callback(move |o| o.observe(observed.load(std::sync::atomic::Ordering::Relaxed), &[]))
+            .build();
         Ok(Self {
             store,
             streams,
             connections,
             wakeup,
             poll,
+            backlog,
         })
     }
 
@@ -108,7 +131,11 @@ impl Publisher {
         loop {
             tokio::select! {
                 _ = self.wakeup.0.notified(), if !failing => {}
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => {
+                    if let Ok(len) = self.store.outbox_len().await {
+                        self.backlog.store(len, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 _ = shutdown.wait() => break,
             }
             match self.drain().await {
@@ -157,18 +184,23 @@ impl Publisher {
 
     async fn publish(&mut self, batch: &[Pending]) -> anyhow::Result<()> {
         let mut pipelines: HashMap<String, redis::Pipeline> = HashMap::new();
+        // Held until Redis answered, so each publish span covers the XADD.
+        let mut spans = Vec::with_capacity(batch.len());
         for pending in batch {
             let route = self.streams.route(action(pending.event.event_type()));
+            let span = publish_span(&pending.event, &route.stream);
+            let (mut traceparent, mut tracestate) = postmesh_common::trace::traceparent_of(&span);
+            if traceparent.is_empty() {
+                traceparent = pending.event.traceparent.clone();
+                tracestate = pending.event.tracestate.clone();
+            }
+            spans.push(span);
             let mut cmd = redis::cmd("XADD");
             cmd.arg(&route.stream).arg("*");
-            for (field, value) in entry_fields(&pending.event) {
+            for (field, value) in entry_fields(&pending.event, &traceparent, &tracestate) {
                 cmd.arg(field).arg(value);
             }
-            pipelines
-                .entry(route.redis_url)
-                .or_default()
-                .add_command(cmd)
-                .ignore();
+            pipelines.entry(route.redis_url).or_default().add_command(cmd).ignore();
         }
         for (url, pipeline) in pipelines {
             let connection = self

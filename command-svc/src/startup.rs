@@ -9,9 +9,7 @@ use postmesh_common::{
     redis_check::check_redis,
     shutdown::{self, Shutdown, ShutdownTrigger},
 };
-use postmesh_proto::v1::{
-    event_store_server::EventStoreServer, post_command_server::PostCommandServer,
-};
+use postmesh_proto::v1::{event_store_server::EventStoreServer, post_command_server::PostCommandServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -44,18 +42,9 @@ pub async fn migrate_only(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<EventStore> {
-    EventStore::connect(
-        &config.database_url,
-        config.database_pool,
-        config.database_timeout(),
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot open event store {}",
-            redact_url(&config.database_url)
-        )
-    })
+    EventStore::connect(&config.database_url, config.database_pool, config.database_timeout())
+        .await
+        .with_context(|| format!("cannot open event store {}", redact_url(&config.database_url)))
 }
 
 impl Application {
@@ -91,9 +80,7 @@ impl Application {
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen_addr)
+        self.listener.local_addr().unwrap_or(self.config.listen_addr)
     }
 
     /// Serves until `shutdown` fires: health flips to NOT_SERVING, in-flight
@@ -116,11 +103,9 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let max = self.config.limits.max_message_bytes;
-        let commands =
-            PostCommandServer::new(CommandService::new(self.store.clone(), self.wakeup.clone()))
-                .max_decoding_message_size(max);
-        let events = EventStoreServer::new(EventStoreService::new(self.store.clone()))
+        let commands = PostCommandServer::new(CommandService::new(self.store.clone(), self.wakeup.clone()))
             .max_decoding_message_size(max);
+        let events = EventStoreServer::new(EventStoreService::new(self.store.clone())).max_decoding_message_size(max);
 
         let publisher = tokio::spawn(self.publisher.run(shutdown.clone()));
         tracing::info!(
@@ -182,9 +167,5 @@ pub async fn spawn(config: Config) -> anyhow::Result<Running> {
     let addr = app.local_addr();
     let (trigger, signal) = shutdown::channel();
     let handle = tokio::spawn(app.run_until(signal));
-    Ok(Running {
-        addr,
-        trigger,
-        handle,
-    })
+    Ok(Running { addr, trigger, handle })
 }

@@ -20,7 +20,7 @@ use tower::{
     Layer, Service,
 };
 
-use crate::shutdown::Shutdown;
+use crate::{rpc::RpcTraceLayer, shutdown::Shutdown};
 
 /// Limits applied to every gRPC server, configurable per service.
 #[derive(Args, Clone, Debug)]
@@ -66,14 +66,17 @@ impl ServerLimits {
         Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
     }
 
-    /// A tonic server builder with the timeout, HTTP/2 limits and load shedding applied.
-    pub fn server(&self) -> Server<Stack<ShedLayer, Identity>> {
+    /// A tonic server builder with the timeout, HTTP/2 limits, the RPC span
+    /// and metrics layer (outermost, so refused calls are counted too) and
+    /// load shedding applied.
+    pub fn server(&self) -> Server<Stack<ShedLayer, Stack<RpcTraceLayer, Identity>>> {
         Server::builder()
             .timeout(self.request_timeout())
             .max_concurrent_streams(self.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .tcp_keepalive(Some(Duration::from_secs(60)))
+            .layer(RpcTraceLayer::default())
             .layer(ShedLayer::new(self.max_concurrent_requests))
     }
 }
@@ -150,19 +153,11 @@ where
 /// Resolves when `shutdown` fires, after marking every listed service (and
 /// the server as a whole) NOT_SERVING: pass it as tonic's shutdown signal so
 /// health flips before the listener closes.
-pub async fn flip_health_then_stop(
-    mut shutdown: Shutdown,
-    health: HealthReporter,
-    services: &'static [&'static str],
-) {
+pub async fn flip_health_then_stop(mut shutdown: Shutdown, health: HealthReporter, services: &'static [&'static str]) {
     shutdown.wait().await;
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    health.set_service_status("", ServingStatus::NotServing).await;
     for service in services {
-        health
-            .set_service_status(*service, ServingStatus::NotServing)
-            .await;
+        health.set_service_status(*service, ServingStatus::NotServing).await;
     }
     tracing::info!("health is NOT_SERVING; draining in-flight requests");
 }
@@ -170,11 +165,7 @@ pub async fn flip_health_then_stop(
 /// Runs `server` until it ends on its own, or until `grace` has passed since
 /// `shutdown` fired, whichever is first: in-flight work drains, but never
 /// holds the process forever.
-pub async fn bounded_drain<F, E>(
-    server: F,
-    mut shutdown: Shutdown,
-    grace: Duration,
-) -> Result<(), E>
+pub async fn bounded_drain<F, E>(server: F, mut shutdown: Shutdown, grace: Duration) -> Result<(), E>
 where
     F: Future<Output = Result<(), E>>,
 {

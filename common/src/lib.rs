@@ -5,6 +5,8 @@
 pub mod layers;
 pub mod redact;
 pub mod redis_check;
+pub mod rpc;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;

@@ -25,10 +25,7 @@ mod tests {
             redact_url("mysql://app:s3cret@db:3306/events"),
             "mysql://app:***@db:3306/events"
         );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -59,9 +59,6 @@ pub async fn check_redis(url: &str, timeout: Duration) -> Result<redis::Client, 
         Ok(Ok(reply)) if reply == "PONG" => Ok(client),
         Ok(Ok(reply)) => Err(RedisCheckError::NotRedis { url: shown, reply }),
         Ok(Err(source)) => Err(RedisCheckError::Failed { url: shown, source }),
-        Err(_) => Err(RedisCheckError::Timeout {
-            url: shown,
-            timeout,
-        }),
+        Err(_) => Err(RedisCheckError::Timeout { url: shown, timeout }),
     }
 }

@@ -104,11 +104,7 @@ pub struct Config {
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = "posts.applied")]
     pub notify_channel: String,
     /// command-svc endpoint, for `rebuild`.
-    #[arg(
-        long,
-        env = "COMMAND_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    #[arg(long, env = "COMMAND_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub command_endpoint: String,
     /// How long the start-up PING to each Redis URL may take (seconds).
     #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
@@ -119,17 +115,14 @@ pub struct Config {
     /// Log format: auto, json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    /// Where Prometheus metrics are served (`/metrics`).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9466")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Config {
     /// Defaults for an in-process relay in tests: free port, fast retries.
-    pub fn for_tests(
-        redis_url: &str,
-        stream: &str,
-        mongodb_url: &str,
-        database: &str,
-        channel: &str,
-    ) -> Self {
+    pub fn for_tests(redis_url: &str, stream: &str, mongodb_url: &str, database: &str, channel: &str) -> Self {
         Self {
             health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             streams: StreamArgs::new(redis_url, stream),
@@ -148,6 +141,7 @@ impl Config {
             redis_check_timeout_secs: 3.0,
             limits: ServerLimits::default(),
             log_format: LogFormat::Json,
+            metrics_addr: None,
         }
     }
 

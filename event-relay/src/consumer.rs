@@ -25,6 +25,7 @@ use redis::{
     AsyncCommands,
 };
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::{
     entry::{self, dlq_fields, Entry},
@@ -84,6 +85,8 @@ pub struct Consumer<P> {
     main: ConnectionManager,
     serving: watch::Sender<bool>,
     stats: Arc<Stats>,
+    /// Event time to applied time.
+    lag: opentelemetry::metrics::Histogram<f64>,
 }
 
 /// Opens an auto-reconnecting connection whose responses may take `wait`.
@@ -102,11 +105,7 @@ pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<ConnectionMana
 /// Creates the consumer group (reading from the start of the stream, so
 /// events published before any relay ran are not skipped); an existing group
 /// is left alone.
-pub async fn ensure_group(
-    conn: &mut ConnectionManager,
-    stream: &str,
-    group: &str,
-) -> redis::RedisResult<()> {
+pub async fn ensure_group(conn: &mut ConnectionManager, stream: &str, group: &str) -> redis::RedisResult<()> {
     let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream, group, "0").await;
     match created {
         Err(error) if error.code() == Some("BUSYGROUP") => Ok(()),
@@ -149,6 +148,14 @@ impl<P: Projector> Consumer<P> {
             main,
             serving,
             stats,
+            lag: opentelemetry::global::meter("postmesh")
+                .f64_histogram("relay.projection.lag")
+                .with_unit("ms")
+                .with_description("Time from the event's commit to its application to the read model")
+                .with_boundaries(vec![
+                    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 30000.0,
+                ])
+                .build(),
         })
     }
 
@@ -268,10 +275,8 @@ impl<P: Projector> Consumer<P> {
             }
         }
         if !acks.is_empty() {
-            let acked: redis::RedisResult<i64> = self
-                .writer
-                .xack(&self.route.stream, &self.settings.group, &acks)
-                .await;
+            let acked: redis::RedisResult<i64> =
+                self.writer.xack(&self.route.stream, &self.settings.group, &acks).await;
             if let Err(error) = acked {
                 // Unacked entries stay pending and are claimed again later;
                 // applying them twice is harmless.
@@ -281,9 +286,31 @@ impl<P: Projector> Consumer<P> {
         outcome
     }
 
-    /// Handles one entry; false when shutdown interrupted an outage wait and
-    /// the entry must stay pending.
+    /// Handles one entry inside a consumer span that continues the trace the
+    /// publisher put on the entry; false when shutdown interrupted an outage
+    /// wait and the entry must stay pending.
     async fn handle(&mut self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {}", entry.stream),
+            otel.kind = "consumer",
+            messaging.system = "redis",
+            messaging.operation.type = "process",
+            messaging.destination.name = %entry.stream,
+            messaging.message.id = %entry.id,
+            messaging.consumer.group.name = %self.settings.group,
+        );
+        let traceparent = entry.text("traceparent");
+        if !traceparent.is_empty() {
+            postmesh_common::trace::set_parent(
+                &span,
+                postmesh_common::trace::from_traceparent(&traceparent, &entry.text("tracestate")),
+            );
+        }
+        self.handle_in_span(entry, shutdown).instrument(span).await
+    }
+
+    async fn handle_in_span(&mut self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
         let event = match entry.event() {
             Ok(event) => event,
             Err(error) => {
@@ -297,9 +324,7 @@ impl<P: Projector> Consumer<P> {
                     %error,
                     "undecodable entry; dead-lettering"
                 );
-                return self
-                    .dead_letter(entry, &error.to_string(), 1, shutdown)
-                    .await;
+                return self.dead_letter(entry, &error.to_string(), 1, shutdown).await;
             }
         };
         let action = event.event_type().action();
@@ -307,7 +332,15 @@ impl<P: Projector> Consumer<P> {
         let mut outage = 0u32;
         loop {
             attempt += 1;
-            match self.projector.apply(&event).await {
+            let apply_span = tracing::info_span!(
+                "apply",
+                otel.name = "update posts",
+                otel.kind = "client",
+                db.system = "mongodb",
+                db.operation.name = "update",
+                db.collection.name = "posts",
+            );
+            match self.projector.apply(&event).instrument(apply_span).await {
                 Ok(applied) => {
                     if outage > 0 {
                         self.set_serving(true);
@@ -315,6 +348,11 @@ impl<P: Projector> Consumer<P> {
                     let outcome = match applied {
                         Applied::Applied => {
                             self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                            if let Some(occurred) = &event.occurred_at {
+                                let occurred_ms = occurred.seconds * 1000 + i64::from(occurred.nanos) / 1_000_000;
+                                let lag_ms = chrono::Utc::now().timestamp_millis() - occurred_ms;
+                                self.lag.record(lag_ms.max(0) as f64, &[]);
+                            }
                             self.notify(event.post_id, event.version).await;
                             "applied"
                         }
@@ -391,10 +429,7 @@ impl<P: Projector> Consumer<P> {
 
     async fn notify(&mut self, post_id: i64, version: i64) {
         let payload = serde_json::json!({ "post_id": post_id, "version": version }).to_string();
-        let sent: redis::RedisResult<i64> = self
-            .main
-            .publish(&self.settings.notify_channel, payload)
-            .await;
+        let sent: redis::RedisResult<i64> = self.main.publish(&self.settings.notify_channel, payload).await;
         if let Err(error) = sent {
             // Only waiters and watchers miss it; the read model is already right.
             tracing::debug!(%error, post_id, version, "notification not published");
@@ -403,13 +438,7 @@ impl<P: Projector> Consumer<P> {
 
     /// Copies the entry to the dead-letter stream with its error; true once it
     /// is safely there (so the caller may ack it).
-    async fn dead_letter(
-        &mut self,
-        entry: &Entry,
-        error: &str,
-        attempts: u32,
-        shutdown: &mut Shutdown,
-    ) -> bool {
+    async fn dead_letter(&mut self, entry: &Entry, error: &str, attempts: u32, shutdown: &mut Shutdown) -> bool {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.settings.dlq_stream).arg("*");
         for (field, value) in &entry.fields {

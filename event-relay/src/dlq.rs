@@ -55,10 +55,7 @@ impl From<Entry> for DeadLetter {
 }
 
 /// Every dead letter, oldest first.
-pub async fn list(
-    conn: &mut ConnectionManager,
-    dlq_stream: &str,
-) -> redis::RedisResult<Vec<DeadLetter>> {
+pub async fn list(conn: &mut ConnectionManager, dlq_stream: &str) -> redis::RedisResult<Vec<DeadLetter>> {
     let reply: StreamRangeReply = conn.xrange_all(dlq_stream).await?;
     Ok(entry::from_ids(dlq_stream, reply.ids)
         .into_iter()
@@ -70,8 +67,7 @@ fn select(all: Vec<DeadLetter>, selection: &Selection) -> anyhow::Result<Vec<Dea
     if selection.all {
         return Ok(all);
     }
-    let mut by_id: HashMap<String, DeadLetter> =
-        all.into_iter().map(|d| (d.id.clone(), d)).collect();
+    let mut by_id: HashMap<String, DeadLetter> = all.into_iter().map(|d| (d.id.clone(), d)).collect();
     selection
         .ids
         .iter()
@@ -94,9 +90,7 @@ pub async fn replay(streams: &StreamArgs, selection: &Selection) -> anyhow::Resu
     let mut others: HashMap<String, ConnectionManager> = HashMap::new();
     for letter in &chosen {
         let target = if letter.source_stream.is_empty() {
-            streams
-                .route(postmesh_common::topology::Action::Create)
-                .stream
+            streams.route(postmesh_common::topology::Action::Create).stream
         } else {
             letter.source_stream.clone()
         };
@@ -155,11 +149,7 @@ pub async fn run_cli(config: &Config, action: DlqAction) -> anyhow::Result<()> {
                     d.id, d.post_id, d.version, d.action, d.attempts, d.failed_at, d.error
                 );
             }
-            println!(
-                "{} dead letter(s) in {}",
-                letters.len(),
-                config.streams.dlq_stream()
-            );
+            println!("{} dead letter(s) in {}", letters.len(), config.streams.dlq_stream());
         }
         DlqAction::Replay(selection) => {
             let n = replay(&config.streams, &selection).await?;

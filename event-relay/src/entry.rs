@@ -94,12 +94,7 @@ pub fn from_ids(stream: &str, ids: Vec<redis::streams::StreamId>) -> Vec<Entry> 
             fields: entry
                 .map
                 .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        redis::from_redis_value::<Vec<u8>>(&v).unwrap_or_default(),
-                    )
-                })
+                .map(|(k, v)| (k, redis::from_redis_value::<Vec<u8>>(&v).unwrap_or_default()))
                 .collect(),
         })
         .collect()

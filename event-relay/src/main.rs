@@ -5,14 +5,32 @@ use postmesh_common::{shutdown, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.config.log_format);
+    let shutdown = shutdown::from_os_signals();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let telemetry = telemetry::start(
+                "event-relay",
+                cli.config.log_format,
+                cli.config.metrics_addr,
+                shutdown.clone(),
+            )
+            .await;
             let app = event_relay::startup::Application::build(cli.config).await?;
-            app.run_until(shutdown::from_os_signals()).await
+            let result = app.run_until(shutdown).await;
+            telemetry.shutdown();
+            result
         }
-        Command::Dlq { action } => event_relay::dlq::run_cli(&cli.config, action).await,
-        Command::Rebuild => event_relay::rebuild::run(&cli.config).await.map(|_| ()),
-        Command::Status => event_relay::status::run(&cli.config).await,
+        Command::Dlq { action } => {
+            let _telemetry = telemetry::init("event-relay", cli.config.log_format);
+            event_relay::dlq::run_cli(&cli.config, action).await
+        }
+        Command::Rebuild => {
+            let _telemetry = telemetry::init("event-relay", cli.config.log_format);
+            event_relay::rebuild::run(&cli.config).await.map(|_| ())
+        }
+        Command::Status => {
+            let _telemetry = telemetry::init("event-relay", cli.config.log_format);
+            event_relay::status::run(&cli.config).await
+        }
     }
 }

@@ -53,9 +53,7 @@ impl Application {
 
     /// The bound health address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.health_addr)
+        self.listener.local_addr().unwrap_or(self.config.health_addr)
     }
 
     /// The read store it writes to.
@@ -75,15 +73,9 @@ impl Application {
     }
 
     /// Runs with any projector (tests inject failures this way).
-    pub async fn run_with<P: Projector>(
-        self,
-        projector: P,
-        shutdown: Shutdown,
-    ) -> anyhow::Result<()> {
+    pub async fn run_with<P: Projector>(self, projector: P, shutdown: Shutdown) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        health.set_service_status("", ServingStatus::NotServing).await;
         health
             .set_service_status(HEALTH_SERVICE, ServingStatus::NotServing)
             .await;
@@ -129,6 +121,7 @@ impl Application {
             self.config.limits.shutdown_grace(),
         ));
 
+        register_metrics(&self.config, self.stats.clone(), shutdown.clone());
         let consumer_name = self.config.consumer_name();
         tracing::info!(consumer = %consumer_name, health = %self.config.health_addr, "event-relay starting");
         let ready = wait_for_indexes(&self.store, &self.config, shutdown.clone()).await;
@@ -171,6 +164,75 @@ impl Application {
         tracing::info!("event-relay stopped");
         Ok(())
     }
+}
+
+/// Exposes the relay's counters, and polls stream lag, pending count and
+/// DLQ size every few seconds for the gauges.
+fn register_metrics(config: &Config, stats: Arc<Stats>, mut shutdown: Shutdown) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let meter = opentelemetry::global::meter("postmesh");
+    type Counter = (&'static str, &'static str, fn(&Stats) -> u64);
+    let counters: [Counter; 5] = [
+        ("relay.events.consumed", "Stream entries read", |s| {
+            s.consumed.load(Ordering::Relaxed)
+        }),
+        ("relay.events.applied", "Events that changed the read model", |s| {
+            s.applied.load(Ordering::Relaxed)
+        }),
+        ("relay.events.stale", "Duplicate or out-of-order events ignored", |s| {
+            s.stale.load(Ordering::Relaxed)
+        }),
+        ("relay.events.failed", "Failed apply attempts", |s| {
+            s.failed.load(Ordering::Relaxed)
+        }),
+        ("relay.events.dead_lettered", "Entries moved to the DLQ", |s| {
+            s.dead_lettered.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, description, read) in counters {
+        let stats = stats.clone();
+        meter
+            .u64_observable_counter(name)
+            .with_description(description)
+            .with_callback(move |observer| observer.observe(read(&stats), &[]))
+            .build();
+    }
+    let lag = Arc::new(AtomicU64::new(0));
+    let pending = Arc::new(AtomicU64::new(0));
+    let dlq = Arc::new(AtomicU64::new(0));
+    for (name, description, value) in [
+        (
+            "relay.consumer.lag",
+            "Entries not yet delivered to the group",
+            lag.clone(),
+        ),
+        (
+            "relay.consumer.pending",
+            "Entries delivered but not acknowledged",
+            pending.clone(),
+        ),
+        ("relay.dlq.size", "Entries in the dead-letter stream", dlq.clone()),
+    ] {
+        meter
+            .u64_observable_gauge(name)
+            .with_description(description)
+            .with_callback(move |observer| observer.observe(value.load(Ordering::Relaxed), &[]))
+            .build();
+    }
+    let config = config.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Ok((streams, dlq_size)) = crate::status::collect(&config).await {
+                lag.store(streams.iter().filter_map(|s| s.lag).sum(), Ordering::Relaxed);
+                pending.store(streams.iter().map(|s| s.pending).sum(), Ordering::Relaxed);
+                dlq.store(dlq_size, Ordering::Relaxed);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    });
 }
 
 /// Creates the read model's indexes, retrying while MongoDB is unreachable;

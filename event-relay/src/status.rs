@@ -30,12 +30,11 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Vec<StreamStatus>, u64)
             length,
             ..Default::default()
         };
-        let groups: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> =
-            redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&route.stream)
-                .query_async(&mut conn)
-                .await;
+        let groups: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&route.stream)
+            .query_async(&mut conn)
+            .await;
         if let Ok(groups) = groups {
             for group in groups {
                 let name: String = group
@@ -45,11 +44,7 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Vec<StreamStatus>, u64)
                 if name != config.group {
                     continue;
                 }
-                let number = |key: &str| {
-                    group
-                        .get(key)
-                        .and_then(|v| redis::from_redis_value::<u64>(v).ok())
-                };
+                let number = |key: &str| group.get(key).and_then(|v| redis::from_redis_value::<u64>(v).ok());
                 status.pending = number("pending").unwrap_or(0);
                 status.lag = number("lag");
                 status.consumers = number("consumers").unwrap_or(0);

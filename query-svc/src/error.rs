@@ -71,15 +71,9 @@ impl From<Error> for tonic::Status {
                 message,
                 ErrorDetails::with_bad_request(violations),
             ),
-            Error::NotFound(_) | Error::Deleted(_) | Error::NoHistory(_) => {
-                tonic::Status::new(Code::NotFound, message)
-            }
-            Error::NotCaughtUp { .. } | Error::Unavailable(_) => {
-                tonic::Status::new(Code::Unavailable, message)
-            }
-            Error::TooManyWatchers(_) | Error::WatcherLagged(_) => {
-                tonic::Status::new(Code::ResourceExhausted, message)
-            }
+            Error::NotFound(_) | Error::Deleted(_) | Error::NoHistory(_) => tonic::Status::new(Code::NotFound, message),
+            Error::NotCaughtUp { .. } | Error::Unavailable(_) => tonic::Status::new(Code::Unavailable, message),
+            Error::TooManyWatchers(_) | Error::WatcherLagged(_) => tonic::Status::new(Code::ResourceExhausted, message),
             Error::Internal(_) => {
                 tracing::error!(%message, "internal error");
                 tonic::Status::new(Code::Internal, message)

@@ -106,10 +106,7 @@ mod tests {
     #[test]
     fn no_filters_match_live_posts_only() {
         let filter = ListFilter::default();
-        assert_eq!(
-            filter.to_document(None),
-            doc! { "deleted": { "$eq": false } }
-        );
+        assert_eq!(filter.to_document(None), doc! { "deleted": { "$eq": false } });
         let all = ListFilter {
             include_deleted: true,
             ..ListFilter::default()

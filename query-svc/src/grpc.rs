@@ -6,9 +6,8 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use futures::Stream;
 use postmesh_common::shutdown::Shutdown;
 use postmesh_proto::v1::{
-    post_query_server::PostQuery, GetPostHistoryRequest, GetPostHistoryResponse, GetPostRequest,
-    GetPostResponse, ListPostsRequest, ListPostsResponse, Post, WatchPostsRequest,
-    WatchPostsResponse,
+    post_query_server::PostQuery, GetPostHistoryRequest, GetPostHistoryResponse, GetPostRequest, GetPostResponse,
+    ListPostsRequest, ListPostsResponse, Post, WatchPostsRequest, WatchPostsResponse,
 };
 use prost::Message;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
@@ -59,12 +58,7 @@ pub struct QueryService {
 
 impl QueryService {
     /// A service reading `store`; open watch streams end when `shutdown` fires.
-    pub fn new(
-        store: ReadStore,
-        hub: Arc<Hub>,
-        settings: QuerySettings,
-        shutdown: Shutdown,
-    ) -> Self {
+    pub fn new(store: ReadStore, hub: Arc<Hub>, settings: QuerySettings, shutdown: Shutdown) -> Self {
         Self {
             store,
             hub,
@@ -123,11 +117,7 @@ impl QueryService {
         })
     }
 
-    async fn list_posts(
-        &self,
-        deadline: Deadline,
-        req: ListPostsRequest,
-    ) -> Result<ListPostsResponse, Error> {
+    async fn list_posts(&self, deadline: Deadline, req: ListPostsRequest) -> Result<ListPostsResponse, Error> {
         let mut violations = Vec::new();
         for (field, value) in [
             ("author_name", &req.author_name),
@@ -170,9 +160,7 @@ impl QueryService {
         }
         // One extra row tells whether another page exists.
         let limit = i64::from(page_size) + 1;
-        let mut found = deadline
-            .run(self.store.list(&filter, after.as_ref(), limit))
-            .await?;
+        let mut found = deadline.run(self.store.list(&filter, after.as_ref(), limit)).await?;
         let mut more = found.len() > page_size as usize;
         found.truncate(page_size as usize);
         let mut bytes = 0;
@@ -204,11 +192,7 @@ impl QueryService {
         })
     }
 
-    async fn history(
-        &self,
-        deadline: Deadline,
-        req: GetPostHistoryRequest,
-    ) -> Result<Vec<Post>, Error> {
+    async fn history(&self, deadline: Deadline, req: GetPostHistoryRequest) -> Result<Vec<Post>, Error> {
         let mut violations = Vec::new();
         check_post_id(&mut violations, "post_id", req.post_id);
         if !violations.is_empty() {
@@ -228,10 +212,7 @@ impl QueryService {
         }
         if let Some(author) = &req.author_name {
             if author.is_empty() {
-                violations.push(FieldViolation::new(
-                    "author_name",
-                    "must not be empty when set",
-                ));
+                violations.push(FieldViolation::new("author_name", "must not be empty when set"));
             }
             check_filter_text(&mut violations, "author_name", author);
         }
@@ -273,19 +254,13 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchPostsResponse, Status>>
 impl PostQuery for QueryService {
     type WatchPostsStream = WatchStream;
 
-    async fn get_post(
-        &self,
-        request: Request<GetPostRequest>,
-    ) -> Result<Response<GetPostResponse>, Status> {
+    async fn get_post(&self, request: Request<GetPostRequest>) -> Result<Response<GetPostResponse>, Status> {
         let deadline = Deadline::of(request.metadata(), self.settings.request_timeout);
         let post = QueryService::get_post(self, deadline, request.into_inner()).await?;
         Ok(Response::new(GetPostResponse { post: Some(post) }))
     }
 
-    async fn list_posts(
-        &self,
-        request: Request<ListPostsRequest>,
-    ) -> Result<Response<ListPostsResponse>, Status> {
+    async fn list_posts(&self, request: Request<ListPostsRequest>) -> Result<Response<ListPostsResponse>, Status> {
         let deadline = Deadline::of(request.metadata(), self.settings.request_timeout);
         Ok(Response::new(
             QueryService::list_posts(self, deadline, request.into_inner()).await?,
@@ -311,10 +286,7 @@ impl PostQuery for QueryService {
 
 fn check_post_id(violations: &mut Vec<FieldViolation>, field: &str, post_id: i64) {
     if post_id <= 0 {
-        violations.push(FieldViolation::new(
-            field,
-            format!("must be > 0, got {post_id}"),
-        ));
+        violations.push(FieldViolation::new(field, format!("must be > 0, got {post_id}")));
     }
 }
 
@@ -363,8 +335,7 @@ pub(crate) struct Deadline {
 
 impl Deadline {
     fn of(metadata: &MetadataMap, server_timeout: Duration) -> Self {
-        let budget =
-            grpc_timeout(metadata).map_or(server_timeout, |client| client.min(server_timeout));
+        let budget = grpc_timeout(metadata).map_or(server_timeout, |client| client.min(server_timeout));
         let margin = (budget / 10).min(MAX_REPLY_MARGIN);
         Self {
             at: Instant::now() + budget.saturating_sub(margin),
@@ -414,18 +385,9 @@ mod tests {
 
     #[test]
     fn grpc_timeouts_parse() {
-        assert_eq!(
-            grpc_timeout(&with_timeout("1500m")),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(
-            grpc_timeout(&with_timeout("2S")),
-            Some(Duration::from_secs(2))
-        );
-        assert_eq!(
-            grpc_timeout(&with_timeout("1H")),
-            Some(Duration::from_secs(3600))
-        );
+        assert_eq!(grpc_timeout(&with_timeout("1500m")), Some(Duration::from_millis(1500)));
+        assert_eq!(grpc_timeout(&with_timeout("2S")), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout(&with_timeout("1H")), Some(Duration::from_secs(3600)));
         assert_eq!(
             grpc_timeout(&with_timeout("99999u")),
             Some(Duration::from_micros(99_999))
@@ -442,10 +404,7 @@ mod tests {
             let start = Instant::now();
             let left = Deadline::of(&metadata, Duration::from_secs(10)).at - start;
             let wanted = Duration::from_millis(wanted);
-            assert!(
-                left >= wanted && left < wanted + Duration::from_millis(50),
-                "{left:?}"
-            );
+            assert!(left >= wanted && left < wanted + Duration::from_millis(50), "{left:?}");
         };
         // 10% of a short client budget is kept for the reply...
         within(900, with_timeout("1000m"));

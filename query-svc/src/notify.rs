@@ -192,11 +192,7 @@ impl Hub {
         let mut registry = self.lock();
         let post_id = change.post.post_id;
         let version = change.post.version;
-        if registry
-            .last_sent
-            .get(&post_id)
-            .is_some_and(|last| *last >= version)
-        {
+        if registry.last_sent.get(&post_id).is_some_and(|last| *last >= version) {
             return;
         }
         if registry.last_sent.len() >= LAST_SENT_CAP {
@@ -220,12 +216,7 @@ impl Hub {
             match watcher.tx.try_send(Arc::clone(&response)) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::info!(
-                        watcher = id,
-                        post_id,
-                        version,
-                        "watcher cannot keep up; ending it"
-                    );
+                    tracing::info!(watcher = id, post_id, version, "watcher cannot keep up; ending it");
                     watcher.lagged.cancel();
                     false
                 }
@@ -247,9 +238,7 @@ impl Hub {
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding the lock cannot leave the maps inconsistent
         // in a way that matters here, so a poisoned lock is still usable.
-        self.registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -310,16 +299,10 @@ pub struct Listener {
 impl Listener {
     /// Connects and subscribes to `channel`, failing when Redis does not
     /// confirm within `timeout`.
-    pub async fn subscribe(
-        client: redis::Client,
-        channel: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<Self> {
+    pub async fn subscribe(client: redis::Client, channel: &str, timeout: Duration) -> anyhow::Result<Self> {
         let connection = tokio::time::timeout(timeout, open(&client, channel))
             .await
-            .map_err(|_| {
-                anyhow::anyhow!("Redis did not confirm SUBSCRIBE {channel} within {timeout:?}")
-            })??;
+            .map_err(|_| anyhow::anyhow!("Redis did not confirm SUBSCRIBE {channel} within {timeout:?}"))??;
         Ok(Self {
             client,
             channel: channel.to_owned(),
@@ -338,8 +321,7 @@ impl Listener {
             let (mut sink, mut stream) = match self.connection.take() {
                 Some(connection) => connection,
                 None => {
-                    let reconnect =
-                        tokio::time::timeout(REDIS_OP_TIMEOUT, open(&self.client, &self.channel));
+                    let reconnect = tokio::time::timeout(REDIS_OP_TIMEOUT, open(&self.client, &self.channel));
                     let reconnected = tokio::select! {
                         () = shutdown.wait() => break,
                         reconnected = reconnect => reconnected,
@@ -356,10 +338,7 @@ impl Listener {
                             continue;
                         }
                         Err(_) => {
-                            tracing::warn!(
-                                ?backoff,
-                                "resubscribing to notifications timed out; retrying"
-                            );
+                            tracing::warn!(?backoff, "resubscribing to notifications timed out; retrying");
                             pause(&mut shutdown, &mut backoff).await;
                             continue;
                         }
@@ -401,10 +380,7 @@ impl Listener {
     }
 }
 
-async fn open(
-    client: &redis::Client,
-    channel: &str,
-) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
+async fn open(client: &redis::Client, channel: &str) -> redis::RedisResult<(PubSubSink, PubSubStream)> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub.split())
@@ -424,10 +400,7 @@ async fn dispatch(mut pending: mpsc::Receiver<Notification>, hub: Arc<Hub>, stor
         if !hub.wants(&notification) {
             continue;
         }
-        match store
-            .version(notification.post_id, notification.version)
-            .await
-        {
+        match store.version(notification.post_id, notification.version).await {
             Ok(Some(change)) => hub.fan_out(change),
             Ok(None) => tracing::debug!(
                 post_id = notification.post_id,

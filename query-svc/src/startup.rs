@@ -41,19 +41,13 @@ impl Application {
     /// notify channel, prepares the (lazy) MongoDB client and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let redis = check_redis(&config.redis_url, config.redis_check_timeout()).await?;
-        let notifications =
-            Listener::subscribe(redis, &config.notify_channel, config.redis_check_timeout())
+        let notifications = Listener::subscribe(redis, &config.notify_channel, config.redis_check_timeout())
+            .await
+            .with_context(|| format!("cannot subscribe at {}", redact_url(&config.redis_url)))?;
+        let store =
+            ReadStore::connect_with_timeout(&config.mongodb_url, &config.mongodb_database, config.mongodb_timeout())
                 .await
-                .with_context(|| {
-                    format!("cannot subscribe at {}", redact_url(&config.redis_url))
-                })?;
-        let store = ReadStore::connect_with_timeout(
-            &config.mongodb_url,
-            &config.mongodb_database,
-            config.mongodb_timeout(),
-        )
-        .await
-        .with_context(|| format!("bad MongoDB settings {}", redact_url(&config.mongodb_url)))?;
+                .with_context(|| format!("bad MongoDB settings {}", redact_url(&config.mongodb_url)))?;
         let hub = Hub::new(config.watch_buffer, config.max_watchers);
         let listener = TcpListener::bind(config.listen_addr)
             .await
@@ -69,9 +63,7 @@ impl Application {
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen_addr)
+        self.listener.local_addr().unwrap_or(self.config.listen_addr)
     }
 
     /// Serves until `shutdown` fires: health flips to NOT_SERVING, watch
@@ -81,13 +73,9 @@ impl Application {
         let addr = self.local_addr();
         let (health, health_service) = tonic_health::server::health_reporter();
         // NOT_SERVING until the first MongoDB ping answers.
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        health.set_service_status("", ServingStatus::NotServing).await;
         for service in SERVICES {
-            health
-                .set_service_status(*service, ServingStatus::NotServing)
-                .await;
+            health.set_service_status(*service, ServingStatus::NotServing).await;
         }
         let reflection = reflection_builder().build_v1()?;
         let reflection_alpha = reflection_builder().build_v1alpha()?;
@@ -193,9 +181,5 @@ pub async fn spawn(config: Config) -> anyhow::Result<Running> {
     let addr = app.local_addr();
     let (trigger, signal) = shutdown::channel();
     let handle = tokio::spawn(app.run_until(signal));
-    Ok(Running {
-        addr,
-        trigger,
-        handle,
-    })
+    Ok(Running { addr, trigger, handle })
 }

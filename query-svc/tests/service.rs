@@ -18,8 +18,8 @@ use std::{
 
 use futures::{stream, StreamExt};
 use postmesh_proto::v1::{
-    post_query_client::PostQueryClient, EventType, GetPostHistoryRequest, GetPostRequest,
-    ListPostsRequest, Post, PostEvent, WatchPostsRequest,
+    post_query_client::PostQueryClient, EventType, GetPostHistoryRequest, GetPostRequest, ListPostsRequest, Post,
+    PostEvent, WatchPostsRequest,
 };
 use query_svc::{
     config::Config,
@@ -29,9 +29,7 @@ use query_svc::{
 use support::{created, event, mongodb_url, redis_url, unique, wait_until};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::{transport::Channel, Code, Status};
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 use tonic_types::StatusExt;
 
 /// A query-svc on a free port, its store and its notify channel.
@@ -95,19 +93,10 @@ impl Harness {
             .query_async(&mut self.redis)
             .await
             .unwrap();
-        assert!(
-            receivers >= 1,
-            "query-svc is not subscribed to {}",
-            self.channel
-        );
+        assert!(receivers >= 1, "query-svc is not subscribed to {}", self.channel);
     }
 
-    async fn get(
-        &self,
-        post_id: i64,
-        min_version: i64,
-        include_deleted: bool,
-    ) -> Result<Post, Status> {
+    async fn get(&self, post_id: i64, min_version: i64, include_deleted: bool) -> Result<Post, Status> {
         self.client
             .clone()
             .get_post(GetPostRequest {
@@ -188,15 +177,9 @@ async fn get_returns_live_posts_and_hides_deleted_ones() {
     h.apply(&deleted(2, 2, 2_000)).await;
 
     let post = h.get(1, 0, false).await.unwrap();
-    assert_eq!(
-        (post.post_id, post.version, post.title.as_str()),
-        (1, 1, "title 1")
-    );
+    assert_eq!((post.post_id, post.version, post.title.as_str()), (1, 1, "title 1"));
     assert_eq!(post.created_at.unwrap().seconds, 1);
-    assert_eq!(
-        h.get(99, 0, false).await.unwrap_err().code(),
-        Code::NotFound
-    );
+    assert_eq!(h.get(99, 0, false).await.unwrap_err().code(), Code::NotFound);
     assert_eq!(h.get(2, 0, false).await.unwrap_err().code(), Code::NotFound);
     let gone = h.get(2, 0, true).await.unwrap();
     assert!(gone.deleted);
@@ -227,20 +210,14 @@ async fn min_version_waits_for_the_notification() {
         client.clone().get_post(request).await
     });
     // It must still be waiting: version 2 does not exist yet.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut pending)
-            .await
-            .is_err()
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(300), &mut pending)
+        .await
+        .is_err());
     h.apply(&updated(1, 2, "second", 1_000)).await;
     let post = pending.await.unwrap().unwrap().into_inner().post.unwrap();
     assert_eq!((post.version, post.title.as_str()), (2, "second"));
     // Woken by the notification, long before the 8 s deadline or 5 s cap.
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 
     // Already there: answers at once.
     assert_eq!(h.get(1, 1, false).await.unwrap().version, 2);
@@ -262,16 +239,8 @@ async fn min_version_not_reached_is_unavailable_naming_both_versions() {
     let started = Instant::now();
     let status = h.client.clone().get_post(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(
-        status.message().contains("version 1"),
-        "{}",
-        status.message()
-    );
-    assert!(
-        status.message().contains("min_version 5"),
-        "{}",
-        status.message()
-    );
+    assert!(status.message().contains("version 1"), "{}", status.message());
+    assert!(status.message().contains("min_version 5"), "{}", status.message());
     assert!(started.elapsed() < Duration::from_millis(300));
 
     // ...and MAX_WAIT_MS caps a longer one. A notification for another
@@ -290,16 +259,8 @@ async fn min_version_not_reached_is_unavailable_naming_both_versions() {
     h.apply(&updated(1, 2, "v2", 1_000)).await;
     let status = pending.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("min_version 5"),
-        "{}",
-        status.message()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(status.message().contains("min_version 5"), "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     h.stop().await;
 }
 
@@ -318,15 +279,7 @@ async fn list_filters_combine_and_match_literal_text_case_insensitively() {
         (9, "$where", "plain", "x"),
     ];
     for (id, author, title, content) in posts {
-        let e = event(
-            id,
-            1,
-            EventType::PostCreated,
-            title,
-            content,
-            author,
-            id * 1_000,
-        );
+        let e = event(id, 1, EventType::PostCreated, title, content, author, id * 1_000);
         h.apply(&e).await;
     }
     let gone = event(
@@ -350,14 +303,8 @@ async fn list_filters_combine_and_match_literal_text_case_insensitively() {
     };
 
     // Case-insensitive substring, newest first; deleted only on request.
-    assert_eq!(
-        ids(h.list(list("", "rust", "", false)).await.unwrap().0),
-        vec![3, 1]
-    );
-    assert_eq!(
-        ids(h.list(list("", "rust", "", true)).await.unwrap().0),
-        vec![3, 2, 1]
-    );
+    assert_eq!(ids(h.list(list("", "rust", "", false)).await.unwrap().0), vec![3, 1]);
+    assert_eq!(ids(h.list(list("", "rust", "", true)).await.unwrap().0), vec![3, 2, 1]);
     // AND of all three filters; author is exact.
     assert_eq!(
         ids(h.list(list("ann", "rust", "tokio", false)).await.unwrap().0),
@@ -367,47 +314,21 @@ async fn list_filters_combine_and_match_literal_text_case_insensitively() {
         ids(h.list(list("bob", "rust", "tokio", false)).await.unwrap().0),
         vec![3]
     );
-    assert!(h
-        .list(list("an", "", "", false))
-        .await
-        .unwrap()
-        .0
-        .is_empty());
-    assert!(h
-        .list(list("ANN", "", "", false))
-        .await
-        .unwrap()
-        .0
-        .is_empty());
+    assert!(h.list(list("an", "", "", false)).await.unwrap().0.is_empty());
+    assert!(h.list(list("ANN", "", "", false)).await.unwrap().0.is_empty());
     // Operator and regex syntax is literal text.
+    assert_eq!(ids(h.list(list("", "$where", "", false)).await.unwrap().0), vec![4]);
+    assert_eq!(ids(h.list(list("", ".*", "", false)).await.unwrap().0), vec![5]);
     assert_eq!(
-        ids(h.list(list("", "$where", "", false)).await.unwrap().0),
-        vec![4]
-    );
-    assert_eq!(
-        ids(h.list(list("", ".*", "", false)).await.unwrap().0),
-        vec![5]
-    );
-    assert_eq!(
-        ids(h
-            .list(list("", "{\"$gt\": \"\"}", "", false))
-            .await
-            .unwrap()
-            .0),
+        ids(h.list(list("", "{\"$gt\": \"\"}", "", false)).await.unwrap().0),
         vec![6]
     );
-    assert_eq!(
-        ids(h.list(list("", "a|b", "", false)).await.unwrap().0),
-        vec![7]
-    );
+    assert_eq!(ids(h.list(list("", "a|b", "", false)).await.unwrap().0), vec![7]);
     assert_eq!(
         ids(h.list(list("", "", ".*", false)).await.unwrap().0),
         Vec::<i64>::new()
     );
-    assert_eq!(
-        ids(h.list(list("$where", "", "", false)).await.unwrap().0),
-        vec![9]
-    );
+    assert_eq!(ids(h.list(list("$where", "", "", false)).await.unwrap().0), vec![9]);
     assert!(h
         .list(list("{\"$gt\": \"\"}", "", "", false))
         .await
@@ -433,13 +354,7 @@ async fn pagination_survives_concurrent_inserts() {
     // 250 posts; pairs share a created_at to exercise the post_id tie-break.
     let base = 1_600_000_000_000_i64;
     let events: Vec<PostEvent> = (1..=250)
-        .map(|id| {
-            created(
-                id,
-                if id % 3 == 0 { "bob" } else { "ann" },
-                base + (id / 2) * 1_000,
-            )
-        })
+        .map(|id| created(id, if id % 3 == 0 { "bob" } else { "ann" }, base + (id / 2) * 1_000))
         .collect();
     let results: Vec<_> = stream::iter(events.iter().map(|e| h.store.apply(e)))
         .buffer_unordered(8)
@@ -478,10 +393,7 @@ async fn pagination_survives_concurrent_inserts() {
         }
     }
     let pre_existing: Vec<i64> = seen.iter().copied().filter(|id| *id <= 250).collect();
-    assert_eq!(
-        pre_existing,
-        expected.iter().map(|(_, id)| *id).collect::<Vec<_>>()
-    );
+    assert_eq!(pre_existing, expected.iter().map(|(_, id)| *id).collect::<Vec<_>>());
     assert_eq!(
         seen.iter().collect::<HashSet<_>>().len(),
         seen.len(),
@@ -512,18 +424,11 @@ async fn bad_page_sizes_and_tokens_are_invalid_arguments() {
     assert!(!token.is_empty());
     // The real token works, and continues after the first page.
     let (next, _) = h.list(request(2, &token, "")).await.unwrap();
-    assert_eq!(
-        next.iter().map(|p| p.post_id).collect::<Vec<_>>(),
-        vec![3, 2]
-    );
+    assert_eq!(next.iter().map(|p| p.post_id).collect::<Vec<_>>(), vec![3, 2]);
 
     let mut corrupted = token.clone().into_bytes();
     let middle = corrupted.len() / 2;
-    corrupted[middle] = if corrupted[middle] == b'A' {
-        b'B'
-    } else {
-        b'A'
-    };
+    corrupted[middle] = if corrupted[middle] == b'A' { b'B' } else { b'A' };
     let corrupted = String::from_utf8(corrupted).unwrap();
     let forged = {
         use base64::Engine;
@@ -561,10 +466,7 @@ async fn history_lists_every_version_in_order() {
         .unwrap()
         .into_inner()
         .versions;
-    assert_eq!(
-        versions.iter().map(|p| p.version).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    assert_eq!(versions.iter().map(|p| p.version).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(versions[1].title, "two");
     assert!(versions[2].deleted);
     let missing = h
@@ -698,8 +600,7 @@ async fn a_slow_watcher_is_cut_off_while_a_fast_one_gets_everything() {
         } else {
             EventType::PostUpdated
         };
-        h.apply(&event(1, version, kind, "big", &body, "ann", 1_000))
-            .await;
+        h.apply(&event(1, version, kind, "big", &body, "ann", 1_000)).await;
     }
     let versions = reader.await.unwrap();
     assert_eq!(versions, (1..=CHANGES).collect::<Vec<_>>());
@@ -796,11 +697,7 @@ impl Gate {
                 });
             }
         });
-        Self {
-            addr,
-            open,
-            generation,
-        }
+        Self { addr, open, generation }
     }
 
     fn cut(&self) {

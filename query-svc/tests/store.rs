@@ -77,12 +77,7 @@ fn scenario() -> impl Strategy<Value = (Vec<PostEvent>, Vec<PostEvent>)> {
         })
 }
 
-async fn snapshot(
-    store: &ReadStore,
-) -> (
-    Vec<postmesh_proto::v1::Post>,
-    Vec<query_svc::store::PostVersion>,
-) {
+async fn snapshot(store: &ReadStore) -> (Vec<postmesh_proto::v1::Post>, Vec<query_svc::store::PostVersion>) {
     (
         store.all_posts().await.expect("all_posts"),
         store.all_versions().await.expect("all_versions"),
@@ -153,10 +148,7 @@ async fn duplicates_and_older_versions_are_stale() {
     assert_eq!(post.updated_at.unwrap().seconds, 2);
     assert_eq!(post.created_at.unwrap().seconds, 1);
     let history = store.history(1).await.unwrap();
-    assert_eq!(
-        history.iter().map(|v| v.post.version).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
+    assert_eq!(history.iter().map(|v| v.post.version).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(history[0].event_type, EventType::PostCreated);
     drop_database(&store).await;
 }
@@ -197,9 +189,7 @@ async fn ensure_indexes_is_idempotent_and_enforces_uniqueness() {
     store.ensure_indexes().await.unwrap();
     store.ensure_indexes().await.unwrap();
     // A raw second document for the same post must be refused by the index.
-    let client = mongodb::Client::with_uri_str(support::mongodb_url())
-        .await
-        .unwrap();
+    let client = mongodb::Client::with_uri_str(support::mongodb_url()).await.unwrap();
     let posts = client
         .database(store.database_name())
         .collection::<mongodb::bson::Document>("posts");
@@ -225,10 +215,7 @@ async fn ensure_indexes_is_idempotent_and_enforces_uniqueness() {
     let duplicate = versions
         .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 1_i64 })
         .await;
-    assert!(
-        duplicate.is_err(),
-        "unique index on (post_id, version) not enforced"
-    );
+    assert!(duplicate.is_err(), "unique index on (post_id, version) not enforced");
     drop_database(&store).await;
 }
 
@@ -248,10 +235,7 @@ async fn swap_in_replaces_collections_with_their_indexes() {
     // The rebuild collections are gone, and the swapped-in ones keep their
     // unique index: re-applying is still Stale, not a second document.
     assert!(fresh.all_posts().await.unwrap().is_empty());
-    assert_eq!(
-        live.apply(&created(3, "new", 3_000)).await.unwrap(),
-        Applied::Stale
-    );
+    assert_eq!(live.apply(&created(3, "new", 3_000)).await.unwrap(), Applied::Stale);
     assert_eq!(live.all_posts().await.unwrap().len(), 1);
 
     // An empty rebuild swaps in empty collections.
@@ -277,15 +261,7 @@ async fn list_matches_literal_text_only() {
     for (i, title) in titles.iter().enumerate() {
         let id = i as i64 + 1;
         store
-            .apply(&event(
-                id,
-                1,
-                EventType::PostCreated,
-                title,
-                "c",
-                "ann",
-                1_000 * id,
-            ))
+            .apply(&event(id, 1, EventType::PostCreated, title, "c", "ann", 1_000 * id))
             .await
             .unwrap();
     }
@@ -302,10 +278,7 @@ async fn list_matches_literal_text_only() {
     };
     assert_eq!(search("$where").await, vec!["has $where inside"]);
     assert_eq!(search(".*").await, vec!["dot.star .* here"]);
-    assert_eq!(
-        search("{\"$gt\": \"\"}").await,
-        vec!["json {\"$gt\": \"\"} x"]
-    );
+    assert_eq!(search("{\"$gt\": \"\"}").await, vec!["json {\"$gt\": \"\"} x"]);
     assert_eq!(search("a|b").await, vec!["a|b pipe"]);
     assert_eq!(search("\0").await, vec!["nul\0byte"]);
     // Case-insensitive substring: "A" is in "A", "ab", "a|b pipe", "plain", "has $where inside", "dot.star .* here".
@@ -322,33 +295,24 @@ async fn list_pages_newest_first_by_keyset() {
     }
     let filter = ListFilter::default();
     let first = store.list(&filter, None, 2).await.unwrap();
-    assert_eq!(
-        first.iter().map(|p| p.post_id).collect::<Vec<_>>(),
-        vec![4, 3]
-    );
+    assert_eq!(first.iter().map(|p| p.post_id).collect::<Vec<_>>(), vec![4, 3]);
     let last = first.last().unwrap();
     let after = Position {
         created_at_ms: query_svc::store::timestamp_to_millis(last.created_at.as_ref().unwrap()),
         post_id: last.post_id,
     };
     let second = store.list(&filter, Some(&after), 2).await.unwrap();
-    assert_eq!(
-        second.iter().map(|p| p.post_id).collect::<Vec<_>>(),
-        vec![2, 1]
-    );
+    assert_eq!(second.iter().map(|p| p.post_id).collect::<Vec<_>>(), vec![2, 1]);
     drop_database(&store).await;
 }
 
 #[tokio::test]
 async fn an_unreachable_server_is_unavailable_quickly() {
     // Nothing listens on port 1.
-    let store = ReadStore::connect_with_timeout(
-        "mongodb://127.0.0.1:1",
-        &unique("qs_down"),
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
+    let store =
+        ReadStore::connect_with_timeout("mongodb://127.0.0.1:1", &unique("qs_down"), Duration::from_millis(500))
+            .await
+            .unwrap();
     let started = std::time::Instant::now();
     let error = store.ping().await.unwrap_err();
     assert!(error.is_unavailable(), "{error}");

@@ -13,11 +13,7 @@ pub async fn read_all_events(endpoint: &str) -> Vec<PostEvent> {
         .await
         .unwrap()
         .max_decoding_message_size(16 * 1024 * 1024);
-    let mut stream = client
-        .read_all(ReadAllRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = client.read_all(ReadAllRequest::default()).await.unwrap().into_inner();
     let mut events = Vec::new();
     while let Some(item) = stream.next().await {
         events.push(item.unwrap().event.unwrap());
@@ -27,9 +23,7 @@ pub async fn read_all_events(endpoint: &str) -> Vec<PostEvent> {
 
 /// The fields that must agree, timestamps at the read model's millisecond precision.
 fn key(post: &Post) -> (i64, i64, String, String, String, bool, i64, i64) {
-    let ms = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref().map_or(0, query_svc::store::timestamp_to_millis)
-    };
+    let ms = |t: &Option<prost_types::Timestamp>| t.as_ref().map_or(0, query_svc::store::timestamp_to_millis);
     (
         post.post_id,
         post.version,
@@ -77,9 +71,7 @@ pub async fn differences(events: &[PostEvent], store: &ReadStore) -> Vec<String>
     }
     for id in actual_posts.keys() {
         if !expected_posts.contains_key(id) {
-            problems.push(format!(
-                "post {id} is in the read model but not in the event store"
-            ));
+            problems.push(format!("post {id} is in the read model but not in the event store"));
         }
     }
     let actual_versions: BTreeMap<(i64, i64), _> = versions
@@ -103,11 +95,7 @@ pub async fn differences(events: &[PostEvent], store: &ReadStore) -> Vec<String>
 
 /// Waits until the read model equals the event store; panics with the
 /// remaining differences after `timeout`.
-pub async fn assert_converges(
-    endpoint: &str,
-    store: &ReadStore,
-    timeout: Duration,
-) -> Vec<PostEvent> {
+pub async fn assert_converges(endpoint: &str, store: &ReadStore, timeout: Duration) -> Vec<PostEvent> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let events = read_all_events(endpoint).await;
@@ -117,10 +105,7 @@ pub async fn assert_converges(
         }
         if std::time::Instant::now() >= deadline {
             let shown: Vec<_> = problems.iter().take(20).collect();
-            panic!(
-                "read model did not converge ({} problems): {shown:#?}",
-                problems.len()
-            );
+            panic!("read model did not converge ({} problems): {shown:#?}", problems.len());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

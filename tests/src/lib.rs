@@ -25,8 +25,7 @@ pub fn redis_url() -> String {
 
 /// MariaDB account allowed to create databases.
 pub fn mysql_url() -> String {
-    std::env::var("TEST_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://postmesh:postmesh@127.0.0.1:3306".into())
+    std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://postmesh:postmesh@127.0.0.1:3306".into())
 }
 
 /// Shared FerretDB/MongoDB.
@@ -82,14 +81,8 @@ impl TestDatabase {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("events.db").display()
-                );
-                Self {
-                    url,
-                    _dir: Some(dir),
-                }
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("events.db").display());
+                Self { url, _dir: Some(dir) }
             }
             Backend::Mysql => {
                 use sea_orm::ConnectionTrait;
@@ -123,18 +116,11 @@ pub async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
 /// Length of a stream (0 when it does not exist).
 pub async fn stream_len(url: &str, stream: &str) -> usize {
     let mut conn = redis(url).await;
-    redis::cmd("XLEN")
-        .arg(stream)
-        .query_async(&mut conn)
-        .await
-        .unwrap_or(0)
+    redis::cmd("XLEN").arg(stream).query_async(&mut conn).await.unwrap_or(0)
 }
 
 /// Every entry of a stream as (id, field map).
-pub async fn stream_entries(
-    url: &str,
-    stream: &str,
-) -> Vec<(String, std::collections::HashMap<String, Vec<u8>>)> {
+pub async fn stream_entries(url: &str, stream: &str) -> Vec<(String, std::collections::HashMap<String, Vec<u8>>)> {
     let mut conn = redis(url).await;
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(stream)
@@ -150,12 +136,7 @@ pub async fn stream_entries(
             let fields = entry
                 .map
                 .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        redis::from_redis_value::<Vec<u8>>(&v).unwrap_or_default(),
-                    )
-                })
+                .map(|(k, v)| (k, redis::from_redis_value::<Vec<u8>>(&v).unwrap_or_default()))
                 .collect();
             (entry.id, fields)
         })

@@ -43,17 +43,9 @@ impl WriteSide {
     pub async fn start(names: &Names, redis: &str) -> Self {
         let db = TestDatabase::create(Backend::Sqlite).await;
         let config = command_svc::config::Config::for_tests(db.url.clone(), redis, &names.stream);
-        let running = command_svc::startup::spawn(config)
-            .await
-            .expect("command-svc starts");
-        let client = PostCommandClient::connect(running.endpoint())
-            .await
-            .unwrap();
-        Self {
-            db,
-            running,
-            client,
-        }
+        let running = command_svc::startup::spawn(config).await.expect("command-svc starts");
+        let client = PostCommandClient::connect(running.endpoint()).await.unwrap();
+        Self { db, running, client }
     }
 
     /// `http://addr` of command-svc.

@@ -10,11 +10,7 @@ use std::{
 /// A free TCP port on 127.0.0.1 (released before it is returned, so there is
 /// a small race, acceptable for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn go_bin(name: &str) -> PathBuf {
@@ -88,10 +84,7 @@ impl RedisProc {
                 let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
                     return false;
                 };
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
+                redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
             }
         })
         .await;

@@ -8,9 +8,7 @@ use std::{
     time::Duration,
 };
 
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
 /// Directory holding the built binaries (`cargo build --workspace --bins`).
 pub fn bin_dir() -> PathBuf {
@@ -19,10 +17,7 @@ pub fn bin_dir() -> PathBuf {
     }
     // target/debug/deps/<test-exe> -> target/debug
     let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_path_buf()
+    exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf()
 }
 
 /// Path of a workspace binary, with a clear failure when it was not built.
@@ -57,6 +52,7 @@ impl ServiceProc {
         command
             .args(args)
             .env("LOG_FORMAT", "json")
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap());
         for (key, value) in env {
@@ -86,10 +82,7 @@ impl ServiceProc {
         })
         .await;
         if !ok {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             panic!(
                 "{} did not become healthy (exit: {exited:?}); log:\n{}",
                 self.name,
@@ -114,9 +107,7 @@ impl ServiceProc {
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         }
     }
 

@@ -1,5 +1,7 @@
 //! command-svc as a real process: start-up checks, SIGTERM, SIGKILL, logs.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use postmesh_proto::v1::{
@@ -13,9 +15,7 @@ use postmesh_tests::{
     services::ServiceProc,
     stream_len, unique, wait_until, Backend, TestDatabase,
 };
-use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-};
+use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
 
 fn create(title: &str) -> CreatePostRequest {
     CreatePostRequest {
@@ -42,12 +42,7 @@ fn command_svc(port: u16, database_url: &str, redis_url: &str, stream: &str) -> 
 }
 
 fn mysql_host_port() -> String {
-    mysql_url()
-        .rsplit('@')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned()
+    mysql_url().rsplit('@').next().unwrap().trim_end_matches('/').to_owned()
 }
 
 #[tokio::test]
@@ -108,12 +103,7 @@ async fn an_event_committed_but_not_published_before_sigkill_is_published_after_
     let published: Vec<i64> = postmesh_tests::stream_entries(&url, &stream)
         .await
         .into_iter()
-        .map(|(_, f)| {
-            String::from_utf8(f["post_id"].clone())
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|(_, f)| String::from_utf8(f["post_id"].clone()).unwrap().parse().unwrap())
         .collect();
     assert_eq!(published, ids);
 }
@@ -131,9 +121,7 @@ async fn sigterm_flips_health_first_drains_in_flight_requests_and_exits_zero() {
         .await
         .unwrap();
     let mut watch = HealthClient::new(channel.clone())
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
+        .watch(HealthCheckRequest { service: String::new() })
         .await
         .unwrap()
         .into_inner();
@@ -163,10 +151,7 @@ async fn sigterm_flips_health_first_drains_in_flight_requests_and_exits_zero() {
     );
     drop(watch);
     proxy.resume();
-    let reply = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight request completes");
+    let reply = in_flight.await.unwrap().expect("the in-flight request completes");
     assert!(reply.into_inner().post_id > 0);
     let status = svc
         .wait_exit(Duration::from_secs(15))
@@ -181,12 +166,7 @@ async fn each_command_logs_one_structured_line() {
     let mut svc = command_svc(free_port(), &db.url, &redis_url(), &unique("posts.events"));
     svc.wait_healthy(Duration::from_secs(20)).await;
     let mut client = PostCommandClient::connect(svc.endpoint()).await.unwrap();
-    let id = client
-        .create_post(create("logged"))
-        .await
-        .unwrap()
-        .into_inner()
-        .post_id;
+    let id = client.create_post(create("logged")).await.unwrap().into_inner().post_id;
     client
         .update_post(UpdatePostRequest {
             post_id: id,
@@ -203,11 +183,7 @@ async fn each_command_logs_one_structured_line() {
         .await
         .unwrap();
     svc.terminate();
-    assert!(svc
-        .wait_exit(Duration::from_secs(15))
-        .await
-        .expect("exits")
-        .success());
+    assert!(svc.wait_exit(Duration::from_secs(15)).await.expect("exits").success());
     let lines: Vec<serde_json::Value> = svc
         .logs()
         .lines()

@@ -1,5 +1,7 @@
 //! event-relay against real Redis and FerretDB, with command-svc as the source.
 
+#![allow(clippy::unwrap_used)]
+
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU32, Ordering},
@@ -54,9 +56,7 @@ async fn dlq_len(names: &Names) -> usize {
 async fn creates_updates_and_deletes_reach_the_read_model_with_full_history() {
     let names = Names::fresh();
     let write = WriteSide::start(&names, &redis_url()).await;
-    let relay = event_relay::startup::spawn(relay_config(&names))
-        .await
-        .unwrap();
+    let relay = event_relay::startup::spawn(relay_config(&names)).await.unwrap();
     let mut client = write.client.clone();
     let mut ids = Vec::new();
     for i in 0..10 {
@@ -116,11 +116,7 @@ async fn a_failing_event_is_dead_lettered_after_three_attempts_and_replay_applie
         wait_until(SETTLE, || async { dlq_len(&names).await == 1 }).await,
         "the failing event is dead-lettered"
     );
-    assert_eq!(
-        attempts.load(Ordering::SeqCst),
-        3,
-        "exactly max_attempts tries"
-    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 3, "exactly max_attempts tries");
     let config = relay_config(&names);
     let letters = {
         let mut conn = event_relay::consumer::connect(&redis_url(), Duration::ZERO)
@@ -135,10 +131,7 @@ async fn a_failing_event_is_dead_lettered_after_three_attempts_and_replay_applie
     assert_eq!(letters[0].attempts, "3");
     assert!(letters[0].error.contains("injected writer failure"));
     // Everything else flowed past it.
-    let bystanders = wait_until(SETTLE, || async {
-        relay.store.all_posts().await.unwrap().len() == 5
-    })
-    .await;
+    let bystanders = wait_until(SETTLE, || async { relay.store.all_posts().await.unwrap().len() == 5 }).await;
     assert!(bystanders);
     assert!(relay.store.get(victim).await.unwrap().is_none());
 
@@ -147,12 +140,7 @@ async fn a_failing_event_is_dead_lettered_after_three_attempts_and_replay_applie
         ids: vec![letters[0].id.clone()],
         all: false,
     };
-    assert_eq!(
-        event_relay::dlq::replay(&config.streams, &selection)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(event_relay::dlq::replay(&config.streams, &selection).await.unwrap(), 1);
     assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
     assert_eq!(dlq_len(&names).await, 0);
     relay.stop().await.unwrap();
@@ -183,16 +171,10 @@ async fn a_poison_entry_is_dead_lettered_at_once_while_the_rest_flow() {
         .await
         .unwrap();
     write.create("after").await;
-    let relay = event_relay::startup::spawn(relay_config(&names))
-        .await
-        .unwrap();
+    let relay = event_relay::startup::spawn(relay_config(&names)).await.unwrap();
     assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
     assert!(wait_until(SETTLE, || async { dlq_len(&names).await == 2 }).await);
-    assert_eq!(
-        relay.stats.failed.load(Ordering::Relaxed),
-        0,
-        "poison is not retried"
-    );
+    assert_eq!(relay.stats.failed.load(Ordering::Relaxed), 0, "poison is not retried");
     relay.stop().await.unwrap();
 }
 
@@ -213,12 +195,7 @@ async fn duplicate_and_reordered_entries_converge() {
             .await
             .unwrap();
     }
-    assert!(
-        wait_until(SETTLE, || async {
-            stream_len(&redis_url(), &names.stream).await == 5
-        })
-        .await
-    );
+    assert!(wait_until(SETTLE, || async { stream_len(&redis_url(), &names.stream).await == 5 }).await);
     // Re-add every entry in reverse order, twice: duplicates and reordering.
     let entries = postmesh_tests::stream_entries(&redis_url(), &names.stream).await;
     let mut conn = redis(&redis_url()).await;
@@ -232,16 +209,9 @@ async fn duplicate_and_reordered_entries_converge() {
             let _: String = cmd.query_async(&mut conn).await.unwrap();
         }
     }
-    let relay = event_relay::startup::spawn(relay_config(&names))
-        .await
-        .unwrap();
+    let relay = event_relay::startup::spawn(relay_config(&names)).await.unwrap();
     assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
-    assert!(
-        wait_until(SETTLE, || async {
-            relay.stats.consumed.load(Ordering::Relaxed) >= 15
-        })
-        .await
-    );
+    assert!(wait_until(SETTLE, || async { relay.stats.consumed.load(Ordering::Relaxed) >= 15 }).await);
     assert_eq!(relay.store.get(id).await.unwrap().unwrap().title, "v5");
     assert_eq!(dlq_len(&names).await, 0);
     relay.stop().await.unwrap();
@@ -351,10 +321,7 @@ async fn two_relays_share_the_work_and_killing_one_mid_batch_loses_nothing() {
         })
     };
     // Kill A once it is visibly applying.
-    let a_busy = wait_until(SETTLE, || async {
-        a.logs().matches("event applied").count() >= 20
-    })
-    .await;
+    let a_busy = wait_until(SETTLE, || async { a.logs().matches("event applied").count() >= 20 }).await;
     assert!(a_busy, "relay A takes part");
     a.kill();
     load.await.unwrap();
@@ -362,10 +329,7 @@ async fn two_relays_share_the_work_and_killing_one_mid_batch_loses_nothing() {
     assert!(b.logs().contains("event applied"), "relay B takes part");
     assert_eq!(dlq_len(&names).await, 0);
     b.terminate();
-    let status = b
-        .wait_exit(Duration::from_secs(15))
-        .await
-        .expect("B exits on SIGTERM");
+    let status = b.wait_exit(Duration::from_secs(15)).await.expect("B exits on SIGTERM");
     assert!(status.success(), "graceful shutdown exits 0:\n{}", b.logs());
 }
 
@@ -381,14 +345,9 @@ async fn a_relay_pointed_at_something_that_is_not_redis_fails_fast() {
             ("STREAM_NAME", names.stream.clone()),
         ],
     );
-    let status = proc
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("fails within 5 s");
+    let status = proc.wait_exit(Duration::from_secs(5)).await.expect("fails within 5 s");
     assert!(!status.success());
-    assert!(proc
-        .logs()
-        .contains(&format!("redis://127.0.0.1:{}", mongo_port())));
+    assert!(proc.logs().contains(&format!("redis://127.0.0.1:{}", mongo_port())));
 }
 
 fn mongo_port() -> String {
@@ -442,10 +401,7 @@ async fn the_cli_lists_replays_and_purges_dead_letters_and_reports_status() {
     };
     let listed = cli(&["dlq", "list"]);
     assert!(listed.contains("2 dead letter(s)"), "{listed}");
-    assert!(
-        listed.contains("boom") && listed.contains("create"),
-        "{listed}"
-    );
+    assert!(listed.contains("boom") && listed.contains("create"), "{listed}");
     let first_id = listed
         .lines()
         .nth(1)
@@ -465,19 +421,14 @@ async fn the_cli_lists_replays_and_purges_dead_letters_and_reports_status() {
     assert!(cli(&["dlq", "purge", "--all"]).contains("purged 1"));
     assert_eq!(dlq_len(&names).await, 0);
     let status = cli(&["status"]);
-    assert!(
-        status.contains(&names.stream) && status.contains(&dlq),
-        "{status}"
-    );
+    assert!(status.contains(&names.stream) && status.contains(&dlq), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_replaces_a_damaged_read_model_with_one_equal_to_the_event_store() {
     let names = Names::fresh();
     let write = WriteSide::start(&names, &redis_url()).await;
-    let relay = event_relay::startup::spawn(relay_config(&names))
-        .await
-        .unwrap();
+    let relay = event_relay::startup::spawn(relay_config(&names)).await.unwrap();
     for i in 0..20 {
         write.create(&format!("r{i}")).await;
     }

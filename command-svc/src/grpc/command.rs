@@ -1,12 +1,13 @@
 //! `posts.v1.PostCommand`.
 
 use postmesh_proto::v1::{
-    post_command_server::PostCommand, CreatePostRequest, CreatePostResponse, DeletePostRequest,
-    DeletePostResponse, UpdatePostRequest, UpdatePostResponse,
+    post_command_server::PostCommand, CreatePostRequest, CreatePostResponse, DeletePostRequest, DeletePostResponse,
+    UpdatePostRequest, UpdatePostResponse,
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::{
     domain::{self, Command, PostChanges},
@@ -37,9 +38,18 @@ impl CommandService {
         let command = command?;
         let idempotency = idempotency?;
         let started = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "db.transaction",
+            otel.name = %format!("append {}", self.store.backend_name()),
+            otel.kind = "client",
+            db.system = self.store.backend_name(),
+            db.operation.name = "append",
+            db.collection.name = "post_events",
+        );
         let result = self
             .store
             .execute(&command, &meta, idempotency.as_ref())
+            .instrument(span)
             .await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
@@ -89,11 +99,7 @@ fn idempotency<M: Message + Clone>(
     hasher.update(rpc.as_bytes());
     hasher.update([0]);
     hasher.update(bare.encode_to_vec());
-    let request_hash = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let request_hash = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(Some(Idempotency {
         key: format!("{rpc}:{key}"),
         request_hash,
@@ -102,15 +108,10 @@ fn idempotency<M: Message + Clone>(
 
 #[tonic::async_trait]
 impl PostCommand for CommandService {
-    async fn create_post(
-        &self,
-        request: Request<CreatePostRequest>,
-    ) -> Result<Response<CreatePostResponse>, Status> {
+    async fn create_post(&self, request: Request<CreatePostRequest>) -> Result<Response<CreatePostResponse>, Status> {
         let meta = super::event_meta(request.metadata());
         let req = request.into_inner();
-        let idem = idempotency("CreatePost", &req.idempotency_key, &req, |r| {
-            r.idempotency_key.clear()
-        });
+        let idem = idempotency("CreatePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
         let command = domain::validate_create(req.title, req.content, req.author_name);
         let appended = self.run(command, idem, meta).await?;
         Ok(Response::new(CreatePostResponse {
@@ -119,15 +120,10 @@ impl PostCommand for CommandService {
         }))
     }
 
-    async fn update_post(
-        &self,
-        request: Request<UpdatePostRequest>,
-    ) -> Result<Response<UpdatePostResponse>, Status> {
+    async fn update_post(&self, request: Request<UpdatePostRequest>) -> Result<Response<UpdatePostResponse>, Status> {
         let meta = super::event_meta(request.metadata());
         let req = request.into_inner();
-        let idem = idempotency("UpdatePost", &req.idempotency_key, &req, |r| {
-            r.idempotency_key.clear()
-        });
+        let idem = idempotency("UpdatePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
         let command = domain::validate_update(PostChanges {
             post_id: req.post_id,
             expected_version: req.expected_version,
@@ -142,15 +138,10 @@ impl PostCommand for CommandService {
         }))
     }
 
-    async fn delete_post(
-        &self,
-        request: Request<DeletePostRequest>,
-    ) -> Result<Response<DeletePostResponse>, Status> {
+    async fn delete_post(&self, request: Request<DeletePostRequest>) -> Result<Response<DeletePostResponse>, Status> {
         let meta = super::event_meta(request.metadata());
         let req = request.into_inner();
-        let idem = idempotency("DeletePost", &req.idempotency_key, &req, |r| {
-            r.idempotency_key.clear()
-        });
+        let idem = idempotency("DeletePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
         let command = domain::validate_delete(req.post_id, req.expected_version);
         let appended = self.run(command, idem, meta).await?;
         Ok(Response::new(DeletePostResponse {

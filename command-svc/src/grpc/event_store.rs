@@ -5,8 +5,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 use postmesh_proto::v1::{
-    event_store_server::EventStore as EventStoreApi, ReadAllRequest, ReadAllResponse,
-    ReadPostRequest, ReadPostResponse,
+    event_store_server::EventStore as EventStoreApi, ReadAllRequest, ReadAllResponse, ReadPostRequest, ReadPostResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,10 +35,7 @@ impl EventStoreApi for EventStoreService {
     type ReadAllStream = EventStream<ReadAllResponse>;
     type ReadPostStream = EventStream<ReadPostResponse>;
 
-    async fn read_all(
-        &self,
-        request: Request<ReadAllRequest>,
-    ) -> Result<Response<Self::ReadAllStream>, Status> {
+    async fn read_all(&self, request: Request<ReadAllRequest>) -> Result<Response<Self::ReadAllStream>, Status> {
         let req = request.into_inner();
         if req.from_position < 0 || req.max_count < 0 {
             let field = if req.from_position < 0 {
@@ -66,11 +62,7 @@ impl EventStoreApi for EventStoreService {
                 for event in page {
                     after = event.position;
                     remaining -= 1;
-                    if tx
-                        .send(Ok(ReadAllResponse { event: Some(event) }))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Ok(ReadAllResponse { event: Some(event) })).await.is_err() {
                         return;
                     }
                 }
@@ -89,10 +81,7 @@ impl EventStoreApi for EventStoreService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn read_post(
-        &self,
-        request: Request<ReadPostRequest>,
-    ) -> Result<Response<Self::ReadPostStream>, Status> {
+    async fn read_post(&self, request: Request<ReadPostRequest>) -> Result<Response<Self::ReadPostStream>, Status> {
         let post_id = domain::validate_post_id(request.into_inner().post_id)?;
         let store = self.store.clone();
         let mut page = store.read_post(post_id, 0, PAGE).await?;
@@ -106,11 +95,7 @@ impl EventStoreApi for EventStoreService {
                 let mut after = 0;
                 for event in page {
                     after = event.version;
-                    if tx
-                        .send(Ok(ReadPostResponse { event: Some(event) }))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(Ok(ReadPostResponse { event: Some(event) })).await.is_err() {
                         return;
                     }
                 }

@@ -34,11 +34,7 @@ fn content_column(backend: DbBackend) -> ColumnDef {
 
 fn id_column(name: &str) -> ColumnDef {
     let mut column = ColumnDef::new(Alias::new(name));
-    column
-        .big_integer()
-        .not_null()
-        .auto_increment()
-        .primary_key();
+    column.big_integer().not_null().auto_increment().primary_key();
     column
 }
 
@@ -143,12 +139,7 @@ impl MigrationTrait for CreateEventStore {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in ["idempotency_keys", "outbox", "post_events", "post_streams"] {
             manager
-                .drop_table(
-                    Table::drop()
-                        .table(Alias::new(table))
-                        .if_exists()
-                        .to_owned(),
-                )
+                .drop_table(Table::drop().table(Alias::new(table)).if_exists().to_owned())
                 .await?;
         }
         Ok(())

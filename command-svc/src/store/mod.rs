@@ -7,9 +7,9 @@ pub mod migration;
 use std::time::Duration;
 
 use sea_orm::{
-    sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::Mutex;
@@ -179,8 +179,7 @@ impl EventStore {
             Some(post_id) => self.head(&txn, post_id).await.map_err(Attempt::from_db)?,
             None => None,
         };
-        let (event_type, mut state) =
-            domain::decide(current.as_ref(), command, now_us).map_err(Attempt::Fail)?;
+        let (event_type, mut state) = domain::decide(current.as_ref(), command, now_us).map_err(Attempt::Fail)?;
 
         match current {
             None => {
@@ -205,19 +204,10 @@ impl EventStore {
                 let updated = post_stream::Entity::update_many()
                     .col_expr(post_stream::Column::Version, Expr::value(state.version))
                     .col_expr(post_stream::Column::Title, Expr::value(state.title.clone()))
-                    .col_expr(
-                        post_stream::Column::Content,
-                        Expr::value(state.content.clone()),
-                    )
-                    .col_expr(
-                        post_stream::Column::AuthorName,
-                        Expr::value(state.author_name.clone()),
-                    )
+                    .col_expr(post_stream::Column::Content, Expr::value(state.content.clone()))
+                    .col_expr(post_stream::Column::AuthorName, Expr::value(state.author_name.clone()))
                     .col_expr(post_stream::Column::Deleted, Expr::value(state.deleted))
-                    .col_expr(
-                        post_stream::Column::UpdatedAtUs,
-                        Expr::value(state.updated_at_us),
-                    )
+                    .col_expr(post_stream::Column::UpdatedAtUs, Expr::value(state.updated_at_us))
                     .filter(post_stream::Column::PostId.eq(previous.post_id))
                     .filter(post_stream::Column::Version.eq(previous.version))
                     .exec(&txn)
@@ -295,11 +285,7 @@ impl EventStore {
         })
     }
 
-    async fn head(
-        &self,
-        txn: &DatabaseTransaction,
-        post_id: i64,
-    ) -> Result<Option<PostState>, DbErr> {
+    async fn head(&self, txn: &DatabaseTransaction, post_id: i64) -> Result<Option<PostState>, DbErr> {
         let mut query = post_stream::Entity::find_by_id(post_id);
         if txn.get_database_backend() == DbBackend::MySql {
             // Row lock: concurrent writers to one post queue here instead of
@@ -330,12 +316,7 @@ impl EventStore {
     }
 
     /// Events of one post in version order, at most `limit` after `after_version`.
-    pub async fn read_post(
-        &self,
-        post_id: i64,
-        after_version: i64,
-        limit: u64,
-    ) -> Result<Vec<PostEvent>, Error> {
+    pub async fn read_post(&self, post_id: i64, after_version: i64, limit: u64) -> Result<Vec<PostEvent>, Error> {
         let rows = post_event::Entity::find()
             .filter(post_event::Column::PostId.eq(post_id))
             .filter(post_event::Column::Version.gt(after_version))
@@ -348,10 +329,7 @@ impl EventStore {
 
     /// Whether a post has any event.
     pub async fn post_exists(&self, post_id: i64) -> Result<bool, Error> {
-        Ok(post_stream::Entity::find_by_id(post_id)
-            .one(&self.db)
-            .await?
-            .is_some())
+        Ok(post_stream::Entity::find_by_id(post_id).one(&self.db).await?.is_some())
     }
 
     /// The oldest unpublished events, at most `limit`.
@@ -369,10 +347,8 @@ impl EventStore {
             .filter(post_event::Column::Position.is_in(positions))
             .all(&self.db)
             .await?;
-        let mut by_position: std::collections::HashMap<i64, post_event::Model> = events
-            .into_iter()
-            .map(|event| (event.position, event))
-            .collect();
+        let mut by_position: std::collections::HashMap<i64, post_event::Model> =
+            events.into_iter().map(|event| (event.position, event)).collect();
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
             match by_position.remove(&row.position) {

@@ -49,9 +49,7 @@ pub struct PostVersion {
 /// Milliseconds since the epoch, the precision BSON date-times keep.
 pub fn timestamp_to_millis(ts: &Timestamp) -> i64 {
     let nanos_as_millis = i64::from(ts.nanos.clamp(0, 999_999_999)) / 1_000_000;
-    ts.seconds
-        .saturating_mul(1000)
-        .saturating_add(nanos_as_millis)
+    ts.seconds.saturating_mul(1000).saturating_add(nanos_as_millis)
 }
 
 /// The inverse of [`timestamp_to_millis`].
@@ -68,10 +66,7 @@ impl VersionDoc {
     pub fn from_event(event: &PostEvent) -> Result<Self, StoreError> {
         let invalid = |why: String| StoreError::InvalidEvent(why);
         if event.post_id <= 0 {
-            return Err(invalid(format!(
-                "post_id must be > 0, got {}",
-                event.post_id
-            )));
+            return Err(invalid(format!("post_id must be > 0, got {}", event.post_id)));
         }
         if event.version <= 0 {
             return Err(invalid(format!(
@@ -113,16 +108,12 @@ impl VersionDoc {
                 ))
             })?;
         // updated_at is when this change happened: the event's time, never ours.
-        let updated_at = event
-            .occurred_at
-            .as_ref()
-            .or(post.updated_at.as_ref())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "post {} version {}: occurred_at is missing",
-                    event.post_id, event.version
-                ))
-            })?;
+        let updated_at = event.occurred_at.as_ref().or(post.updated_at.as_ref()).ok_or_else(|| {
+            invalid(format!(
+                "post {} version {}: occurred_at is missing",
+                event.post_id, event.version
+            ))
+        })?;
         Ok(Self {
             post_id: event.post_id,
             version: event.version,
@@ -152,14 +143,13 @@ impl VersionDoc {
 
     /// The protobuf form, or `Corrupt` when the event type is unknown.
     pub fn into_version(self, collection: &str) -> Result<PostVersion, StoreError> {
-        let event_type =
-            EventType::from_event_name(&self.event_type).ok_or_else(|| StoreError::Corrupt {
-                collection: collection.to_owned(),
-                reason: format!(
-                    "post {} version {} has unknown event_type {:?}",
-                    self.post_id, self.version, self.event_type
-                ),
-            })?;
+        let event_type = EventType::from_event_name(&self.event_type).ok_or_else(|| StoreError::Corrupt {
+            collection: collection.to_owned(),
+            reason: format!(
+                "post {} version {} has unknown event_type {:?}",
+                self.post_id, self.version, self.event_type
+            ),
+        })?;
         Ok(PostVersion {
             event_type,
             post: self.to_post_doc().into_post(),
@@ -204,10 +194,7 @@ mod tests {
                     seconds: 100,
                     nanos: 123_456_789,
                 }),
-                updated_at: Some(Timestamp {
-                    seconds: 200,
-                    nanos: 0,
-                }),
+                updated_at: Some(Timestamp { seconds: 200, nanos: 0 }),
                 deleted: false,
             }),
             occurred_at: Some(Timestamp {
@@ -248,28 +235,16 @@ mod tests {
     fn malformed_events_are_rejected() {
         let mut bad = event(1, EventType::PostCreated);
         bad.post = None;
-        assert!(matches!(
-            VersionDoc::from_event(&bad),
-            Err(StoreError::InvalidEvent(_))
-        ));
+        assert!(matches!(VersionDoc::from_event(&bad), Err(StoreError::InvalidEvent(_))));
         let bad = event(1, EventType::Unspecified);
-        assert!(matches!(
-            VersionDoc::from_event(&bad),
-            Err(StoreError::InvalidEvent(_))
-        ));
+        assert!(matches!(VersionDoc::from_event(&bad), Err(StoreError::InvalidEvent(_))));
         let mut bad = event(0, EventType::PostCreated);
         bad.version = 0;
-        assert!(matches!(
-            VersionDoc::from_event(&bad),
-            Err(StoreError::InvalidEvent(_))
-        ));
+        assert!(matches!(VersionDoc::from_event(&bad), Err(StoreError::InvalidEvent(_))));
         let mut bad = event(1, EventType::PostCreated);
         if let Some(post) = bad.post.as_mut() {
             post.post_id = 8;
         }
-        assert!(matches!(
-            VersionDoc::from_event(&bad),
-            Err(StoreError::InvalidEvent(_))
-        ));
+        assert!(matches!(VersionDoc::from_event(&bad), Err(StoreError::InvalidEvent(_))));
     }
 }

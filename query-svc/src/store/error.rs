@@ -91,9 +91,7 @@ fn mongo_is_unavailable(error: &mongodb::error::Error) -> bool {
         | ErrorKind::DnsResolve { .. }
         | ErrorKind::Authentication { .. } => true,
         ErrorKind::Command(command) => TRANSIENT_CODES.contains(&command.code),
-        ErrorKind::Write(WriteFailure::WriteConcernError(concern)) => {
-            TRANSIENT_CODES.contains(&concern.code)
-        }
+        ErrorKind::Write(WriteFailure::WriteConcernError(concern)) => TRANSIENT_CODES.contains(&concern.code),
         ErrorKind::Write(WriteFailure::WriteError(write)) => TRANSIENT_CODES.contains(&write.code),
         _ => false,
     }

@@ -77,33 +77,24 @@ impl ReadStore {
 
     /// As [`connect`](Self::connect), with the server-selection and connect
     /// timeouts set to `timeout` unless the URL sets them itself.
-    pub async fn connect_with_timeout(
-        url: &str,
-        database: &str,
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
+    pub async fn connect_with_timeout(url: &str, database: &str, timeout: Duration) -> Result<Self, StoreError> {
         if database.is_empty() {
             return Err(StoreError::Usage("the database name is empty".into()));
         }
         // Parsing resolves SRV records for mongodb+srv:// URLs, which could hang.
-        let mut options = tokio::time::timeout(
-            timeout.max(Duration::from_secs(1)),
-            ClientOptions::parse(url),
-        )
-        .await
-        .map_err(|_| StoreError::Timeout {
-            op: "URL resolution",
-            after: timeout,
-        })?
-        .map_err(StoreError::mongo("URL parsing"))?;
+        let mut options = tokio::time::timeout(timeout.max(Duration::from_secs(1)), ClientOptions::parse(url))
+            .await
+            .map_err(|_| StoreError::Timeout {
+                op: "URL resolution",
+                after: timeout,
+            })?
+            .map_err(StoreError::mongo("URL parsing"))?;
         options.server_selection_timeout.get_or_insert(timeout);
         options.connect_timeout.get_or_insert(timeout);
         // Re-check a lost server every 2 s (default 10 s) so recovery after an
         // outage is noticed quickly.
         options.heartbeat_freq.get_or_insert(Duration::from_secs(2));
-        options
-            .app_name
-            .get_or_insert_with(|| "postmesh".to_owned());
+        options.app_name.get_or_insert_with(|| "postmesh".to_owned());
         let client = Client::with_options(options).map_err(StoreError::mongo("client set-up"))?;
         let database = client.database(database);
         Ok(Self::build(client, database, POSTS, POST_VERSIONS))
@@ -137,12 +128,7 @@ impl ReadStore {
 
     /// Creates the indexes the writer and the reads rely on. Idempotent.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let unique = |name: &str| {
-            IndexOptions::builder()
-                .unique(true)
-                .name(name.to_owned())
-                .build()
-        };
+        let unique = |name: &str| IndexOptions::builder().unique(true).name(name.to_owned()).build();
         let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();
         let posts = vec![
             // The writer's version gate depends on this being unique.
@@ -182,12 +168,7 @@ impl ReadStore {
     /// version is stored.
     pub async fn apply(&self, event: &PostEvent) -> Result<Applied, StoreError> {
         let version = VersionDoc::from_event(event)?;
-        match timed(
-            "insert into post_versions",
-            self.versions.insert_one(&version),
-        )
-        .await
-        {
+        match timed("insert into post_versions", self.versions.insert_one(&version)).await {
             Ok(_) => {}
             Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => {}
             Err(other) => return Err(other),
@@ -204,14 +185,8 @@ impl ReadStore {
                     self.settle(post.post_id).await?;
                     return Ok(Applied::Applied);
                 }
-                Err(StoreError::Mongo { ref source, .. })
-                    if is_duplicate_key(source) && attempt == 0 =>
-                {
-                    continue
-                }
-                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => {
-                    return Ok(Applied::Stale)
-                }
+                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) && attempt == 0 => continue,
+                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => return Ok(Applied::Stale),
                 Err(other) => return Err(other),
             }
         }
@@ -238,20 +213,14 @@ impl ReadStore {
                     .sort(doc! { "version": -1 }),
             )
             .await?;
-            let stored = timed(
-                "find in posts",
-                self.posts.find_one(doc! { "post_id": post_id }),
-            )
-            .await?;
+            let stored = timed("find in posts", self.posts.find_one(doc! { "post_id": post_id })).await?;
             match (newest, stored) {
                 (Some(newest), Some(stored)) if stored.version < newest.version => {
                     let post = newest.to_post_doc();
                     match self.upsert_if_newer(&post).await {
                         Ok(()) => {}
                         // A newer version got there first: nothing to repair.
-                        Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => {
-                            return Ok(())
-                        }
+                        Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => return Ok(()),
                         Err(other) => return Err(other),
                     }
                 }
@@ -316,10 +285,7 @@ impl ReadStore {
         // Creates the fresh collections if the rebuild stored nothing, so the
         // renames below have a source, and guarantees the indexes travel along.
         fresh.ensure_indexes().await?;
-        for (from, to) in [
-            (&fresh.names.1, &self.names.1),
-            (&fresh.names.0, &self.names.0),
-        ] {
+        for (from, to) in [(&fresh.names.1, &self.names.1), (&fresh.names.0, &self.names.0)] {
             match self.rename(from, to, true).await {
                 Ok(()) => {}
                 Err(StoreError::Mongo { ref source, .. }) if is_not_implemented(source) => {
@@ -327,8 +293,7 @@ impl ReadStore {
                     self.drop_if_exists(&old).await?;
                     match self.rename(to, &old, false).await {
                         Ok(()) => {}
-                        Err(StoreError::Mongo { ref source, .. })
-                            if is_namespace_not_found(source) => {}
+                        Err(StoreError::Mongo { ref source, .. }) if is_namespace_not_found(source) => {}
                         Err(other) => return Err(other),
                     }
                     self.rename(from, to, false).await?;
@@ -351,21 +316,12 @@ impl ReadStore {
         if drop_target {
             command.insert("dropTarget", true);
         }
-        timed(
-            "renameCollection",
-            self.client.database("admin").run_command(command),
-        )
-        .await?;
+        timed("renameCollection", self.client.database("admin").run_command(command)).await?;
         Ok(())
     }
 
     async fn drop_if_exists(&self, collection: &str) -> Result<(), StoreError> {
-        match timed(
-            "drop",
-            self.database.collection::<Document>(collection).drop(),
-        )
-        .await
-        {
+        match timed("drop", self.database.collection::<Document>(collection).drop()).await {
             Ok(()) => Ok(()),
             Err(StoreError::Mongo { ref source, .. }) if is_namespace_not_found(source) => Ok(()),
             Err(other) => Err(other),
@@ -385,24 +341,15 @@ impl ReadStore {
 
     /// The latest state of a post, deleted or not.
     pub async fn get(&self, post_id: i64) -> Result<Option<Post>, StoreError> {
-        let found = timed(
-            "find in posts",
-            self.posts.find_one(doc! { "post_id": post_id }),
-        )
-        .await?;
+        let found = timed("find in posts", self.posts.find_one(doc! { "post_id": post_id })).await?;
         Ok(found.map(PostDoc::into_post))
     }
 
     /// The stored version of a post (or `None` when that version is not stored).
-    pub async fn version(
-        &self,
-        post_id: i64,
-        version: i64,
-    ) -> Result<Option<PostVersion>, StoreError> {
+    pub async fn version(&self, post_id: i64, version: i64) -> Result<Option<PostVersion>, StoreError> {
         let found = timed(
             "find in post_versions",
-            self.versions
-                .find_one(doc! { "post_id": post_id, "version": version }),
+            self.versions.find_one(doc! { "post_id": post_id, "version": version }),
         )
         .await?;
         found.map(|doc| doc.into_version(&self.names.1)).transpose()
@@ -426,16 +373,14 @@ impl ReadStore {
             .find(filter.to_document(after))
             .sort(crate::filter::newest_first())
             .limit(limit);
-        let docs: Vec<PostDoc> =
-            timed("find in posts", async { query.await?.try_collect().await }).await?;
+        let docs: Vec<PostDoc> = timed("find in posts", async { query.await?.try_collect().await }).await?;
         Ok(docs.into_iter().map(PostDoc::into_post).collect())
     }
 
     /// Every post, by id: for comparing the read model with the event store.
     pub async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {
         let query = self.posts.find(Document::new()).sort(doc! { "post_id": 1 });
-        let docs: Vec<PostDoc> =
-            timed("find in posts", async { query.await?.try_collect().await }).await?;
+        let docs: Vec<PostDoc> = timed("find in posts", async { query.await?.try_collect().await }).await?;
         Ok(docs.into_iter().map(PostDoc::into_post).collect())
     }
 
@@ -445,17 +390,9 @@ impl ReadStore {
     }
 
     async fn versions_matching(&self, filter: Document) -> Result<Vec<PostVersion>, StoreError> {
-        let query = self
-            .versions
-            .find(filter)
-            .sort(doc! { "post_id": 1, "version": 1 });
-        let docs: Vec<VersionDoc> = timed("find in post_versions", async {
-            query.await?.try_collect().await
-        })
-        .await?;
-        docs.into_iter()
-            .map(|doc| doc.into_version(&self.names.1))
-            .collect()
+        let query = self.versions.find(filter).sort(doc! { "post_id": 1, "version": 1 });
+        let docs: Vec<VersionDoc> = timed("find in post_versions", async { query.await?.try_collect().await }).await?;
+        docs.into_iter().map(|doc| doc.into_version(&self.names.1)).collect()
     }
 }
 

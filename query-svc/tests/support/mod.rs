@@ -46,9 +46,7 @@ pub async fn fresh_store(prefix: &str) -> ReadStore {
 
 /// Drops the store's whole database (best effort).
 pub async fn drop_database(store: &ReadStore) {
-    let client = mongodb::Client::with_uri_str(mongodb_url())
-        .await
-        .expect("client");
+    let client = mongodb::Client::with_uri_str(mongodb_url()).await.expect("client");
     let _ = client.database(store.database_name()).drop().await;
 }
 
