@@ -12,6 +12,7 @@ PM_SCRIPT=install-deps
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 FERRETDB_VERSION=v1.24.2
+JAEGER_VERSION=v1.76.0
 GRPCURL_VERSION=v1.9.4
 # v1.65.0 needs only go >= 1.24 (later v1.7x releases need go 1.25/1.26) and
 # understands the v2 buf.yaml in proto/.
@@ -110,6 +111,24 @@ if ! ferretdb_ok; then
     (cd "$build_dir" && go build -buildvcs=false -trimpath -o "$PM_GO_BIN/ferretdb.new" ./cmd/ferretdb)
     mv -f "$PM_GO_BIN/ferretdb.new" "$PM_GO_BIN/ferretdb"
     ferretdb_ok || die "the freshly built ferretdb does not report $FERRETDB_VERSION"
+fi
+
+# Jaeger v1.76.0 is the OTLP receiver of the tracing test. Its module has
+# replace directives, so `go install ...@v1.76.0` refuses it; build it from a
+# copy of the module source instead. Such a build records its version as
+# "(devel)", so a stamp file next to the binary says which version it is.
+if [[ ! -x "$PM_GO_BIN/jaeger" || "$(cat "$PM_GO_BIN/.jaeger.version" 2>/dev/null)" != "$JAEGER_VERSION" ]]; then
+    log "go: building jaeger $JAEGER_VERSION (several minutes on a fresh machine)"
+    src="$(go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+    [[ -d "$src" ]] || die "go mod download gave no source directory for Jaeger $JAEGER_VERSION"
+    build_dir="$(mktemp -d)"
+    cp -R "$src/." "$build_dir/"
+    chmod -R u+w "$build_dir"
+    (cd "$build_dir" && go build -buildvcs=false -trimpath -o "$PM_GO_BIN/jaeger.new" ./cmd/jaeger)
+    mv -f "$PM_GO_BIN/jaeger.new" "$PM_GO_BIN/jaeger"
+    printf '%s\n' "$JAEGER_VERSION" >"$PM_GO_BIN/.jaeger.version"
+    rm -rf "$build_dir"
 fi
 
 # ---------------------------------------------------------------- rust

@@ -13,7 +13,8 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn go_bin(name: &str) -> PathBuf {
+/// A Go-installed tool: $GOPATH/bin first, else whatever PATH finds.
+pub fn go_bin(name: &str) -> PathBuf {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let gopath = std::env::var("GOPATH").unwrap_or_else(|_| format!("{home}/go"));
     let candidate = PathBuf::from(gopath).join("bin").join(name);

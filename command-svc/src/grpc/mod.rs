@@ -10,9 +10,19 @@ use tonic::metadata::MetadataMap;
 
 use crate::store::EventMeta;
 
-/// Reads the W3C trace context a client sent, so the stored event can be
-/// joined to the caller's trace.
+/// The trace context to store with the event. The server span continues the
+/// caller's trace, so storing its context makes the publish and the relay its
+/// children. Without a tracing pipeline (in-process tests) it falls back to
+/// the `traceparent` the caller sent.
 pub fn event_meta(metadata: &MetadataMap) -> EventMeta {
+    let (traceparent, tracestate) = postmesh_common::trace::traceparent_of(&tracing::Span::current());
+    if valid_traceparent(&traceparent) {
+        return EventMeta {
+            traceparent,
+            tracestate,
+            actor: String::new(),
+        };
+    }
     let header = |name: &str| {
         metadata
             .get(name)
