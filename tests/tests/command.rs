@@ -695,3 +695,20 @@ async fn overload_is_shed_with_resource_exhausted_instead_of_queueing() {
     probe.create_post(create("later")).await.expect("capacity is back");
     running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_the_same_mysql_database_at_once_all_succeed() {
+    let db = TestDatabase::create(Backend::Mysql).await;
+    let runs = (0..3).map(|_| {
+        let url = db.url.clone();
+        async move {
+            let store = command_svc::store::EventStore::connect(&url, 2, Duration::from_secs(5))
+                .await
+                .unwrap();
+            store.migrate().await
+        }
+    });
+    for result in join_all(runs).await {
+        result.expect("migration under the lock");
+    }
+}

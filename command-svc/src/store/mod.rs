@@ -94,9 +94,30 @@ impl EventStore {
         Ok(Self { db, write_gate })
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. On MySQL they run under a named lock
+    /// (`GET_LOCK`) on one connection, so replicas starting together (or a
+    /// migration Job racing a pod) apply them once instead of colliding.
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        migration::Migrator::up(&self.db, None).await
+        if self.db.get_database_backend() != DbBackend::MySql {
+            return migration::Migrator::up(&self.db, None).await;
+        }
+        let conn = self.db.begin().await?;
+        let locked = conn
+            .query_one(sea_orm::Statement::from_string(
+                DbBackend::MySql,
+                "SELECT GET_LOCK('postmesh_migrations', 60)",
+            ))
+            .await?
+            .and_then(|row| row.try_get_by_index::<Option<i64>>(0).ok().flatten())
+            == Some(1);
+        if !locked {
+            return Err(DbErr::Migration("timed out waiting for the migration lock".into()));
+        }
+        let result = migration::Migrator::up(&conn, None).await;
+        conn.execute_unprepared("DO RELEASE_LOCK('postmesh_migrations')")
+            .await?;
+        conn.commit().await?;
+        result
     }
 
     /// The database kind, for logs and span attributes.
