@@ -40,8 +40,16 @@ summary() {
     else
         printf '[test] all steps passed\n'
     fi
+    # Every cargo test binary's counts, added up, as the closing line.
+    if [[ -f "$ROOT/.run/cargo-test.log" ]]; then
+        awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo: %d passed, %d failed\n", p, f }' \
+            "$ROOT/.run/cargo-test.log"
+    fi
 }
 trap summary EXIT
+
+mkdir -p "$ROOT/.run"
+rm -f "$ROOT/.run/cargo-test.log"
 
 buf_checks() { (cd proto && buf lint && buf format --diff --exit-code); }
 
@@ -52,7 +60,12 @@ step "servers up" "$ROOT/scripts/servers.sh" up || exit 1
 step "cargo build --bins" cargo build --workspace --bins || exit 1
 
 # Independent checks: run them all, so one failure does not hide another.
-step "cargo test" cargo test --workspace --no-fail-fast "$@" || true
+# The output is kept so the summary can add up every test binary's counts.
+cargo_tests() {
+    set -o pipefail
+    cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$ROOT/.run/cargo-test.log"
+}
+step "cargo test" cargo_tests "$@" || true
 step "buf lint + format" buf_checks || true
 if [[ -x "$ROOT/scripts/check-deploy.sh" ]]; then
     step "check-deploy" "$ROOT/scripts/check-deploy.sh" || true
