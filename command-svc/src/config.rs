@@ -3,7 +3,9 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use postmesh_common::{layers::ServerLimits, telemetry::LogFormat, topology::StreamArgs};
+use postmesh_common::{
+    auth::AuthArgs, layers::ServerLimits, telemetry::LogFormat, tls::ServerTlsArgs, topology::StreamArgs,
+};
 
 /// `command-svc [serve|migrate]`.
 #[derive(Parser, Debug)]
@@ -61,9 +63,15 @@ pub struct Config {
     /// How often the outbox poller looks for rows left unpublished (milliseconds).
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000)]
     pub outbox_poll_ms: u64,
-    /// Request timeout, concurrency and message limits.
+    /// Request timeout, concurrency, message and connection limits.
     #[command(flatten)]
     pub limits: ServerLimits,
+    /// TLS / mTLS of the gRPC server (off by default).
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+    /// Bearer-token checks (off by default; writes need a token once on).
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Log format: auto, json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -85,6 +93,8 @@ impl Config {
             redis_check_timeout_secs: 3.0,
             outbox_poll_ms: 200,
             limits: ServerLimits::default(),
+            tls: ServerTlsArgs::default(),
+            auth: AuthArgs::default(),
             log_format: LogFormat::Json,
             metrics_addr: None,
         }

@@ -32,6 +32,12 @@ pub enum Error {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
+    /// The call carries no valid bearer token (tokens are checked).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's token lacks the scope the call needs.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The database cannot be reached right now.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
@@ -62,6 +68,8 @@ impl Error {
             Self::Deleted(_) => Code::FailedPrecondition,
             Self::VersionMismatch { .. } | Self::Contention(_) => Code::Aborted,
             Self::IdempotencyKeyReused(_) => Code::AlreadyExists,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -82,11 +90,23 @@ impl From<Error> for tonic::Status {
             | Error::VersionMismatch { .. }
             | Error::Contention(_)
             | Error::IdempotencyKeyReused(_)
+            | Error::Unauthenticated(_)
+            | Error::PermissionDenied(_)
             | Error::Unavailable(_) => tonic::Status::new(error.code(), message),
             Error::Internal(_) => {
                 tracing::error!(%message, "internal error");
                 tonic::Status::new(Code::Internal, message)
             }
+        }
+    }
+}
+
+impl From<postmesh_common::auth::AuthError> for Error {
+    fn from(error: postmesh_common::auth::AuthError) -> Self {
+        use postmesh_common::auth::AuthError;
+        match error {
+            AuthError::Unauthenticated(_) => Self::Unauthenticated(error.to_string()),
+            AuthError::MissingScope(_) => Self::PermissionDenied(error.to_string()),
         }
     }
 }

@@ -1,21 +1,24 @@
 //! Wiring: connect, migrate, check Redis, bind, serve, drain.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use postmesh_common::{
+    auth::{Access, Authenticator},
     layers::{bounded_drain, flip_health_then_stop},
     redact::redact_url,
     redis_check::check_redis,
+    serve,
     shutdown::{self, Shutdown, ShutdownTrigger},
+    tls::{self, ServerTls},
 };
 use postmesh_proto::v1::{event_store_server::EventStoreServer, post_command_server::PostCommandServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::{
     config::Config,
-    grpc::{CommandService, EventStoreService},
+    grpc::{AuthInterceptor, CommandService, EventStoreService},
     outbox::{Publisher, Wakeup},
     store::EventStore,
 };
@@ -27,6 +30,9 @@ const SERVICES: &[&str] = &["posts.v1.PostCommand", "posts.v1.EventStore"];
 /// but not yet started serving.
 pub struct Application {
     listener: TcpListener,
+    probe: Option<TcpListener>,
+    tls: Option<ServerTls>,
+    auth: Option<Arc<Authenticator>>,
     store: EventStore,
     publisher: Publisher,
     wakeup: Wakeup,
@@ -51,6 +57,12 @@ impl Application {
     /// Connects to the event store (migrating it unless disabled), PINGs every
     /// Redis URL, and binds the listen address.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        tls::install_default_provider();
+        // Bad TLS or token settings fail the start, before any connection.
+        let tls = ServerTls::from_args(&config.tls).context("TLS settings")?;
+        let auth = Authenticator::from_args(&config.auth)
+            .context("token settings")?
+            .map(Arc::new);
         for url in config.streams.redis_urls() {
             check_redis(&url, config.redis_check_timeout()).await?;
         }
@@ -69,8 +81,19 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let probe = match config.tls.health_probe_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (HEALTH_PROBE_ADDR)"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
+            probe,
+            tls,
+            auth,
             store,
             publisher,
             wakeup,
@@ -103,9 +126,19 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let max = self.config.limits.max_message_bytes;
-        let commands = PostCommandServer::new(CommandService::new(self.store.clone(), self.wakeup.clone()))
-            .max_decoding_message_size(max);
-        let events = EventStoreServer::new(EventStoreService::new(self.store.clone())).max_decoding_message_size(max);
+        let commands = InterceptedService::new(
+            PostCommandServer::new(CommandService::new(self.store.clone(), self.wakeup.clone()))
+                .max_decoding_message_size(max),
+            AuthInterceptor::new(self.auth.clone(), Access::Write),
+        );
+        let events = InterceptedService::new(
+            EventStoreServer::new(EventStoreService::new(self.store.clone())).max_decoding_message_size(max),
+            AuthInterceptor::new(self.auth.clone(), Access::Read),
+        );
+        if let Some(probe) = self.probe {
+            let routes = tonic::service::Routes::new(health_service.clone());
+            tokio::spawn(serve::serve_probe(probe, routes, shutdown.clone()));
+        }
 
         let publisher = tokio::spawn(self.publisher.run(shutdown.clone()));
         tracing::info!(
@@ -114,6 +147,10 @@ impl Application {
             backend = self.store.backend_name(),
             topology = ?self.config.streams.topology,
             stream = %self.config.streams.stream,
+            tls = self.tls.is_some(),
+            mtls = self.tls.as_ref().is_some_and(ServerTls::is_mutual),
+            tokens_for_writes = self.auth.is_some(),
+            tokens_for_reads = self.auth.as_ref().is_some_and(|a| a.requires_token_for_reads()),
             "command-svc serving"
         );
         let server = self
@@ -126,7 +163,7 @@ impl Application {
             .add_service(commands)
             .add_service(events)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                serve::incoming(self.listener, &self.config.limits, self.tls.clone()),
                 flip_health_then_stop(shutdown.clone(), health, SERVICES),
             );
         bounded_drain(server, shutdown, self.config.limits.shutdown_grace()).await?;

@@ -20,6 +20,7 @@ use tower::{
     Layer, Service,
 };
 
+use crate::serve::ConnTrackLayer;
 use crate::{rpc::RpcTraceLayer, shutdown::Shutdown};
 
 /// Limits applied to every gRPC server, configurable per service.
@@ -38,6 +39,30 @@ pub struct ServerLimits {
     /// Largest request message accepted (bytes).
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Largest block of request headers (metadata) accepted (bytes).
+    #[arg(long, env = "MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_list_bytes: u32,
+    /// Connections open at once; further connections are closed as soon as
+    /// they are accepted.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed
+    /// (seconds; 0: never). Also ends connections that never send a request.
+    #[arg(long, env = "CONNECTION_IDLE_TIMEOUT_SECS", default_value_t = 300.0)]
+    pub connection_idle_timeout_secs: f64,
+    /// Connections older than this are asked to go away (HTTP/2 GOAWAY) so
+    /// clients re-balance across replicas (seconds; 0: never).
+    #[arg(long, env = "MAX_CONNECTION_AGE_SECS", default_value_t = 0.0)]
+    pub max_connection_age_secs: f64,
+    /// Interval of HTTP/2 PINGs that detect dead peers (seconds; 0: off).
+    #[arg(long, env = "HTTP2_KEEPALIVE_INTERVAL_SECS", default_value_t = 30.0)]
+    pub http2_keepalive_interval_secs: f64,
+    /// How long a PING may go unanswered before the connection is closed (seconds).
+    #[arg(long, env = "HTTP2_KEEPALIVE_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub http2_keepalive_timeout_secs: f64,
+    /// TCP keep-alive idle time on accepted sockets (seconds; 0: off).
+    #[arg(long, env = "TCP_KEEPALIVE_SECS", default_value_t = 60.0)]
+    pub tcp_keepalive_secs: f64,
     /// After SIGTERM, how long in-flight requests may take to finish (seconds).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10.0)]
     pub shutdown_grace_secs: f64,
@@ -50,9 +75,24 @@ impl Default for ServerLimits {
             max_concurrent_requests: 512,
             max_concurrent_streams: 256,
             max_message_bytes: 4 * 1024 * 1024,
+            max_header_list_bytes: 16 * 1024,
+            max_connections: 4096,
+            connection_idle_timeout_secs: 300.0,
+            max_connection_age_secs: 0.0,
+            http2_keepalive_interval_secs: 30.0,
+            http2_keepalive_timeout_secs: 10.0,
+            tcp_keepalive_secs: 60.0,
             shutdown_grace_secs: 10.0,
         }
     }
+}
+
+/// The connection tracker (outermost), RPC spans and metrics, and load shedding.
+pub type ServerLayers = Stack<ShedLayer, Stack<RpcTraceLayer, Stack<ConnTrackLayer, Identity>>>;
+
+/// `secs` as a duration, None when zero or negative ("off").
+fn positive(secs: f64) -> Option<Duration> {
+    (secs > 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs))
 }
 
 impl ServerLimits {
@@ -66,16 +106,34 @@ impl ServerLimits {
         Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
     }
 
-    /// A tonic server builder with the timeout, HTTP/2 limits, the RPC span
-    /// and metrics layer (outermost, so refused calls are counted too) and
-    /// load shedding applied.
-    pub fn server(&self) -> Server<Stack<ShedLayer, Stack<RpcTraceLayer, Identity>>> {
-        Server::builder()
+    /// The idle-connection timeout, None when off.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        positive(self.connection_idle_timeout_secs)
+    }
+
+    /// The TCP keep-alive time, None when off.
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        positive(self.tcp_keepalive_secs)
+    }
+
+    /// A tonic server builder with the timeout, HTTP/2 limits, the connection
+    /// tracker (for idle timeouts), the RPC span and metrics layer (so
+    /// refused calls are counted too) and load shedding applied. Serve it
+    /// with [`crate::serve::incoming`], which enforces the connection limits.
+    pub fn server(&self) -> Server<ServerLayers> {
+        let mut server = Server::builder()
             .timeout(self.request_timeout())
             .max_concurrent_streams(self.max_concurrent_streams)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .http2_max_header_list_size(self.max_header_list_bytes.max(1024))
+            .http2_keepalive_interval(positive(self.http2_keepalive_interval_secs))
+            .http2_keepalive_timeout(positive(self.http2_keepalive_timeout_secs));
+        if let Some(age) = positive(self.max_connection_age_secs) {
+            server = server
+                .max_connection_age(age)
+                .max_connection_age_grace(self.request_timeout());
+        }
+        server
+            .layer(ConnTrackLayer)
             .layer(RpcTraceLayer::default())
             .layer(ShedLayer::new(self.max_concurrent_requests))
     }

@@ -2,11 +2,15 @@
 //! shutdown signals, the Redis start-up check, the stream topology and the
 //! tower layers every gRPC server is built from. No domain logic lives here.
 
+pub mod auth;
 pub mod layers;
 pub mod redact;
 pub mod redis_check;
+pub mod reload;
 pub mod rpc;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod trace;

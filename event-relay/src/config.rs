@@ -3,7 +3,12 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use postmesh_common::{layers::ServerLimits, telemetry::LogFormat, topology::StreamArgs};
+use postmesh_common::{
+    layers::ServerLimits,
+    telemetry::LogFormat,
+    tls::{CommandClientArgs, ServerTlsArgs},
+    topology::StreamArgs,
+};
 
 /// `event-relay [serve|dlq|rebuild|status]`.
 #[derive(Parser, Debug)]
@@ -106,12 +111,18 @@ pub struct Config {
     /// command-svc endpoint, for `rebuild`.
     #[arg(long, env = "COMMAND_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub command_endpoint: String,
+    /// TLS, mTLS and token for calls to command-svc.
+    #[command(flatten)]
+    pub command_client: CommandClientArgs,
     /// How long the start-up PING to each Redis URL may take (seconds).
     #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
     pub redis_check_timeout_secs: f64,
     /// Limits of the health server, and the shutdown grace period.
     #[command(flatten)]
     pub limits: ServerLimits,
+    /// TLS / mTLS of the health server (off by default).
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
     /// Log format: auto, json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -138,8 +149,10 @@ impl Config {
             block_ms: 200,
             notify_channel: channel.to_owned(),
             command_endpoint: "http://127.0.0.1:50051".to_owned(),
+            command_client: CommandClientArgs::default(),
             redis_check_timeout_secs: 3.0,
             limits: ServerLimits::default(),
+            tls: ServerTlsArgs::default(),
             log_format: LogFormat::Json,
             metrics_addr: None,
         }

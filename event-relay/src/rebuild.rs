@@ -7,6 +7,7 @@
 //! after; applying an event twice is harmless.
 
 use futures::StreamExt;
+use postmesh_common::auth::TokenFile;
 use postmesh_proto::v1::{event_store_client::EventStoreClient, ReadAllRequest};
 use query_svc::store::ReadStore;
 
@@ -21,12 +22,9 @@ pub struct Rebuilt {
     pub position: i64,
 }
 
-async fn copy(
-    client: &mut EventStoreClient<tonic::transport::Channel>,
-    store: &ReadStore,
-    from: i64,
-    done: &mut Rebuilt,
-) -> anyhow::Result<()> {
+type Client = EventStoreClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenFile>>;
+
+async fn copy(client: &mut Client, store: &ReadStore, from: i64, done: &mut Rebuilt) -> anyhow::Result<()> {
     let mut stream = client
         .read_all(ReadAllRequest {
             from_position: from,
@@ -57,9 +55,17 @@ pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<R
         &format!("post_versions_rebuild_{suffix}"),
     );
     fresh.ensure_indexes().await?;
-    let mut client = EventStoreClient::connect(config.command_endpoint.clone())
-        .await?
-        .max_decoding_message_size(16 * 1024 * 1024);
+    // TLS/mTLS and the bearer token as configured (COMMAND_TLS_*, COMMAND_TOKEN_FILE).
+    postmesh_common::tls::install_default_provider();
+    let channel = config
+        .command_client
+        .tls()
+        .endpoint(&config.command_endpoint)?
+        .connect()
+        .await?;
+    let token = TokenFile(config.command_client.command_token_file.clone());
+    let mut client: Client =
+        EventStoreClient::with_interceptor(channel, token).max_decoding_message_size(16 * 1024 * 1024);
     let mut done = Rebuilt::default();
     let result = async {
         copy(&mut client, &fresh, 0, &mut done).await?;

@@ -7,11 +7,12 @@ use anyhow::Context;
 use postmesh_common::{
     layers::{bounded_drain, flip_health_then_stop},
     redis_check::check_redis,
+    serve,
     shutdown::{self, Shutdown, ShutdownTrigger},
+    tls::{self, ServerTls},
 };
 use query_svc::store::ReadStore;
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -26,6 +27,8 @@ pub const HEALTH_SERVICE: &str = "postmesh.EventRelay";
 /// A relay that has checked its dependencies and bound its health port.
 pub struct Application {
     listener: TcpListener,
+    probe: Option<TcpListener>,
+    tls: Option<ServerTls>,
     store: ReadStore,
     config: Config,
     stats: Arc<Stats>,
@@ -34,6 +37,8 @@ pub struct Application {
 impl Application {
     /// PINGs every Redis URL, opens the read store and binds the health port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        tls::install_default_provider();
+        let tls = ServerTls::from_args(&config.tls).context("TLS settings")?;
         for url in config.streams.redis_urls() {
             check_redis(&url, config.redis_check_timeout()).await?;
         }
@@ -43,8 +48,18 @@ impl Application {
         let listener = TcpListener::bind(config.health_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.health_addr))?;
+        let probe = match config.tls.health_probe_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (HEALTH_PROBE_ADDR)"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
+            probe,
+            tls,
             store,
             config,
             stats: Arc::default(),
@@ -105,6 +120,10 @@ impl Application {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        if let Some(probe) = self.probe {
+            let routes = tonic::service::Routes::new(health_service.clone());
+            tokio::spawn(serve::serve_probe(probe, routes, shutdown.clone()));
+        }
         let server = self
             .config
             .limits
@@ -112,7 +131,7 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
+                serve::incoming(self.listener, &self.config.limits, self.tls.clone()),
                 flip_health_then_stop(shutdown.clone(), health, &[HEALTH_SERVICE]),
             );
         let server = tokio::spawn(bounded_drain(

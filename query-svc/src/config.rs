@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser};
-use postmesh_common::{layers::ServerLimits, telemetry::LogFormat};
+use postmesh_common::{auth::AuthArgs, layers::ServerLimits, telemetry::LogFormat, tls::ServerTlsArgs};
 
 /// `query-svc`: serve PostQuery until SIGTERM/SIGINT.
 #[derive(Parser, Debug)]
@@ -51,9 +51,15 @@ pub struct Config {
     /// WatchPosts streams open at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_WATCHERS", default_value_t = 1000)]
     pub max_watchers: usize,
-    /// Request timeout, concurrency and message limits.
+    /// Request timeout, concurrency, message and connection limits.
     #[command(flatten)]
     pub limits: ServerLimits,
+    /// TLS / mTLS of the gRPC server (off by default).
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+    /// Bearer-token checks (reads are open unless AUTH_REQUIRE_FOR_READS).
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Log format: auto, json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -78,6 +84,8 @@ impl Config {
             watch_buffer: 256,
             max_watchers: 1000,
             limits: ServerLimits::default(),
+            tls: ServerTlsArgs::default(),
+            auth: AuthArgs::default(),
             log_format: LogFormat::Json,
             metrics_addr: None,
         }

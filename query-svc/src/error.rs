@@ -42,6 +42,12 @@ pub enum Error {
     /// A watcher fell more than its buffer behind and was cut off.
     #[error("watcher fell more than {0} changes behind and was ended; reconnect and re-read")]
     WatcherLagged(usize),
+    /// The call carries no valid bearer token (reads require one).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's token lacks the read scope.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Anything else: a bug, or a stored document we cannot read.
     #[error("internal error: {0}")]
     Internal(String),
@@ -74,10 +80,22 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) | Error::Deleted(_) | Error::NoHistory(_) => tonic::Status::new(Code::NotFound, message),
             Error::NotCaughtUp { .. } | Error::Unavailable(_) => tonic::Status::new(Code::Unavailable, message),
             Error::TooManyWatchers(_) | Error::WatcherLagged(_) => tonic::Status::new(Code::ResourceExhausted, message),
+            Error::Unauthenticated(_) => tonic::Status::new(Code::Unauthenticated, message),
+            Error::PermissionDenied(_) => tonic::Status::new(Code::PermissionDenied, message),
             Error::Internal(_) => {
                 tracing::error!(%message, "internal error");
                 tonic::Status::new(Code::Internal, message)
             }
+        }
+    }
+}
+
+impl From<postmesh_common::auth::AuthError> for Error {
+    fn from(error: postmesh_common::auth::AuthError) -> Self {
+        use postmesh_common::auth::AuthError;
+        match error {
+            AuthError::Unauthenticated(_) => Self::Unauthenticated(error.to_string()),
+            AuthError::MissingScope(_) => Self::PermissionDenied(error.to_string()),
         }
     }
 }

@@ -4,19 +4,22 @@ use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use postmesh_common::{
+    auth::Authenticator,
     layers::{bounded_drain, flip_health_then_stop},
     redact::redact_url,
     redis_check::check_redis,
+    serve,
     shutdown::{self, Shutdown, ShutdownTrigger},
+    tls::{self, ServerTls},
 };
 use postmesh_proto::v1::post_query_server::PostQueryServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 
 use crate::{
     config::Config,
-    grpc::{QueryService, QuerySettings},
+    grpc::{AuthInterceptor, QueryService, QuerySettings},
     health,
     notify::{Hub, Listener},
     store::ReadStore,
@@ -30,6 +33,9 @@ const SERVICES: &[&str] = &["posts.v1.PostQuery"];
 /// server then starts NOT_SERVING and recovers when MongoDB answers.
 pub struct Application {
     listener: TcpListener,
+    probe: Option<TcpListener>,
+    tls: Option<ServerTls>,
+    auth: Option<Arc<Authenticator>>,
     store: ReadStore,
     hub: Arc<Hub>,
     notifications: Listener,
@@ -40,6 +46,12 @@ impl Application {
     /// PINGs Redis (failing fast when the URL is not Redis), subscribes to the
     /// notify channel, prepares the (lazy) MongoDB client and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        tls::install_default_provider();
+        // Bad TLS or token settings fail the start, before any connection.
+        let tls = ServerTls::from_args(&config.tls).context("TLS settings")?;
+        let auth = Authenticator::from_args(&config.auth)
+            .context("token settings")?
+            .map(Arc::new);
         let redis = check_redis(&config.redis_url, config.redis_check_timeout()).await?;
         let notifications = Listener::subscribe(redis, &config.notify_channel, config.redis_check_timeout())
             .await
@@ -52,8 +64,19 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let probe = match config.tls.health_probe_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (HEALTH_PROBE_ADDR)"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
+            probe,
+            tls,
+            auth,
             store,
             hub,
             notifications,
@@ -90,6 +113,11 @@ impl Application {
             shutdown.clone(),
         ))
         .max_decoding_message_size(self.config.limits.max_message_bytes);
+        let queries = InterceptedService::new(queries, AuthInterceptor::new(self.auth.clone()));
+        if let Some(probe) = self.probe {
+            let routes = tonic::service::Routes::new(health_service.clone());
+            tokio::spawn(serve::serve_probe(probe, routes, shutdown.clone()));
+        }
 
         let notifications = tokio::spawn(self.notifications.run(
             self.hub.clone(),
@@ -119,6 +147,9 @@ impl Application {
             mongodb = %redact_url(&self.config.mongodb_url),
             database = %self.config.mongodb_database,
             channel = %self.config.notify_channel,
+            tls = self.tls.is_some(),
+            mtls = self.tls.as_ref().is_some_and(ServerTls::is_mutual),
+            tokens_for_reads = self.auth.as_ref().is_some_and(|a| a.requires_token_for_reads()),
             "query-svc serving"
         );
         let server = self
@@ -129,7 +160,10 @@ impl Application {
             .add_service(reflection)
             .add_service(reflection_alpha)
             .add_service(queries)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop);
+            .serve_with_incoming_shutdown(
+                serve::incoming(self.listener, &self.config.limits, self.tls.clone()),
+                stop,
+            );
         bounded_drain(server, shutdown, self.config.limits.shutdown_grace()).await?;
         if let Err(error) = notifications.await {
             tracing::warn!(%error, "notification listener ended abnormally");

@@ -64,6 +64,7 @@ impl CommandService {
                     version = appended.version,
                     position = appended.position,
                     replayed = appended.position == 0,
+                    actor = %meta.actor,
                     elapsed_ms,
                     "command applied"
                 );
@@ -109,7 +110,7 @@ fn idempotency<M: Message + Clone>(
 #[tonic::async_trait]
 impl PostCommand for CommandService {
     async fn create_post(&self, request: Request<CreatePostRequest>) -> Result<Response<CreatePostResponse>, Status> {
-        let meta = super::event_meta(request.metadata());
+        let meta = super::event_meta(request.metadata(), request.extensions());
         let req = request.into_inner();
         let idem = idempotency("CreatePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
         let command = domain::validate_create(req.title, req.content, req.author_name);
@@ -121,7 +122,7 @@ impl PostCommand for CommandService {
     }
 
     async fn update_post(&self, request: Request<UpdatePostRequest>) -> Result<Response<UpdatePostResponse>, Status> {
-        let meta = super::event_meta(request.metadata());
+        let meta = super::event_meta(request.metadata(), request.extensions());
         let req = request.into_inner();
         let idem = idempotency("UpdatePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
         let command = domain::validate_update(PostChanges {
@@ -139,7 +140,7 @@ impl PostCommand for CommandService {
     }
 
     async fn delete_post(&self, request: Request<DeletePostRequest>) -> Result<Response<DeletePostResponse>, Status> {
-        let meta = super::event_meta(request.metadata());
+        let meta = super::event_meta(request.metadata(), request.extensions());
         let req = request.into_inner();
         let idem = idempotency("DeletePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
         let command = domain::validate_delete(req.post_id, req.expected_version);

@@ -1,26 +1,34 @@
 //! gRPC adapters: translate requests into domain commands and store calls.
 
+mod auth;
 mod command;
 mod event_store;
 
+pub use auth::AuthInterceptor;
 pub use command::CommandService;
 pub use event_store::EventStoreService;
 
-use tonic::metadata::MetadataMap;
+use postmesh_common::auth::Principal;
+use tonic::{metadata::MetadataMap, Extensions};
 
 use crate::store::EventMeta;
 
 /// The trace context to store with the event. The server span continues the
 /// caller's trace, so storing its context makes the publish and the relay its
 /// children. Without a tracing pipeline (in-process tests) it falls back to
-/// the `traceparent` the caller sent.
-pub fn event_meta(metadata: &MetadataMap) -> EventMeta {
+/// the `traceparent` the caller sent. The actor is who sent the command: the
+/// verified token's subject (empty when tokens are not checked).
+pub fn event_meta(metadata: &MetadataMap, extensions: &Extensions) -> EventMeta {
+    let actor = extensions
+        .get::<Principal>()
+        .map(|principal| principal.subject.clone())
+        .unwrap_or_default();
     let (traceparent, tracestate) = postmesh_common::trace::traceparent_of(&tracing::Span::current());
     if valid_traceparent(&traceparent) {
         return EventMeta {
             traceparent,
             tracestate,
-            actor: String::new(),
+            actor,
         };
     }
     let header = |name: &str| {
@@ -40,7 +48,7 @@ pub fn event_meta(metadata: &MetadataMap) -> EventMeta {
             String::new()
         },
         tracestate: header("tracestate"),
-        actor: String::new(),
+        actor,
     }
 }
 
