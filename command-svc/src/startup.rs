@@ -120,10 +120,19 @@ impl Application {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Advertise only what this server serves (the posts.v1 set also describes PostQuery).
+            .with_service_name(SERVICES[0])
+            .with_service_name(SERVICES[1])
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
             .build_v1()?;
         let reflection_alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(SERVICES[0])
+            .with_service_name(SERVICES[1])
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
             .build_v1alpha()?;
         let max = self.config.limits.max_message_bytes;
         let commands = InterceptedService::new(

@@ -21,7 +21,7 @@ use tower::{
 };
 
 use crate::serve::ConnTrackLayer;
-use crate::{rpc::RpcTraceLayer, shutdown::Shutdown};
+use crate::{limits_status::LimitsStatusLayer, rpc::RpcTraceLayer, shutdown::Shutdown};
 
 /// Limits applied to every gRPC server, configurable per service.
 #[derive(Args, Clone, Debug)]
@@ -120,7 +120,7 @@ impl ServerLimits {
     /// tracker (for idle timeouts), the RPC span and metrics layer (so
     /// refused calls are counted too) and load shedding applied. Serve it
     /// with [`crate::serve::incoming`], which enforces the connection limits.
-    pub fn server(&self) -> Server<ServerLayers> {
+    pub fn server(&self) -> Server<Stack<LimitsStatusLayer, ServerLayers>> {
         let mut server = Server::builder()
             .timeout(self.request_timeout())
             .max_concurrent_streams(self.max_concurrent_streams)
@@ -136,6 +136,9 @@ impl ServerLimits {
             .layer(ConnTrackLayer)
             .layer(RpcTraceLayer::default())
             .layer(ShedLayer::new(self.max_concurrent_requests))
+            // Innermost: the client's deadline ends streams too, and an oversized
+            // request is RESOURCE_EXHAUSTED, as with grpc-go/java; see limits_status.
+            .layer(LimitsStatusLayer)
     }
 }
 

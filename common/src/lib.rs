@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod layers;
+pub mod limits_status;
 pub mod redact;
 pub mod redis_check;
 pub mod reload;

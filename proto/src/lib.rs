@@ -13,8 +13,33 @@ pub mod posts {
 
 pub use posts::v1;
 
-/// Encoded `FileDescriptorSet` of `posts.v1`, for tonic-reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("posts_v1_descriptor");
+/// Encoded `FileDescriptorSet` for tonic-reflection: `posts.v1`, plus
+/// `google.rpc.Status` and the error details (`google.rpc.BadRequest`, ...)
+/// that the servers put in `grpc-status-details-bin`, so a reflection client
+/// such as grpcurl decodes the details of an error without proto files.
+pub static FILE_DESCRIPTOR_SET: &[u8] = &WITH_ERROR_DETAILS;
+
+const POSTS_V1: &[u8] = tonic::include_file_descriptor_set!("posts_v1_descriptor");
+
+// Protobuf messages concatenate as a merge and `file` is a repeated field, so
+// the two encoded sets one after the other are one set holding both.
+static WITH_ERROR_DETAILS: [u8; POSTS_V1.len() + tonic_types::pb::FILE_DESCRIPTOR_SET.len()] =
+    concat_bytes(POSTS_V1, tonic_types::pb::FILE_DESCRIPTOR_SET);
+
+const fn concat_bytes<const N: usize>(first: &[u8], second: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < first.len() {
+        out[i] = first[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < second.len() {
+        out[i + j] = second[j];
+        j += 1;
+    }
+    out
+}
 
 impl v1::EventType {
     /// The event type name stored in the event store and on stream entries.
