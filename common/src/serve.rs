@@ -172,13 +172,29 @@ impl Connected for Conn {
 
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.idle_expired(cx) {
-            tracing::debug!(remote = ?self.info.remote_addr, "closing idle connection");
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle")));
-        }
-        match &mut self.io {
+        let expired = self.idle_expired(cx);
+        let filled = buf.filled().len();
+        let read = match &mut self.io {
             Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
             Io::Tls(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
+        };
+        if !expired {
+            return read;
+        }
+        match read {
+            // Bytes were already on their way (a request racing the timeout):
+            // count them as activity and serve them.
+            Poll::Ready(Ok(())) if buf.filled().len() > filled => {
+                let activity = &self.info.activity;
+                let now = activity.born.elapsed().as_millis() as u64;
+                activity.idle_since_ms.store(now, Ordering::SeqCst);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                tracing::debug!(remote = ?self.info.remote_addr, "closing idle connection");
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle")))
+            }
+            other => other,
         }
     }
 }
