@@ -366,7 +366,9 @@ impl Listener {
                         }
                     }
                     _ = keepalive.tick() => {
-                        let ping = tokio::time::timeout(REDIS_OP_TIMEOUT, sink.ping::<String>()).await;
+                        // In subscribed mode Redis answers PING with ["pong", ""], not
+                        // PONG, so any reply at all proves the connection alive.
+                        let ping = tokio::time::timeout(REDIS_OP_TIMEOUT, sink.ping::<redis::Value>()).await;
                         if !matches!(ping, Ok(Ok(_))) {
                             tracing::warn!("notification connection does not answer PING; reconnecting");
                             break;
