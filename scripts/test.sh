@@ -51,7 +51,6 @@ trap summary EXIT
 mkdir -p "$ROOT/.run"
 rm -f "$ROOT/.run/cargo-test.log"
 
-buf_checks() { (cd proto && buf lint && buf format --diff --exit-code); }
 
 # Without these the rest cannot run: stop at the first failure.
 step "install dependencies" "$ROOT/scripts/install-deps.sh" || exit 1
@@ -66,7 +65,9 @@ cargo_tests() {
     cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$ROOT/.run/cargo-test.log"
 }
 step "cargo test" cargo_tests "$@" || true
-step "buf lint + format" buf_checks || true
+step "buf lint/format/breaking" "$ROOT/scripts/buf-check.sh" || true
+# Interop last: it brings the mesh up on the default ports (and down again).
+step "interop (grpcurl, Python, Go, TypeScript)" "$ROOT/scripts/interop.sh" || true
 if [[ -x "$ROOT/scripts/check-deploy.sh" ]]; then
     step "check-deploy" "$ROOT/scripts/check-deploy.sh" || true
 else
