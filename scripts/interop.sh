@@ -61,6 +61,7 @@ finish() {
     local rc=$?
     if [[ -z "$mesh_was_up" ]]; then
         "$ROOT/scripts/down.sh" --keep-servers >/dev/null 2>&1 || true
+        if [[ -n "${run_id:-}" ]]; then rm -f "$RUN_DIR/$run_id".db*; fi
     fi
     printf '\n[interop] ===== summary =====\n'
     if ((${#results[@]} > 0)); then printf '  %s\n' "${results[@]}"; fi
@@ -79,6 +80,14 @@ ts_client() {
 # Without the tools or the mesh nothing else can run: stop at the first failure there.
 step "generated clients" scripts/gen-clients.sh --check || exit 1
 step "buf lint/format/breaking" scripts/buf-check.sh || true
+# A mesh started here gets an event store, stream, channel and read model of
+# its own: servers shared with other checkouts or earlier runs may hold posts
+# whose ids a fresh event store would hand out again.
+if [[ -z "$mesh_was_up" ]]; then
+    run_id="interop_$(date +%s)_$$"
+    export COMMAND_DATABASE_URL="sqlite://$RUN_DIR/$run_id.db?mode=rwc"
+    export MONGODB_DATABASE="$run_id" STREAM_NAME="$run_id.events" NOTIFY_CHANNEL="$run_id.applied"
+fi
 step "mesh up" scripts/up.sh || exit 1
 
 # The examples keep ids with jq (Debian's package; most machines have it).
