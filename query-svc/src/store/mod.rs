@@ -12,6 +12,18 @@
 //! in-order application gives. It uses only single-document operations, so it
 //! works the same on MongoDB and on FerretDB (no transactions, no change
 //! streams).
+//!
+//! Every document has a string `_id` derived from its key (`"<post_id>"` in
+//! `posts`, `"<post_id>:<version>"` in `post_versions`), and the writer and
+//! the point reads address documents by that `_id` alone. FerretDB 1.24
+//! passes only an exact `{_id: <string>}` filter down to its SQLite backend;
+//! any other filter (`{post_id: 7}` included) makes FerretDB read and decode
+//! every document of the collection. (FerretDB 1.24 then also misses its own
+//! `_id` index in SQLite, so even `_id` lookups scan, inside SQLite: see
+//! docs/performance.md.) On MongoDB `_id` is the primary index. An event
+//! costs four round trips, each a point operation on `_id`. The `post_id`
+//! indexes stay: MongoDB uses them for history and listing, and they keep one
+//! document per post.
 
 mod document;
 mod error;
@@ -161,32 +173,42 @@ impl ReadStore {
     /// Applies one event: stores its version document (a duplicate is fine)
     /// and makes it the post's latest state if it is newer than what is stored.
     ///
-    /// The gate is one upsert filtered on `{post_id, version: {$lt: v}}`: it
-    /// matches only an older stored version, and when nothing matches the
-    /// upsert tries to insert a second document for the post, which the
-    /// unique index refuses (duplicate key) exactly when an equal or newer
-    /// version is stored.
+    /// The gate reads the post by `_id`, compares versions, and replaces the
+    /// document by `_id` when the event is newer. Read and replace are two
+    /// operations, so two writers of one post at once (several relay
+    /// replicas) can leave the older of their versions on top; MongoDB would
+    /// make a filtered update atomic, FerretDB does not even then. Every
+    /// version document is inserted *before* its writer reads `posts`, and
+    /// every writer re-checks after writing ([`settle`](Self::settle)), so the
+    /// last writer of a post always repairs what a race left behind.
     pub async fn apply(&self, event: &PostEvent) -> Result<Applied, StoreError> {
         let version = VersionDoc::from_event(event)?;
-        match timed("insert into post_versions", self.versions.insert_one(&version)).await {
+        let mut document = to_document(&version).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
+        document.insert("_id", version_key(version.post_id, version.version));
+        match timed(
+            "insert into post_versions",
+            self.versions.clone_with_type::<Document>().insert_one(document),
+        )
+        .await
+        {
             Ok(_) => {}
             Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => {}
             Err(other) => return Err(other),
         }
         let post = version.to_post_doc();
-        // Two writers racing on a post that does not exist yet can both miss
-        // the filter and both try to insert; the loser gets a duplicate key
-        // even if its version is the newer one. Once that happened the
-        // document exists, so a second attempt decides correctly.
-        for attempt in 0..2 {
-            let result = self.upsert_if_newer(&post).await;
-            match result {
-                Ok(_) => {
-                    self.settle(post.post_id).await?;
+        // A duplicate key here means another writer inserted the post between
+        // our read and our write: read again and decide again.
+        for _ in 0..3 {
+            let stored = self.get_doc(post.post_id).await?;
+            if stored.is_some_and(|s| s.version >= post.version) {
+                return Ok(Applied::Stale);
+            }
+            match self.replace(&post).await {
+                Ok(()) => {
+                    self.settle(post.post_id, post.version).await?;
                     return Ok(Applied::Applied);
                 }
-                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) && attempt == 0 => continue,
-                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => return Ok(Applied::Stale),
+                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => continue,
                 Err(other) => return Err(other),
             }
         }
@@ -194,54 +216,64 @@ impl ReadStore {
     }
 
     /// Makes sure `posts` holds the newest stored version of a post after
-    /// this writer changed it.
+    /// this writer wrote `written` into it: looks for the versions after it in
+    /// `post_versions` (by `_id`, one at a time, while they exist) and, if
+    /// there are any, writes the newest of them, and looks again after that.
     ///
-    /// MongoDB applies a filtered update atomically, but FerretDB 1.24 reads,
-    /// modifies and writes back without re-checking the filter, so two
-    /// concurrent upserts of one post can leave the older version on top (a
-    /// lost update). Every version document is inserted *before* its upsert,
-    /// so a writer that re-reads after its own write and finds a newer version
-    /// in `post_versions` re-applies it; the last writer to touch the post
-    /// always performs this check after its write, hence the post converges.
-    /// On MongoDB this costs two indexed reads and never loops.
-    async fn settle(&self, post_id: i64) -> Result<(), StoreError> {
-        for _ in 0..3 {
-            let newest = timed(
+    /// Why this converges: take the last write to a post's document, of
+    /// version `w`. Any newer version's document was inserted before its
+    /// writer read `posts`; had that insert come after this writer's probe,
+    /// its writer would have read `w`, found its own version newer and written
+    /// it, after the last write. So every newer version is in `post_versions`
+    /// when the last writer probes, and since versions are contiguous it finds
+    /// them all and writes the newest, unless one in between has not been
+    /// applied yet (events on several streams can arrive out of order), in
+    /// which case that version's writer finds the rest when it settles in
+    /// turn. A writer whose version was overwritten by an older one after it
+    /// wrote is covered too: the overwriter probes from its own version up.
+    /// Without racing writers this costs one indexed read that finds nothing.
+    async fn settle(&self, post_id: i64, written: i64) -> Result<(), StoreError> {
+        let mut from = written;
+        for _ in 0..8 {
+            let mut newest = None;
+            let mut next = from + 1;
+            while let Some(found) = timed(
                 "find in post_versions",
-                self.versions
-                    .find_one(doc! { "post_id": post_id })
-                    .sort(doc! { "version": -1 }),
+                self.versions.find_one(doc! { "_id": version_key(post_id, next) }),
             )
-            .await?;
-            let stored = timed("find in posts", self.posts.find_one(doc! { "post_id": post_id })).await?;
-            match (newest, stored) {
-                (Some(newest), Some(stored)) if stored.version < newest.version => {
-                    let post = newest.to_post_doc();
-                    match self.upsert_if_newer(&post).await {
-                        Ok(()) => {}
-                        // A newer version got there first: nothing to repair.
-                        Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => return Ok(()),
-                        Err(other) => return Err(other),
-                    }
-                }
-                _ => return Ok(()),
+            .await?
+            {
+                newest = Some(found);
+                next += 1;
+            }
+            let Some(newest) = newest else {
+                return Ok(());
+            };
+            from = newest.version;
+            match self.replace(&newest.to_post_doc()).await {
+                Ok(()) => {}
+                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => {}
+                Err(other) => return Err(other),
             }
         }
         Ok(())
     }
 
-    /// The version-gated upsert; a duplicate-key error means the stored
-    /// version is equal or newer (or, rarely, a racing insert; see `apply`).
-    async fn upsert_if_newer(&self, post: &PostDoc) -> Result<(), StoreError> {
-        let filter = doc! { "post_id": post.post_id, "version": { "$lt": post.version } };
-        let update = doc! {
-            "$set": to_document(post).map_err(|e| StoreError::InvalidEvent(e.to_string()))?,
-        };
+    /// The `posts` document of a post, by `_id`.
+    async fn get_doc(&self, post_id: i64) -> Result<Option<PostDoc>, StoreError> {
+        timed("find in posts", self.posts.find_one(doc! { "_id": post_key(post_id) })).await
+    }
+
+    /// Writes `post` as the post's document (by `_id`, inserting it when absent).
+    async fn replace(&self, post: &PostDoc) -> Result<(), StoreError> {
+        let mut document = to_document(post).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
+        let key = post_key(post.post_id);
+        document.insert("_id", key.clone());
         timed(
-            "upsert into posts",
+            "replace in posts",
             self.posts
                 .clone_with_type::<Document>()
-                .update_one(filter, update)
+                .replace_one(doc! { "_id": key }, document)
                 .upsert(true),
         )
         .await?;
@@ -341,15 +373,14 @@ impl ReadStore {
 
     /// The latest state of a post, deleted or not.
     pub async fn get(&self, post_id: i64) -> Result<Option<Post>, StoreError> {
-        let found = timed("find in posts", self.posts.find_one(doc! { "post_id": post_id })).await?;
-        Ok(found.map(PostDoc::into_post))
+        Ok(self.get_doc(post_id).await?.map(PostDoc::into_post))
     }
 
     /// The stored version of a post (or `None` when that version is not stored).
     pub async fn version(&self, post_id: i64, version: i64) -> Result<Option<PostVersion>, StoreError> {
         let found = timed(
             "find in post_versions",
-            self.versions.find_one(doc! { "post_id": post_id, "version": version }),
+            self.versions.find_one(doc! { "_id": version_key(post_id, version) }),
         )
         .await?;
         found.map(|doc| doc.into_version(&self.names.1)).transpose()
@@ -394,6 +425,16 @@ impl ReadStore {
         let docs: Vec<VersionDoc> = timed("find in post_versions", async { query.await?.try_collect().await }).await?;
         docs.into_iter().map(|doc| doc.into_version(&self.names.1)).collect()
     }
+}
+
+/// The `_id` of a post's document in `posts`.
+fn post_key(post_id: i64) -> String {
+    post_id.to_string()
+}
+
+/// The `_id` of one version's document in `post_versions`.
+fn version_key(post_id: i64, version: i64) -> String {
+    format!("{post_id}:{version}")
 }
 
 /// Runs a driver call under [`OPERATION_TIMEOUT`], labelling its errors.
