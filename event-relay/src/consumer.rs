@@ -1,5 +1,6 @@
 //! The consume loop for one stream: read a batch in the consumer group, apply
-//! each entry with retries, dead-letter what keeps failing, acknowledge.
+//! each entry with retries (one post's entries in order, several posts at
+//! once), dead-letter what keeps failing, acknowledge.
 //!
 //! Three kinds of trouble are kept apart:
 //! - an entry that cannot be decoded is dead-lettered at once;
@@ -17,6 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use postmesh_common::{redact::redact_url, shutdown::Shutdown, topology::Route};
 use query_svc::store::Applied;
 use redis::{
@@ -31,6 +33,29 @@ use crate::{
     entry::{self, dlq_fields, Entry},
     projector::{ApplyError, Projector},
 };
+
+/// Posts whose entries a consumer applies side by side (each post's own
+/// entries stay in stream order).
+pub const APPLY_CONCURRENCY: usize = 8;
+
+/// Splits a batch into one group per post (by the entry's `post_id` field),
+/// each in stream order, the groups in order of their first entry. Entries
+/// without a `post_id` share one group.
+fn by_post(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
+    let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<Entry>> = Vec::new();
+    for entry in entries {
+        let key = entry.fields.get("post_id").cloned().unwrap_or_default();
+        match index.get(&key) {
+            Some(&i) => groups[i].push(entry),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![entry]);
+            }
+        }
+    }
+    groups
+}
 
 /// Counters shared by every consumer of a process (for status and metrics).
 #[derive(Debug, Default)]
@@ -262,16 +287,39 @@ impl<P: Projector> Consumer<P> {
         Ok(entry::from_ids(&self.route.stream, reply.claimed))
     }
 
+    /// Applies a batch: the entries of one post one after another, in stream
+    /// order, and up to [`APPLY_CONCURRENCY`] posts side by side (the store's
+    /// apply is order-independent and safe under concurrency, and each
+    /// apply is a few round trips to the read store: one at a time, the relay
+    /// mostly waits). Then acknowledges what was handled.
     async fn process(&mut self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> Outcome {
-        let mut acks: Vec<String> = Vec::with_capacity(entries.len());
+        let count = entries.len();
+        let this = &*self;
+        let results: Vec<(Vec<String>, bool)> = futures::stream::iter(by_post(entries).into_iter().map(|group| {
+            let mut shutdown = shutdown.clone();
+            async move {
+                let mut acks = Vec::with_capacity(group.len());
+                for entry in group {
+                    this.stats.consumed.fetch_add(1, Ordering::Relaxed);
+                    if !this.handle(&entry, &mut shutdown).await {
+                        // This post's later entries stay pending too, so they
+                        // are never applied ahead of this one.
+                        return (acks, false);
+                    }
+                    acks.push(entry.id);
+                }
+                (acks, true)
+            }
+        }))
+        .buffer_unordered(APPLY_CONCURRENCY)
+        .collect()
+        .await;
+        let mut acks: Vec<String> = Vec::with_capacity(count);
         let mut outcome = Outcome::Done;
-        for entry in entries {
-            self.stats.consumed.fetch_add(1, Ordering::Relaxed);
-            if self.handle(&entry, shutdown).await {
-                acks.push(entry.id);
-            } else {
+        for (handled, finished) in results {
+            acks.extend(handled);
+            if !finished {
                 outcome = Outcome::Interrupted;
-                break;
             }
         }
         if !acks.is_empty() {
@@ -289,7 +337,7 @@ impl<P: Projector> Consumer<P> {
     /// Handles one entry inside a consumer span that continues the trace the
     /// publisher put on the entry; false when shutdown interrupted an outage
     /// wait and the entry must stay pending.
-    async fn handle(&mut self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
+    async fn handle(&self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
         let span = tracing::info_span!(
             "process",
             otel.name = %format!("process {}", entry.stream),
@@ -310,7 +358,7 @@ impl<P: Projector> Consumer<P> {
         self.handle_in_span(entry, shutdown).instrument(span).await
     }
 
-    async fn handle_in_span(&mut self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
+    async fn handle_in_span(&self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
         let event = match entry.event() {
             Ok(event) => event,
             Err(error) => {
@@ -427,9 +475,11 @@ impl<P: Projector> Consumer<P> {
         self.serving.send_replace(serving);
     }
 
-    async fn notify(&mut self, post_id: i64, version: i64) {
+    async fn notify(&self, post_id: i64, version: i64) {
         let payload = serde_json::json!({ "post_id": post_id, "version": version }).to_string();
-        let sent: redis::RedisResult<i64> = self.main.publish(&self.settings.notify_channel, payload).await;
+        // A clone shares the one multiplexed connection.
+        let mut main = self.main.clone();
+        let sent: redis::RedisResult<i64> = main.publish(&self.settings.notify_channel, payload).await;
         if let Err(error) = sent {
             // Only waiters and watchers miss it; the read model is already right.
             tracing::debug!(%error, post_id, version, "notification not published");
@@ -438,7 +488,8 @@ impl<P: Projector> Consumer<P> {
 
     /// Copies the entry to the dead-letter stream with its error; true once it
     /// is safely there (so the caller may ack it).
-    async fn dead_letter(&mut self, entry: &Entry, error: &str, attempts: u32, shutdown: &mut Shutdown) -> bool {
+    async fn dead_letter(&self, entry: &Entry, error: &str, attempts: u32, shutdown: &mut Shutdown) -> bool {
+        let mut main = self.main.clone();
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.settings.dlq_stream).arg("*");
         for (field, value) in &entry.fields {
@@ -458,7 +509,7 @@ impl<P: Projector> Consumer<P> {
             .arg(chrono::Utc::now().to_rfc3339());
         let mut failures = 0;
         loop {
-            let added: redis::RedisResult<String> = cmd.query_async(&mut self.main).await;
+            let added: redis::RedisResult<String> = cmd.query_async(&mut main).await;
             match added {
                 Ok(dlq_id) => {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -485,5 +536,40 @@ impl<P: Projector> Consumer<P> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, post_id: Option<&str>) -> Entry {
+        let mut fields = crate::entry::Fields::new();
+        if let Some(post_id) = post_id {
+            fields.insert("post_id".into(), post_id.as_bytes().to_vec());
+        }
+        Entry {
+            stream: "s".into(),
+            id: id.into(),
+            fields,
+        }
+    }
+
+    #[test]
+    fn a_batch_splits_into_posts_each_in_stream_order() {
+        let batch = vec![
+            entry("1-0", Some("7")),
+            entry("2-0", Some("8")),
+            entry("3-0", None),
+            entry("4-0", Some("7")),
+            entry("5-0", None),
+            entry("6-0", Some("8")),
+        ];
+        let groups: Vec<Vec<String>> = by_post(batch)
+            .into_iter()
+            .map(|g| g.into_iter().map(|e| e.id).collect())
+            .collect();
+        assert_eq!(groups, [vec!["1-0", "4-0"], vec!["2-0", "6-0"], vec!["3-0", "5-0"]]);
     }
 }
