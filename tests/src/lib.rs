@@ -7,10 +7,14 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod compare;
+pub mod faults;
+pub mod load;
+pub mod mariadb;
 pub mod mesh;
 pub mod proxy;
 pub mod servers;
 pub mod services;
+pub mod wire;
 
 use std::{
     future::Future,
