@@ -34,10 +34,6 @@ use crate::{
     projector::{ApplyError, Projector},
 };
 
-/// Posts whose entries a consumer applies side by side (each post's own
-/// entries stay in stream order).
-pub const APPLY_CONCURRENCY: usize = 8;
-
 /// Splits a batch into one group per post (by the entry's `post_id` field),
 /// each in stream order, the groups in order of their first entry. Entries
 /// without a `post_id` share one group.
@@ -81,6 +77,8 @@ pub struct Settings {
     pub consumer: String,
     /// Entries per read.
     pub batch_size: usize,
+    /// Posts of a batch applied side by side.
+    pub apply_concurrency: usize,
     /// Attempts before dead-lettering.
     pub max_attempts: u32,
     /// First retry delay.
@@ -288,7 +286,7 @@ impl<P: Projector> Consumer<P> {
     }
 
     /// Applies a batch: the entries of one post one after another, in stream
-    /// order, and up to [`APPLY_CONCURRENCY`] posts side by side (the store's
+    /// order, and up to `apply_concurrency` posts side by side (the store's
     /// apply is order-independent and safe under concurrency, and each
     /// apply is a few round trips to the read store: one at a time, the relay
     /// mostly waits). Then acknowledges what was handled.
@@ -311,7 +309,7 @@ impl<P: Projector> Consumer<P> {
                 (acks, true)
             }
         }))
-        .buffer_unordered(APPLY_CONCURRENCY)
+        .buffer_unordered(self.settings.apply_concurrency.max(1))
         .collect()
         .await;
         let mut acks: Vec<String> = Vec::with_capacity(count);

@@ -151,6 +151,7 @@ impl Application {
                 group: self.config.group.clone(),
                 consumer: consumer_name,
                 batch_size: self.config.batch_size.max(1),
+                apply_concurrency: self.config.apply_concurrency.max(1),
                 max_attempts: self.config.max_attempts.max(1),
                 retry_base: Duration::from_millis(self.config.retry_base_ms.max(1)),
                 retry_max: Duration::from_millis(self.config.retry_max_ms.max(1)),

@@ -1,0 +1,443 @@
+//! `postmesh-bench`: drives a running postmesh over gRPC and prints one JSON
+//! line of figures, each beside its ceiling measured on the same machine in
+//! the same run, with the ratio and whether the target was met.
+//!
+//! It does not start anything: `scripts/bench.sh` builds release binaries,
+//! starts the servers and the three services on fresh names, and runs this.
+//! A benchmark never fails: the exit status is 0 whenever the figures were
+//! measured, whatever they are.
+
+mod ceilings;
+mod cpu;
+mod drain;
+mod phases;
+mod stats;
+mod workload;
+
+use std::{sync::Arc, time::Duration};
+
+use clap::Parser;
+use serde_json::{json, Value};
+use stats::{against, round, Samples};
+use workload::Mix;
+
+/// Benchmark a running postmesh mesh.
+#[derive(Parser, Debug)]
+#[command(name = "postmesh-bench", version)]
+struct Args {
+    /// command-svc gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    command: String,
+    /// query-svc gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50052")]
+    query: String,
+    /// The Redis the mesh uses.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The stream command-svc publishes to and event-relay consumes.
+    #[arg(long, default_value = "posts.events")]
+    stream: String,
+    /// The relay's consumer group.
+    #[arg(long, default_value = "projector")]
+    group: String,
+    /// A database on the same MariaDB for the raw transaction ceiling (emptied of nothing: use a fresh one).
+    #[arg(long)]
+    raw_database_url: String,
+    /// Another fresh database for command-svc's store without gRPC.
+    #[arg(long)]
+    direct_database_url: Option<String>,
+    /// The MongoDB/FerretDB of the read model (the raw upsert ceiling uses a scratch database on it).
+    #[arg(long, default_value = "mongodb://127.0.0.1:27017")]
+    mongodb_url: String,
+    /// Prefix of scratch names (stream, database) for the ceilings.
+    #[arg(long, default_value = "bench_scratch")]
+    scratch: String,
+    /// The read model's MongoDB database (for the point-read diagnostics).
+    #[arg(long, default_value = "posts")]
+    read_model_database: String,
+    /// Drop the read model's database when done (bench.sh's is this run's own).
+    #[arg(long)]
+    drop_read_model: bool,
+    /// FerretDB's SQLite directory: when given, the `_id` lookups of the read
+    /// model and of the raw ceiling get the SQLite index FerretDB 1.24 fails
+    /// to use (see ceilings::ferretdb_id_index).
+    #[arg(long)]
+    ferretdb_sqlite_dir: Option<String>,
+    /// Other processes whose CPU time each phase reports, as NAME=PID
+    /// (repeatable; bench.sh passes mariadbd, redis-server and ferretdb).
+    #[arg(long)]
+    server_pid: Vec<String>,
+    /// Commands per second of the low-rate projection-lag diagnostic.
+    #[arg(long, default_value_t = 100.0)]
+    low_rate: f64,
+    /// command-svc's pid, for its peak RSS.
+    #[arg(long)]
+    command_pid: Option<u32>,
+    /// query-svc's pid, for its peak RSS.
+    #[arg(long)]
+    query_pid: Option<u32>,
+    /// event-relay's pid, for its peak RSS and to pause it while the backlog is built.
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// Requests in flight in closed-loop phases.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Length of each timed phase (seconds).
+    #[arg(long, default_value_t = 10.0)]
+    phase_secs: f64,
+    /// Command mix in percent.
+    #[arg(long, default_value = "create=40,update=50,delete=10")]
+    mix: Mix,
+    /// Bytes of content per post.
+    #[arg(long, default_value_t = 500)]
+    content_bytes: usize,
+    /// Events in the relay drain backlog.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: usize,
+    /// Entries for the raw XADD / XREADGROUP ceilings.
+    #[arg(long, default_value_t = 100_000)]
+    redis_entries: usize,
+    /// Target: command throughput / raw database ceiling.
+    #[arg(long, default_value_t = 0.7)]
+    target_commands: f64,
+    /// Target: projection lag p99 at half the maximum command rate (ms).
+    #[arg(long, default_value_t = 50.0)]
+    target_lag_p99_ms: f64,
+    /// Target: relay drain / raw upsert ceiling.
+    #[arg(long, default_value_t = 0.7)]
+    target_relay: f64,
+    /// Target: GetPost / bare echo rpc.
+    #[arg(long, default_value_t = 0.5)]
+    target_get: f64,
+    /// Target: peak RSS of each service (MiB).
+    #[arg(long, default_value_t = 64.0)]
+    target_rss_mib: f64,
+}
+
+fn progress(message: &str) {
+    eprintln!("[bench] {} {message}", chrono::Utc::now().format("%H:%M:%S"));
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim())
+        })
+        .unwrap_or("unknown")
+        .to_owned();
+    let mem_kib: f64 = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu_model": model,
+        "mem_gib": round(mem_kib / 1024.0 / 1024.0),
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+    })
+}
+
+/// VmHWM (peak resident set) of `pid` in MiB.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = read(&format!("/proc/{pid}/status"));
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(round(kib / 1024.0))
+}
+
+fn merge(mut base: Value, extra: Value) -> Value {
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    base
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let phase = Duration::from_secs_f64(args.phase_secs.max(0.5));
+    let c = args.concurrency.max(1);
+    let mut watched: Vec<(String, u32)> = args
+        .server_pid
+        .iter()
+        .filter_map(|s| {
+            s.split_once('=')
+                .and_then(|(n, p)| Some((n.to_owned(), p.parse().ok()?)))
+        })
+        .collect();
+    for (name, pid) in [
+        ("command-svc", args.command_pid),
+        ("query-svc", args.query_pid),
+        ("event-relay", args.relay_pid),
+    ] {
+        if let Some(pid) = pid {
+            watched.push((name.to_owned(), pid));
+        }
+    }
+    let cpu = cpu::CpuMeter::new(watched);
+
+    // Ceilings first, while the mesh is idle.
+    progress("ceiling: bare tonic echo rpc");
+    let (echo_addr, echo_guard) = ceilings::echo_server()?;
+    let at = cpu.snapshot();
+    let mut echo = ceilings::echo(echo_addr, c, phase).await?;
+    let echo_cpu = cpu.cores_since(&at);
+    drop(echo_guard);
+    progress(&format!("  {}", echo.figures()));
+
+    progress("ceiling: raw database transactions");
+    let db = ceilings::prepare_database(&args.raw_database_url, 16).await?;
+    let at = cpu.snapshot();
+    let mut raw_db = ceilings::raw_database(db, c, phase, args.mix, args.content_bytes).await;
+    let raw_db_cpu = cpu.cores_since(&at);
+    progress(&format!("  {}", raw_db.figures()));
+    let mut direct = match &args.direct_database_url {
+        Some(url) => {
+            progress("command-svc's store without gRPC (diagnostic)");
+            Some(ceilings::store_direct(url, c, phase, args.mix, args.content_bytes).await)
+        }
+        None => None,
+    };
+    progress("ceiling: raw Redis XADD / XREADGROUP");
+    let (xadd, xread) = ceilings::raw_redis(
+        &args.redis_url,
+        &format!("{}.stream", args.scratch),
+        args.redis_entries,
+        args.content_bytes,
+    )
+    .await?;
+    progress("ceiling: raw MongoDB upserts");
+    let (mut upsert_seq, mut upsert_conc) = ceilings::raw_mongo(
+        &args.mongodb_url,
+        &format!("{}_mongo", args.scratch),
+        c,
+        phase,
+        args.content_bytes,
+        args.ferretdb_sqlite_dir.as_deref(),
+    )
+    .await?;
+    progress(&format!("  one at a time {}", upsert_seq.figures()));
+    progress(&format!("  {c} in flight {}", upsert_conc.figures()));
+
+    // The mesh.
+    let command = phases::channel(&args.command).await?;
+    let query = phases::channel(&args.query).await?;
+    let mut id_index = false;
+    if let Some(dir) = &args.ferretdb_sqlite_dir {
+        let tables = ceilings::ferretdb_id_index(dir, &args.read_model_database)?;
+        progress(&format!("FerretDB workaround: `_id` path index on {tables:?}"));
+        id_index = true;
+    }
+    progress("warm-up (2 s of commands)");
+    let _ = phases::commands(command.clone(), c, Duration::from_secs(2), args.mix, args.content_bytes).await;
+    drain::wait_idle(&args.redis_url, &args.stream, &args.group, Duration::from_secs(1800)).await?;
+
+    progress("commands: closed loop at full speed");
+    let at = cpu.snapshot();
+    let (mut cmd, live_ids) = phases::commands(command.clone(), c, phase, args.mix, args.content_bytes).await;
+    let cmd_cpu = cpu.cores_since(&at);
+    let max_rate = cmd.rate();
+    progress(&format!("  {}", cmd.figures()));
+
+    // Diagnostic: the same load with the projection side (relay, FerretDB)
+    // frozen, to see how much of the gap to the ceiling is the two cores
+    // being shared with it.
+    let mut paused_cmd = None;
+    let mut paused_cpu = Value::Null;
+    if let Some(pid) = args.relay_pid {
+        progress("commands with the relay paused (diagnostic)");
+        if drain::signal(pid, "-STOP") {
+            let at = cpu.snapshot();
+            let (samples, _) = phases::commands(command.clone(), c, phase, args.mix, args.content_bytes).await;
+            paused_cpu = cpu.cores_since(&at);
+            drain::signal(pid, "-CONT");
+            progress(&format!("  {}", samples.clone().figures()));
+            paused_cmd = Some(samples);
+        }
+    }
+    progress("waiting for the relay to catch up");
+    let catch_up = drain::wait_idle(&args.redis_url, &args.stream, &args.group, Duration::from_secs(1800)).await?;
+    progress(&format!("  caught up after {:.1} s", catch_up.as_secs_f64()));
+
+    progress(&format!(
+        "projection lag at half the maximum rate ({:.0}/s)",
+        max_rate / 2.0
+    ));
+    let at = cpu.snapshot();
+    let mut lag = phases::projection_lag(
+        command.clone(),
+        query.clone(),
+        max_rate / 2.0,
+        c,
+        phase,
+        args.mix,
+        args.content_bytes,
+        Duration::from_secs(300),
+    )
+    .await?;
+    let lag_cpu = cpu.cores_since(&at);
+    progress(&format!("  lag {} (missed {})", lag.lag.figures(), lag.missed));
+    let lag_catch_up = drain::wait_idle(&args.redis_url, &args.stream, &args.group, Duration::from_secs(1800)).await?;
+
+    // Diagnostic: the same measurement at a rate the relay sustains, for the
+    // pipeline's own latency (outbox wake-up, XADD, XREADGROUP, apply, notify).
+    progress(&format!("projection lag at {:.0}/s (diagnostic)", args.low_rate));
+    let mut low_lag = phases::projection_lag(
+        command.clone(),
+        query.clone(),
+        args.low_rate,
+        c,
+        phase,
+        args.mix,
+        args.content_bytes,
+        Duration::from_secs(60),
+    )
+    .await?;
+    progress(&format!("  lag {} (missed {})", low_lag.lag.figures(), low_lag.missed));
+    drain::wait_idle(&args.redis_url, &args.stream, &args.group, Duration::from_secs(1800)).await?;
+
+    progress("GetPost");
+    let ids = Arc::new(live_ids);
+    let at = cpu.snapshot();
+    let mut get = phases::get_post(query.clone(), ids.clone(), c, phase).await;
+    let get_cpu = cpu.cores_since(&at);
+    progress(&format!("  {}", get.figures()));
+    progress("ListPosts");
+    let at = cpu.snapshot();
+    let mut list = phases::list_posts(query.clone(), c, phase).await;
+    let list_cpu = cpu.cores_since(&at);
+    progress(&format!("  {}", list.figures()));
+
+    progress(&format!("relay drain of {} events", args.backlog));
+    let at = cpu.snapshot();
+    let drained = drain::relay_drain(
+        &args.redis_url,
+        &args.stream,
+        &args.group,
+        args.relay_pid,
+        args.backlog,
+        args.content_bytes,
+        Duration::from_secs(1800),
+    )
+    .await?;
+    let drain_cpu = cpu.cores_since(&at);
+    progress(&format!(
+        "  drained {} events in {:.1} s",
+        drained.events,
+        drained.elapsed.as_secs_f64()
+    ));
+    progress("read-model point reads by _id and by post_id (diagnostic)");
+    let sample_ids: Vec<i64> = ids.iter().take(200).copied().collect();
+    let (mut read_by_id, mut read_by_post_id, posts_after_drain) =
+        ceilings::point_reads(&args.mongodb_url, &args.read_model_database, &sample_ids, 200).await?;
+
+    let mut rss_json = serde_json::Map::new();
+    let mut rss_met = true;
+    for (name, pid) in [
+        ("command-svc", args.command_pid),
+        ("query-svc", args.query_pid),
+        ("event-relay", args.relay_pid),
+    ] {
+        let mib = pid.and_then(peak_rss_mib);
+        if let Some(mib) = mib {
+            rss_met &= mib < args.target_rss_mib;
+        }
+        rss_json.insert(name.to_owned(), json!(mib));
+    }
+
+    let upsert_ceiling = upsert_seq.rate().max(upsert_conc.rate());
+    let lag_p99 = lag.lag.quantile_ms(0.99);
+    let figures = |s: &mut Samples| s.figures();
+    let report = json!({
+        "machine": machine(),
+        "settings": {
+            "concurrency": c,
+            "phase_secs": args.phase_secs,
+            "mix": args.mix.to_string(),
+            "content_bytes": args.content_bytes,
+            "backlog": args.backlog,
+            "ferretdb_id_index_workaround": id_index,
+        },
+        "commands": merge(figures(&mut cmd), json!({
+            "vs_raw_db": against(cmd.rate(), "raw MariaDB transaction (same statements, same mix)", raw_db.rate(), args.target_commands),
+            "vs_raw_xadd": against(cmd.rate(), "raw Redis XADD, pipelines of 500", xadd, 1.0),
+            "cpu_cores": cmd_cpu,
+        })),
+        "projection_lag": merge(figures(&mut lag.lag), json!({
+            "command_rate_per_s": round(lag.commands.rate()),
+            "target_rate_per_s": round(max_rate / 2.0),
+            "command_p99_ms": round(lag.commands.quantile_ms(0.99)),
+            "missed": lag.missed,
+            "seen_before_ack": lag.before_ack,
+            "relay_catch_up_before_s": round(catch_up.as_secs_f64()),
+            "relay_catch_up_after_s": round(lag_catch_up.as_secs_f64()),
+            "target_p99_ms": args.target_lag_p99_ms,
+            "met": lag.lag.count() > 0 && lag_p99 < args.target_lag_p99_ms,
+            "cpu_cores": lag_cpu,
+        })),
+        "relay_drain": {
+            "events": drained.events,
+            "seconds": round(drained.elapsed.as_secs_f64()),
+            "per_s": round(drained.rate()),
+            "relay_paused_while_filling": drained.relay_paused,
+            "vs_raw_upsert": against(drained.rate(), "raw MongoDB upsert by _id (best of 1 and N in flight)", upsert_ceiling, args.target_relay),
+            "vs_raw_upsert_one_in_flight": against(drained.rate(), "raw MongoDB upsert by _id, one at a time", upsert_seq.rate(), args.target_relay),
+            "vs_raw_xreadgroup": against(drained.rate(), "raw Redis XREADGROUP+XACK, batches of 256", xread, 1.0),
+            "cpu_cores": drain_cpu,
+        },
+        "get_post": merge(figures(&mut get), json!({
+            "vs_echo": against(get.rate(), "bare tonic Health/Check", echo.rate(), args.target_get),
+            "cpu_cores": get_cpu,
+        })),
+        "list_posts": merge(figures(&mut list), json!({
+            "vs_echo": against(list.rate(), "bare tonic Health/Check", echo.rate(), args.target_get),
+            "cpu_cores": list_cpu,
+        })),
+        "peak_rss_mib": merge(Value::Object(rss_json), json!({
+            "target_mib": args.target_rss_mib,
+            "met": rss_met,
+        })),
+        "diagnostics": {
+            "store_without_grpc": direct.as_mut().map(figures),
+            "commands_with_relay_paused": paused_cmd.as_mut().map(figures),
+            "commands_with_relay_paused_cpu_cores": paused_cpu,
+            "projection_lag_at_low_rate": merge(figures(&mut low_lag.lag), json!({
+                "command_rate_per_s": round(low_lag.commands.rate()),
+                "missed": low_lag.missed,
+            })),
+            "read_model_posts_after_drain": posts_after_drain,
+            "point_read_by_string_id": figures(&mut read_by_id),
+            "point_read_by_post_id_filter": figures(&mut read_by_post_id),
+        },
+        "ceilings": {
+            "raw_db_tx": merge(figures(&mut raw_db), json!({ "cpu_cores": raw_db_cpu })),
+            "raw_redis_xadd_per_s": round(xadd),
+            "raw_redis_xreadgroup_per_s": round(xread),
+            "raw_upsert_one_in_flight": figures(&mut upsert_seq),
+            "raw_upsert_concurrent": figures(&mut upsert_conc),
+            "echo_rpc": merge(figures(&mut echo), json!({ "cpu_cores": echo_cpu })),
+        },
+    });
+    println!("{report}");
+    if args.drop_read_model {
+        if let Ok(client) = mongodb::Client::with_uri_str(&args.mongodb_url).await {
+            let _ = client.database(&args.read_model_database).drop().await;
+        }
+    }
+    Ok(())
+}
