@@ -90,8 +90,11 @@ pub struct Config {
     /// Entries read per XREADGROUP.
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 256)]
     pub batch_size: usize,
-    /// Posts of a batch applied side by side (each post's entries stay in order).
-    #[arg(long, env = "RELAY_APPLY_CONCURRENCY", default_value_t = 8)]
+    /// Posts of a batch applied side by side (each post's entries stay in
+    /// order). 1 applies one entry at a time. More did not help against
+    /// FerretDB on SQLite, which serialises writes (docs/performance.md);
+    /// a store that waits on network round trips may gain from it.
+    #[arg(long, env = "RELAY_APPLY_CONCURRENCY", default_value_t = 1)]
     pub apply_concurrency: usize,
     /// Attempts before an entry goes to the dead-letter stream.
     #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 3)]
@@ -145,7 +148,7 @@ impl Config {
             group: "projector".to_owned(),
             consumer: None,
             batch_size: 64,
-            apply_concurrency: 8,
+            apply_concurrency: 1,
             max_attempts: 3,
             retry_base_ms: 20,
             retry_max_ms: 500,

@@ -1,6 +1,6 @@
 //! The consume loop for one stream: read a batch in the consumer group, apply
-//! each entry with retries (one post's entries in order, several posts at
-//! once), dead-letter what keeps failing, acknowledge.
+//! each entry with retries (one post's entries in order; optionally several
+//! posts at once), dead-letter what keeps failing, acknowledge.
 //!
 //! Three kinds of trouble are kept apart:
 //! - an entry that cannot be decoded is dead-lettered at once;
@@ -287,9 +287,8 @@ impl<P: Projector> Consumer<P> {
 
     /// Applies a batch: the entries of one post one after another, in stream
     /// order, and up to `apply_concurrency` posts side by side (the store's
-    /// apply is order-independent and safe under concurrency, and each
-    /// apply is a few round trips to the read store: one at a time, the relay
-    /// mostly waits). Then acknowledges what was handled.
+    /// apply is order-independent and safe under concurrency). Then
+    /// acknowledges what was handled.
     async fn process(&mut self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> Outcome {
         let count = entries.len();
         let this = &*self;
