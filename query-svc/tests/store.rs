@@ -133,6 +133,140 @@ fn any_order_with_duplicates_converges_to_in_order_state() {
     rt.block_on(drop_database(&base));
 }
 
+/// Events as in [`scenario`], shuffled with duplicates, then cut into
+/// batches of random sizes.
+fn batch_scenario() -> impl Strategy<Value = (Vec<PostEvent>, Vec<Vec<PostEvent>>)> {
+    (scenario(), prop::collection::vec(1usize..6, 1..24)).prop_map(|((in_order, shuffled), sizes)| {
+        let mut batches = Vec::new();
+        let mut rest = shuffled.as_slice();
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (batch, tail) = rest.split_at((*size).min(rest.len()));
+            batches.push(batch.to_vec());
+            rest = tail;
+        }
+        (in_order, batches)
+    })
+}
+
+#[test]
+fn batches_in_any_order_with_duplicates_converge_to_in_order_state() {
+    let rt = runtime();
+    let base = rt.block_on(fresh_store("qs_batch_prop"));
+    let config = ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |((in_order, batches) in batch_scenario())| {
+        rt.block_on(async {
+            let expected = base.with_collections(&unique("p"), &unique("v"));
+            let sequential = base.with_collections(&unique("p"), &unique("v"));
+            let concurrent = base.with_collections(&unique("p"), &unique("v"));
+            for store in [&expected, &sequential, &concurrent] {
+                store.ensure_indexes().await.expect("indexes");
+            }
+            for event in &in_order {
+                assert_eq!(expected.apply(event).await.expect("apply"), Applied::Applied);
+            }
+            let mut applied = std::collections::HashSet::new();
+            for batch in &batches {
+                let outcomes = sequential.apply_batch(batch).await.expect("apply_batch");
+                assert_eq!(outcomes.len(), batch.len());
+                for (event, outcome) in batch.iter().zip(outcomes) {
+                    if outcome == Applied::Applied {
+                        // Never twice, and only while newer than what is stored.
+                        assert!(applied.insert((event.post_id, event.version)), "applied twice: {event:?}");
+                    }
+                }
+            }
+            // Several relay replicas at once: exercises the gate race and settle.
+            let results: Vec<_> = stream::iter(batches.iter().map(|b| concurrent.apply_batch(b)))
+                .buffer_unordered(8)
+                .collect()
+                .await;
+            for result in results {
+                result.expect("concurrent apply_batch");
+            }
+
+            let want = snapshot(&expected).await;
+            assert_eq!(want.1.len(), in_order.len());
+            assert_eq!(snapshot(&sequential).await, want, "sequential batches diverged");
+            assert_eq!(snapshot(&concurrent).await, want, "concurrent batches diverged");
+            for store in [&expected, &sequential, &concurrent] {
+                store.drop_collections().await;
+            }
+        });
+    });
+    rt.block_on(drop_database(&base));
+}
+
+#[tokio::test]
+async fn a_batch_writes_each_posts_newest_and_reports_every_event() {
+    let store = fresh_store("qs_batch").await;
+    let ms = 1_000;
+    let v = |post_id, version, title: &str| event(post_id, version, EventType::PostUpdated, title, "c", "ann", ms);
+    let batch = vec![
+        created(1, "ann", ms),
+        v(1, 3, "t3"),
+        created(2, "bob", ms),
+        v(1, 2, "t2"),
+        v(1, 3, "t3"),
+    ];
+    let outcomes = store.apply_batch(&batch).await.unwrap();
+    use Applied::{Applied as A, Stale as S};
+    assert_eq!(outcomes, [A, A, A, A, S], "the duplicate of v3 is stale");
+    let post = store.get(1).await.unwrap().unwrap();
+    assert_eq!((post.version, post.title.as_str()), (3, "t3"));
+    assert_eq!(store.history(1).await.unwrap().len(), 3);
+    assert_eq!(store.get(2).await.unwrap().unwrap().version, 1);
+    // Older and equal versions are stale; a newer one of the same batch wins.
+    let outcomes = store
+        .apply_batch(&[v(1, 2, "t2"), v(2, 2, "b2"), v(1, 3, "t3"), created(2, "bob", ms)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, [S, A, S, S]);
+    assert_eq!(store.get(2).await.unwrap().unwrap().title, "b2");
+    assert!(store.apply_batch(&[]).await.unwrap().is_empty());
+    // An invalid event fails the batch before anything is written.
+    let mut bad = created(3, "cy", ms);
+    bad.post = None;
+    let error = store.apply_batch(&[created(4, "di", ms), bad]).await.unwrap_err();
+    assert!(matches!(error, StoreError::InvalidEvent(_)));
+    assert!(store.get(4).await.unwrap().is_none());
+    assert!(store.version(4, 1).await.unwrap().is_none());
+    drop_database(&store).await;
+}
+
+/// Not a correctness test: times batches of 256 new posts as `posts` grows,
+/// to show the gate's `_id` lookups stay point reads on FerretDB (a scan
+/// would make each batch slower as the collection grows).
+/// `cargo test -p query-svc --test store -- --ignored --nocapture batch_cost`
+#[tokio::test]
+#[ignore]
+async fn batch_cost_does_not_grow_with_the_collection() {
+    let store = fresh_store("qs_batch_cost").await;
+    let mut timings = Vec::new();
+    for round in 0..40i64 {
+        let batch: Vec<PostEvent> = (0..256).map(|i| created(round * 256 + i + 1, "ann", 1_000)).collect();
+        let started = std::time::Instant::now();
+        store.apply_batch(&batch).await.unwrap();
+        let created_ms = started.elapsed().as_millis();
+        let updates: Vec<PostEvent> = (0..256)
+            .map(|i| event(round * 256 + i + 1, 2, EventType::PostUpdated, "t", "c", "ann", 1_000))
+            .collect();
+        let started = std::time::Instant::now();
+        store.apply_batch(&updates).await.unwrap();
+        timings.push((round, created_ms, started.elapsed().as_millis()));
+    }
+    for (round, created_ms, updated_ms) in &timings {
+        eprintln!("posts {:>6}: create batch {created_ms} ms, update batch {updated_ms} ms", (round + 1) * 256);
+    }
+    drop_database(&store).await;
+}
+
 #[tokio::test]
 async fn duplicates_and_older_versions_are_stale() {
     let store = fresh_store("qs_stale").await;

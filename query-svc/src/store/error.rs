@@ -42,6 +42,16 @@ pub enum StoreError {
         /// The limit that passed.
         after: Duration,
     },
+    /// The server refused one item of a write command (its write error).
+    #[error("MongoDB {op} failed: {message} (code {code})")]
+    Write {
+        /// What we were doing.
+        op: &'static str,
+        /// The server's error code.
+        code: i32,
+        /// The server's message.
+        message: String,
+    },
     /// The event cannot be applied whatever the state of the store: a missing
     /// post, a non-positive id or version, an unspecified event type.
     #[error("invalid event: {0}")]
@@ -75,6 +85,7 @@ impl StoreError {
         match self {
             Self::Timeout { .. } => true,
             Self::Mongo { source, .. } => mongo_is_unavailable(source),
+            Self::Write { code, .. } => TRANSIENT_CODES.contains(code),
             Self::InvalidEvent(_) | Self::Corrupt { .. } | Self::Usage(_) => false,
         }
     }
@@ -97,15 +108,8 @@ fn mongo_is_unavailable(error: &mongodb::error::Error) -> bool {
     }
 }
 
-/// True when `error` is a unique-index violation (E11000).
-pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    const DUPLICATE_KEY: i32 = 11000;
-    match error.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
-        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
-        _ => false,
-    }
-}
+/// The code of a unique-index violation (E11000).
+pub(crate) const DUPLICATE_KEY: i32 = 11000;
 
 /// True when `error` says the namespace does not exist (code 26).
 pub(crate) fn is_namespace_not_found(error: &mongodb::error::Error) -> bool {

@@ -28,11 +28,11 @@
 mod document;
 mod error;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::{
-    bson::{doc, to_document, Document},
+    bson::{doc, to_document, Bson, Document},
     options::{ClientOptions, IndexOptions},
     Client, Collection, Database, IndexModel,
 };
@@ -43,7 +43,7 @@ pub use error::StoreError;
 
 use crate::{cursor::Position, filter::ListFilter};
 use document::{PostDoc, VersionDoc};
-use error::{is_duplicate_key, is_namespace_not_found, is_not_implemented};
+use error::{is_namespace_not_found, is_not_implemented, DUPLICATE_KEY};
 
 /// Default name of the latest-state collection.
 pub const POSTS: &str = "posts";
@@ -58,6 +58,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Upper bound for one store operation, on top of the driver's own timeouts,
 /// so a server that accepts connections but never answers cannot hang a caller.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settle probes of one batch in flight at once: within the driver's default
+/// pool of 10 connections, leaving room for the batch's other callers.
+const SETTLE_CONCURRENCY: usize = 8;
+
+/// Most items in one write command; a batch beyond it takes several commands.
+const MAX_WRITE_ITEMS: usize = 1000;
+
+/// Most bytes of items in one write command, well under the 16 MiB a command
+/// document may have (a post's content alone may be 100 kB).
+const MAX_WRITE_BYTES: usize = 8 * 1024 * 1024;
 
 /// What [`ReadStore::apply`] did with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +88,9 @@ pub struct ReadStore {
     posts: Collection<PostDoc>,
     versions: Collection<VersionDoc>,
     names: Arc<(String, String)>,
+    /// Whether the server is FerretDB, once known (shared by clones and by
+    /// [`with_collections`](Self::with_collections): one client, one server).
+    server: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl ReadStore {
@@ -109,11 +123,18 @@ impl ReadStore {
         options.app_name.get_or_insert_with(|| "postmesh".to_owned());
         let client = Client::with_options(options).map_err(StoreError::mongo("client set-up"))?;
         let database = client.database(database);
-        Ok(Self::build(client, database, POSTS, POST_VERSIONS))
+        Ok(Self::build(client, database, POSTS, POST_VERSIONS, Arc::default()))
     }
 
-    fn build(client: Client, database: Database, posts: &str, versions: &str) -> Self {
+    fn build(
+        client: Client,
+        database: Database,
+        posts: &str,
+        versions: &str,
+        server: Arc<tokio::sync::OnceCell<bool>>,
+    ) -> Self {
         Self {
+            server,
             posts: database.collection(posts),
             versions: database.collection(versions),
             names: Arc::new((posts.to_owned(), versions.to_owned())),
@@ -125,7 +146,13 @@ impl ReadStore {
     /// The same client and database with other collection names: per-test
     /// names, or the fresh pair a rebuild fills before [`swap_in`](Self::swap_in).
     pub fn with_collections(&self, posts: &str, versions: &str) -> Self {
-        Self::build(self.client.clone(), self.database.clone(), posts, versions)
+        Self::build(
+            self.client.clone(),
+            self.database.clone(),
+            posts,
+            versions,
+            Arc::clone(&self.server),
+        )
     }
 
     /// The database name.
@@ -170,68 +197,269 @@ impl ReadStore {
         Ok(())
     }
 
-    /// Applies one event: stores its version document (a duplicate is fine)
-    /// and makes it the post's latest state if it is newer than what is stored.
-    ///
-    /// The gate reads the post by `_id`, compares versions, and replaces the
-    /// document by `_id` when the event is newer. Read and replace are two
-    /// operations, so two writers of one post at once (several relay
-    /// replicas) can leave the older of their versions on top; MongoDB would
-    /// make a filtered update atomic, FerretDB does not even then. Every
-    /// version document is inserted *before* its writer reads `posts`, and
-    /// every writer re-checks after writing ([`settle`](Self::settle)), so the
-    /// last writer of a post always repairs what a race left behind.
+    /// Applies one event: [`apply_batch`](Self::apply_batch) of one.
     pub async fn apply(&self, event: &PostEvent) -> Result<Applied, StoreError> {
-        let version = VersionDoc::from_event(event)?;
-        let mut document = to_document(&version).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
-        document.insert("_id", version_key(version.post_id, version.version));
-        match timed(
-            "insert into post_versions",
-            self.versions.clone_with_type::<Document>().insert_one(document),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => {}
-            Err(other) => return Err(other),
+        let mut applied = self.apply_batch(std::slice::from_ref(event)).await?;
+        applied.pop().ok_or_else(|| StoreError::Usage("a batch of one event gave no outcome".into()))
+    }
+
+    /// Applies a batch of events (of any posts, in any order, duplicates
+    /// allowed) and tells, per event and in the same order, what it did.
+    ///
+    /// Three steps, each one round trip for the whole batch on the happy path:
+    /// 1. every event is checked first, so an invalid one fails the batch
+    ///    before anything is written ([`StoreError::InvalidEvent`]);
+    /// 2. one unordered `insert` stores every version document in
+    ///    `post_versions` (a duplicate key means it is stored already);
+    /// 3. one unordered `update` gates each post's newest version of the
+    ///    batch into `posts`: `{_id: post, version: {$lt: v}}` with the full
+    ///    document as replacement and `upsert: true`. A match replaces the
+    ///    older state; no document inserts it; a stored version `>= v` makes
+    ///    the upsert's insert collide on `_id` (E11000): stale. Versions of a
+    ///    post older than its newest in the batch never reach `posts` (they
+    ///    are in `post_versions`, for history and watchers).
+    ///
+    /// On FerretDB a fourth step follows, [`settle`](Self::settle), one probe
+    /// per post of the batch, the probes side by side.
+    ///
+    /// The outcome of a post's newest version in the batch is exact (the
+    /// gate's). An older version of the same post counts as
+    /// [`Applied::Applied`] when the gate moved the post past it and this call
+    /// stored its version document (it is new to the read model), otherwise
+    /// as [`Applied::Stale`] (a duplicate, or a retry of a batch whose earlier
+    /// attempt stored it).
+    ///
+    /// Why the result converges on the in-order state: on MongoDB the gate is
+    /// one atomic conditional write per document, so a post's `version` in
+    /// `posts` only ever grows, and the newest version of a post is the newest
+    /// of whatever batch carries it, so its gate writes it (or finds it).
+    /// FerretDB evaluates the filter and writes in two steps, so two writers
+    /// of one post at once (relay replicas) can leave the older version on
+    /// top; there `settle` repairs it (see there). An error after some writes
+    /// is harmless: every step is idempotent, and the caller retries the
+    /// batch, which settles again.
+    pub async fn apply_batch(&self, events: &[PostEvent]) -> Result<Vec<Applied>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        let post = version.to_post_doc();
-        // A duplicate key here means another writer inserted the post between
-        // our read and our write: read again and decide again.
-        for _ in 0..3 {
-            let stored = self.get_doc(post.post_id).await?;
-            if stored.is_some_and(|s| s.version >= post.version) {
-                return Ok(Applied::Stale);
-            }
-            match self.replace(&post).await {
-                Ok(()) => {
-                    self.settle(post.post_id, post.version).await?;
-                    return Ok(Applied::Applied);
+        let versions = events
+            .iter()
+            .map(VersionDoc::from_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        let fresh = self.insert_versions(&versions).await?;
+        // Each post once, in order of first appearance, with the index of its
+        // newest version in the batch (the first of equal ones).
+        let mut newest: Vec<usize> = Vec::new();
+        let mut slot_of: HashMap<i64, usize> = HashMap::with_capacity(versions.len());
+        for (i, version) in versions.iter().enumerate() {
+            match slot_of.get(&version.post_id) {
+                Some(&slot) => {
+                    if version.version > versions[newest[slot]].version {
+                        newest[slot] = i;
+                    }
                 }
-                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => continue,
-                Err(other) => return Err(other),
+                None => {
+                    slot_of.insert(version.post_id, newest.len());
+                    newest.push(i);
+                }
             }
         }
-        Ok(Applied::Stale)
+        let posts: Vec<PostDoc> = newest.iter().map(|&i| versions[i].to_post_doc()).collect();
+        let gated = self.gate(&posts).await?;
+        if self.is_ferretdb().await? {
+            // Stale posts settle too: a stale outcome may be this writer's own
+            // earlier write, whose settle an outage or a crash cut short.
+            self.settle_all(&posts).await?;
+        }
+        Ok(versions
+            .iter()
+            .enumerate()
+            .map(|(i, version)| {
+                let slot = slot_of.get(&version.post_id).copied().unwrap_or_default();
+                let (top, outcome) = (newest[slot], gated[slot]);
+                if i == top {
+                    outcome
+                } else if outcome == Applied::Applied && fresh[i] && version.version < versions[top].version {
+                    Applied::Applied
+                } else {
+                    Applied::Stale
+                }
+            })
+            .collect())
+    }
+
+    /// Stores the version documents (one unordered `insert`); per document,
+    /// true when this call stored it, false when it was stored already.
+    async fn insert_versions(&self, versions: &[VersionDoc]) -> Result<Vec<bool>, StoreError> {
+        let documents = versions
+            .iter()
+            .map(|version| {
+                let mut document = to_document(version).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
+                document.insert("_id", version_key(version.post_id, version.version));
+                Ok(document)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let failed = self
+            .write_command("insert into post_versions", "insert", &self.names.1, "documents", documents)
+            .await?;
+        failed
+            .into_iter()
+            .map(|error| match error {
+                None => Ok(true),
+                Some(WriteError { code: DUPLICATE_KEY, .. }) => Ok(false),
+                Some(WriteError { code, message }) => Err(StoreError::Write {
+                    op: "insert into post_versions",
+                    code,
+                    message,
+                }),
+            })
+            .collect()
+    }
+
+    /// The version gate for each post (one unordered `update`, see
+    /// [`apply_batch`](Self::apply_batch)): applied, or stale when `posts`
+    /// already holds that version or a newer one.
+    async fn gate(&self, posts: &[PostDoc]) -> Result<Vec<Applied>, StoreError> {
+        let updates = posts
+            .iter()
+            .map(|post| {
+                let mut document = to_document(post).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
+                let key = post_key(post.post_id);
+                document.insert("_id", key.clone());
+                Ok(doc! {
+                    "q": { "_id": key, "version": { "$lt": post.version } },
+                    "u": document,
+                    "upsert": true,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let failed = self
+            .write_command("update posts", "update", &self.names.0, "updates", updates)
+            .await?;
+        failed
+            .into_iter()
+            .map(|error| match error {
+                None => Ok(Applied::Applied),
+                Some(WriteError { code: DUPLICATE_KEY, .. }) => Ok(Applied::Stale),
+                Some(WriteError { code, message }) => Err(StoreError::Write {
+                    op: "update posts",
+                    code,
+                    message,
+                }),
+            })
+            .collect()
+    }
+
+    /// Runs an unordered write command (`insert` or `update`) over `items`,
+    /// in as few commands as the server allows (normally one), and gives each
+    /// item's write error, if any.
+    ///
+    /// FerretDB 1.24 ignores `ordered: false` for `update`: it stops at the
+    /// first statement that fails (a stale gate) and answers for those up to
+    /// it. Every executed item is either counted in `n` or has a write error,
+    /// so an answer for fewer items than sent means the ones after the last
+    /// error did not run: they are sent again, in a command of their own.
+    async fn write_command(
+        &self,
+        op: &'static str,
+        command: &str,
+        collection: &str,
+        field: &str,
+        items: Vec<Document>,
+    ) -> Result<Vec<Option<WriteError>>, StoreError> {
+        let mut errors: Vec<Option<WriteError>> = vec![None; items.len()];
+        for range in chunks(&items) {
+            let mut start = range.start;
+            while start < range.end {
+                let sent = &items[start..range.end];
+                let reply = timed(
+                    op,
+                    self.database.run_command(doc! {
+                        command: collection,
+                        field: sent.to_vec(),
+                        "ordered": false,
+                    }),
+                )
+                .await?;
+                if let Ok(concern) = reply.get_document("writeConcernError") {
+                    return Err(StoreError::Write {
+                        op,
+                        code: concern.get_i32("code").unwrap_or_default(),
+                        message: concern.get_str("errmsg").unwrap_or_default().to_owned(),
+                    });
+                }
+                let failed = write_errors(&reply, op)?;
+                let mut last_failed = None;
+                for (index, error) in &failed {
+                    if let Some(slot) = errors.get_mut(start + index).filter(|_| *index < sent.len()) {
+                        *slot = Some(error.clone());
+                        last_failed = last_failed.max(Some(*index));
+                    }
+                }
+                let done = match reply.get("n") {
+                    Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or_default(),
+                    Some(Bson::Int64(n)) => usize::try_from(*n).unwrap_or_default(),
+                    _ => 0,
+                };
+                if done + failed.len() >= sent.len() {
+                    break;
+                }
+                match last_failed {
+                    Some(index) => start += index + 1,
+                    None => {
+                        return Err(StoreError::Write {
+                            op,
+                            code: 0,
+                            message: format!("the server answered for {done} of {} items", sent.len()),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(errors)
+    }
+
+    /// True when the server is FerretDB (its `buildInfo` says so), asked once
+    /// per client. An answer without `ferretdbVersion` is taken for MongoDB.
+    async fn is_ferretdb(&self) -> Result<bool, StoreError> {
+        self.server
+            .get_or_try_init(|| async {
+                let info = timed("buildInfo", self.database.run_command(doc! { "buildInfo": 1 })).await?;
+                Ok(info.contains_key("ferretdbVersion"))
+            })
+            .await
+            .copied()
+    }
+
+    /// [`settle`](Self::settle) for every post of a batch after its gate,
+    /// several at a time (FerretDB serves reads side by side).
+    async fn settle_all(&self, posts: &[PostDoc]) -> Result<(), StoreError> {
+        futures::stream::iter(posts.iter().map(|post| self.settle(post.post_id, post.version)))
+            .buffer_unordered(SETTLE_CONCURRENCY)
+            .try_collect::<()>()
+            .await
     }
 
     /// Makes sure `posts` holds the newest stored version of a post after
-    /// this writer wrote `written` into it: looks for the versions after it in
-    /// `post_versions` (by `_id`, one at a time, while they exist) and, if
-    /// there are any, writes the newest of them, and looks again after that.
+    /// this writer gated version `written` into it (or found it stale): looks
+    /// for the versions after it in `post_versions` (by `_id`, one at a time,
+    /// while they exist) and, if there are any, gates the newest of them into
+    /// `posts`, and looks again after that.
     ///
-    /// Why this converges: take the last write to a post's document, of
-    /// version `w`. Any newer version's document was inserted before its
-    /// writer read `posts`; had that insert come after this writer's probe,
-    /// its writer would have read `w`, found its own version newer and written
-    /// it, after the last write. So every newer version is in `post_versions`
+    /// Why this converges: every write to `posts` is followed by its writer's
+    /// probe from the written version up. Take the last write to a post's
+    /// document, of version `w`. Any newer version's document was inserted
+    /// before its writer's gate read `posts`; had that read come after the
+    /// last write, it would have found `w`, older than its own, and written,
+    /// after the last write. So every newer version is in `post_versions`
     /// when the last writer probes, and since versions are contiguous it finds
-    /// them all and writes the newest, unless one in between has not been
-    /// applied yet (events on several streams can arrive out of order), in
-    /// which case that version's writer finds the rest when it settles in
-    /// turn. A writer whose version was overwritten by an older one after it
-    /// wrote is covered too: the overwriter probes from its own version up.
-    /// Without racing writers this costs one indexed read that finds nothing.
+    /// them all and gates the newest, which would be a later write, unless one
+    /// in between has not been applied yet (events on several streams can
+    /// arrive out of order), in which case that version's writer finds the
+    /// rest when it settles in turn. A writer whose probe never ran (an outage
+    /// or a crash after its write) is covered because a failed batch is
+    /// applied again, and a stale post settles as well. Without racing
+    /// writers this costs one indexed read per post that finds nothing.
     async fn settle(&self, post_id: i64, written: i64) -> Result<(), StoreError> {
         let mut from = written;
         for _ in 0..8 {
@@ -250,11 +478,7 @@ impl ReadStore {
                 return Ok(());
             };
             from = newest.version;
-            match self.replace(&newest.to_post_doc()).await {
-                Ok(()) => {}
-                Err(StoreError::Mongo { ref source, .. }) if is_duplicate_key(source) => {}
-                Err(other) => return Err(other),
-            }
+            self.gate(&[newest.to_post_doc()]).await?;
         }
         Ok(())
     }
@@ -262,22 +486,6 @@ impl ReadStore {
     /// The `posts` document of a post, by `_id`.
     async fn get_doc(&self, post_id: i64) -> Result<Option<PostDoc>, StoreError> {
         timed("find in posts", self.posts.find_one(doc! { "_id": post_key(post_id) })).await
-    }
-
-    /// Writes `post` as the post's document (by `_id`, inserting it when absent).
-    async fn replace(&self, post: &PostDoc) -> Result<(), StoreError> {
-        let mut document = to_document(post).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
-        let key = post_key(post.post_id);
-        document.insert("_id", key.clone());
-        timed(
-            "replace in posts",
-            self.posts
-                .clone_with_type::<Document>()
-                .replace_one(doc! { "_id": key }, document)
-                .upsert(true),
-        )
-        .await?;
-        Ok(())
     }
 
     /// One round trip to the server.
@@ -435,6 +643,61 @@ fn post_key(post_id: i64) -> String {
 /// The `_id` of one version's document in `post_versions`.
 fn version_key(post_id: i64, version: i64) -> String {
     format!("{post_id}:{version}")
+}
+
+/// One item's error in a write command's reply.
+#[derive(Clone, Debug)]
+struct WriteError {
+    code: i32,
+    message: String,
+}
+
+/// Splits write-command items into ranges of at most [`MAX_WRITE_ITEMS`]
+/// items and about [`MAX_WRITE_BYTES`] bytes (always at least one item).
+fn chunks(items: &[Document]) -> Vec<std::ops::Range<usize>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, item) in items.iter().enumerate() {
+        let size = mongodb::bson::to_vec(item).map(|b| b.len()).unwrap_or(MAX_WRITE_BYTES);
+        if i > start && (i - start >= MAX_WRITE_ITEMS || bytes + size > MAX_WRITE_BYTES) {
+            chunks.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < items.len() {
+        chunks.push(start..items.len());
+    }
+    chunks
+}
+
+/// The `writeErrors` of a write command's reply, by item index.
+fn write_errors(reply: &Document, op: &'static str) -> Result<Vec<(usize, WriteError)>, StoreError> {
+    let Ok(errors) = reply.get_array("writeErrors") else {
+        return Ok(Vec::new());
+    };
+    errors
+        .iter()
+        .map(|error| {
+            let corrupt = || StoreError::Write {
+                op,
+                code: 0,
+                message: format!("malformed writeErrors entry in the reply: {error}"),
+            };
+            let error = error.as_document().ok_or_else(corrupt)?;
+            let index = match error.get("index") {
+                Some(Bson::Int32(i)) => usize::try_from(*i).ok(),
+                Some(Bson::Int64(i)) => usize::try_from(*i).ok(),
+                _ => None,
+            }
+            .ok_or_else(corrupt)?;
+            let code = error.get_i32("code").map_err(|_| corrupt())?;
+            let message = error.get_str("errmsg").unwrap_or_default().to_owned();
+            Ok((index, WriteError { code, message }))
+        })
+        .collect()
 }
 
 /// Runs a driver call under [`OPERATION_TIMEOUT`], labelling its errors.
