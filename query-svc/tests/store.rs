@@ -240,33 +240,6 @@ async fn a_batch_writes_each_posts_newest_and_reports_every_event() {
     drop_database(&store).await;
 }
 
-/// Not a correctness test: times batches of 256 new posts as `posts` grows,
-/// to show the gate's `_id` lookups stay point reads on FerretDB (a scan
-/// would make each batch slower as the collection grows).
-/// `cargo test -p query-svc --test store -- --ignored --nocapture batch_cost`
-#[tokio::test]
-#[ignore]
-async fn batch_cost_does_not_grow_with_the_collection() {
-    let store = fresh_store("qs_batch_cost").await;
-    let mut timings = Vec::new();
-    for round in 0..40i64 {
-        let batch: Vec<PostEvent> = (0..256).map(|i| created(round * 256 + i + 1, "ann", 1_000)).collect();
-        let started = std::time::Instant::now();
-        store.apply_batch(&batch).await.unwrap();
-        let created_ms = started.elapsed().as_millis();
-        let updates: Vec<PostEvent> = (0..256)
-            .map(|i| event(round * 256 + i + 1, 2, EventType::PostUpdated, "t", "c", "ann", 1_000))
-            .collect();
-        let started = std::time::Instant::now();
-        store.apply_batch(&updates).await.unwrap();
-        timings.push((round, created_ms, started.elapsed().as_millis()));
-    }
-    for (round, created_ms, updated_ms) in &timings {
-        eprintln!("posts {:>6}: create batch {created_ms} ms, update batch {updated_ms} ms", (round + 1) * 256);
-    }
-    drop_database(&store).await;
-}
-
 #[tokio::test]
 async fn duplicates_and_older_versions_are_stale() {
     let store = fresh_store("qs_stale").await;

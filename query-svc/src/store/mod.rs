@@ -59,9 +59,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// so a server that accepts connections but never answers cannot hang a caller.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Settle probes of one batch in flight at once: within the driver's default
-/// pool of 10 connections, leaving room for the batch's other callers.
-const SETTLE_CONCURRENCY: usize = 8;
+/// Reads of one batch (gate reads, settle probes) in flight at once: within
+/// the driver's default pool of 10 connections, leaving room for others.
+const READ_CONCURRENCY: usize = 8;
 
 /// Most items in one write command; a batch beyond it takes several commands.
 const MAX_WRITE_ITEMS: usize = 1000;
@@ -206,38 +206,42 @@ impl ReadStore {
     /// Applies a batch of events (of any posts, in any order, duplicates
     /// allowed) and tells, per event and in the same order, what it did.
     ///
-    /// Three steps, each one round trip for the whole batch on the happy path:
-    /// 1. every event is checked first, so an invalid one fails the batch
-    ///    before anything is written ([`StoreError::InvalidEvent`]);
-    /// 2. one unordered `insert` stores every version document in
-    ///    `post_versions` (a duplicate key means it is stored already);
-    /// 3. one unordered `update` gates each post's newest version of the
-    ///    batch into `posts`: `{_id: post, version: {$lt: v}}` with the full
-    ///    document as replacement and `upsert: true`. A match replaces the
-    ///    older state; no document inserts it; a stored version `>= v` makes
-    ///    the upsert's insert collide on `_id` (E11000): stale. Versions of a
-    ///    post older than its newest in the batch never reach `posts` (they
-    ///    are in `post_versions`, for history and watchers).
+    /// 1. Every event is checked first, so an invalid one fails the batch
+    ///    before anything is written ([`StoreError::InvalidEvent`]).
+    /// 2. One unordered `insert` stores every version document in
+    ///    `post_versions` (a duplicate key means it is stored already).
+    /// 3. The gate, per post, for its newest version of the batch only (the
+    ///    older ones are in `post_versions`, for history and watchers): read
+    ///    the stored version by `_id` (the posts' reads side by side), then
+    ///    one unordered `update` replaces, with `upsert: true`, the document
+    ///    of every post whose stored version is older. A duplicate key there
+    ///    means another writer inserted the post after our read: read and
+    ///    decide again (three times at most, like [`apply`](Self::apply) did).
+    /// 4. On FerretDB, [`settle`](Self::settle) every post of the batch, the
+    ///    probes side by side.
     ///
-    /// On FerretDB a fourth step follows, [`settle`](Self::settle), one probe
-    /// per post of the batch, the probes side by side.
+    /// So a batch costs two write commands, one read per post and, on
+    /// FerretDB, one probe per post, instead of four round trips per event.
     ///
-    /// The outcome of a post's newest version in the batch is exact (the
-    /// gate's). An older version of the same post counts as
-    /// [`Applied::Applied`] when the gate moved the post past it and this call
-    /// stored its version document (it is new to the read model), otherwise
-    /// as [`Applied::Stale`] (a duplicate, or a retry of a batch whose earlier
-    /// attempt stored it).
+    /// The filter of the gate's update is `{_id}` alone on FerretDB, the only
+    /// filter FerretDB 1.24 passes to SQLite (with `version: {$lt: v}` added
+    /// it decodes the whole collection for every statement). On MongoDB it is
+    /// `{_id, version: {$lt: v}}`: MongoDB evaluates the filter and writes
+    /// atomically per document, so a post's version in `posts` never goes
+    /// back, whatever replicas race, and a stored newer version makes the
+    /// upsert's insert collide on `_id` (E11000), which the re-read then
+    /// finds stale. The newest version of a post is the newest of whatever
+    /// batch carries it, so its gate writes it or finds it written: MongoDB
+    /// converges without `settle`, which is skipped there. FerretDB reads and
+    /// writes in two steps, so two writers of one post at once can leave the
+    /// older version on top; `settle` repairs that (see there).
     ///
-    /// Why the result converges on the in-order state: on MongoDB the gate is
-    /// one atomic conditional write per document, so a post's `version` in
-    /// `posts` only ever grows, and the newest version of a post is the newest
-    /// of whatever batch carries it, so its gate writes it (or finds it).
-    /// FerretDB evaluates the filter and writes in two steps, so two writers
-    /// of one post at once (relay replicas) can leave the older version on
-    /// top; there `settle` repairs it (see there). An error after some writes
-    /// is harmless: every step is idempotent, and the caller retries the
-    /// batch, which settles again.
+    /// An event counts as [`Applied::Applied`] when its post was written by
+    /// this call and the event is newer than the version read before the
+    /// write (older versions of the batch included: the post moved past them
+    /// in this write), once per `(post, version)`; otherwise as
+    /// [`Applied::Stale`]. An error after some writes is harmless: every step
+    /// is idempotent, and a retried batch settles again.
     pub async fn apply_batch(&self, events: &[PostEvent]) -> Result<Vec<Applied>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -246,9 +250,9 @@ impl ReadStore {
             .iter()
             .map(VersionDoc::from_event)
             .collect::<Result<Vec<_>, _>>()?;
-        let fresh = self.insert_versions(&versions).await?;
+        self.insert_versions(&versions).await?;
         // Each post once, in order of first appearance, with the index of its
-        // newest version in the batch (the first of equal ones).
+        // newest version in the batch.
         let mut newest: Vec<usize> = Vec::new();
         let mut slot_of: HashMap<i64, usize> = HashMap::with_capacity(versions.len());
         for (i, version) in versions.iter().enumerate() {
@@ -271,15 +275,16 @@ impl ReadStore {
             // earlier write, whose settle an outage or a crash cut short.
             self.settle_all(&posts).await?;
         }
+        let mut seen = std::collections::HashSet::with_capacity(versions.len());
         Ok(versions
             .iter()
-            .enumerate()
-            .map(|(i, version)| {
+            .map(|version| {
                 let slot = slot_of.get(&version.post_id).copied().unwrap_or_default();
-                let (top, outcome) = (newest[slot], gated[slot]);
-                if i == top {
-                    outcome
-                } else if outcome == Applied::Applied && fresh[i] && version.version < versions[top].version {
+                let newer = match gated[slot] {
+                    Gate::Written { before } => before.is_none_or(|before| version.version > before),
+                    Gate::Stale => false,
+                };
+                if newer && seen.insert((version.post_id, version.version)) {
                     Applied::Applied
                 } else {
                     Applied::Stale
@@ -288,9 +293,9 @@ impl ReadStore {
             .collect())
     }
 
-    /// Stores the version documents (one unordered `insert`); per document,
-    /// true when this call stored it, false when it was stored already.
-    async fn insert_versions(&self, versions: &[VersionDoc]) -> Result<Vec<bool>, StoreError> {
+    /// Stores the version documents (one unordered `insert`); a duplicate
+    /// key means the document is stored already.
+    async fn insert_versions(&self, versions: &[VersionDoc]) -> Result<(), StoreError> {
         let documents = versions
             .iter()
             .map(|version| {
@@ -305,8 +310,7 @@ impl ReadStore {
         failed
             .into_iter()
             .map(|error| match error {
-                None => Ok(true),
-                Some(WriteError { code: DUPLICATE_KEY, .. }) => Ok(false),
+                None | Some(WriteError { code: DUPLICATE_KEY, .. }) => Ok(()),
                 Some(WriteError { code, message }) => Err(StoreError::Write {
                     op: "insert into post_versions",
                     code,
@@ -316,38 +320,86 @@ impl ReadStore {
             .collect()
     }
 
-    /// The version gate for each post (one unordered `update`, see
-    /// [`apply_batch`](Self::apply_batch)): applied, or stale when `posts`
-    /// already holds that version or a newer one.
-    async fn gate(&self, posts: &[PostDoc]) -> Result<Vec<Applied>, StoreError> {
-        let updates = posts
-            .iter()
-            .map(|post| {
-                let mut document = to_document(post).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
-                let key = post_key(post.post_id);
-                document.insert("_id", key.clone());
-                Ok(doc! {
-                    "q": { "_id": key, "version": { "$lt": post.version } },
-                    "u": document,
-                    "upsert": true,
+    /// The version gate for each post (see [`apply_batch`](Self::apply_batch)):
+    /// whether this call wrote it, and over which stored version.
+    async fn gate(&self, posts: &[PostDoc]) -> Result<Vec<Gate>, StoreError> {
+        let atomic = !self.is_ferretdb().await?;
+        let mut gated = vec![Gate::Stale; posts.len()];
+        let mut pending: Vec<usize> = (0..posts.len()).collect();
+        // A duplicate key means another writer inserted the post between our
+        // read and our write: read again and decide again.
+        for _ in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            let stored: Vec<Option<i64>> =
+                futures::stream::iter(pending.iter().map(|&i| self.stored_version(posts[i].post_id)))
+                    .buffered(READ_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+            let newer: Vec<(usize, Option<i64>)> = pending
+                .iter()
+                .zip(stored)
+                .filter(|(&i, stored)| stored.is_none_or(|s| s < posts[i].version))
+                .map(|(&i, stored)| (i, stored))
+                .collect();
+            pending.clear();
+            if newer.is_empty() {
+                break;
+            }
+            let updates = newer
+                .iter()
+                .map(|&(i, _)| {
+                    let post = &posts[i];
+                    let mut document = to_document(post).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
+                    let key = post_key(post.post_id);
+                    document.insert("_id", key.clone());
+                    let filter = if atomic {
+                        doc! { "_id": key, "version": { "$lt": post.version } }
+                    } else {
+                        doc! { "_id": key }
+                    };
+                    Ok(doc! { "q": filter, "u": document, "upsert": true })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let failed = self
+                .write_command("update posts", "update", &self.names.0, "updates", updates)
+                .await?;
+            for ((i, before), error) in newer.into_iter().zip(failed) {
+                match error {
+                    None => gated[i] = Gate::Written { before },
+                    Some(WriteError { code: DUPLICATE_KEY, .. }) => pending.push(i),
+                    Some(WriteError { code, message }) => {
+                        return Err(StoreError::Write {
+                            op: "update posts",
+                            code,
+                            message,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(gated)
+    }
+
+    /// The version of a post's document in `posts`, by `_id`.
+    async fn stored_version(&self, post_id: i64) -> Result<Option<i64>, StoreError> {
+        let found = timed(
+            "find in posts",
+            self.posts
+                .clone_with_type::<Document>()
+                .find_one(doc! { "_id": post_key(post_id) })
+                .projection(doc! { "version": 1 }),
+        )
+        .await?;
+        found
+            .map(|document| {
+                document.get_i64("version").map_err(|_| StoreError::Corrupt {
+                    collection: self.names.0.clone(),
+                    reason: format!("post {post_id} has no integer version"),
                 })
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let failed = self
-            .write_command("update posts", "update", &self.names.0, "updates", updates)
-            .await?;
-        failed
-            .into_iter()
-            .map(|error| match error {
-                None => Ok(Applied::Applied),
-                Some(WriteError { code: DUPLICATE_KEY, .. }) => Ok(Applied::Stale),
-                Some(WriteError { code, message }) => Err(StoreError::Write {
-                    op: "update posts",
-                    code,
-                    message,
-                }),
-            })
-            .collect()
+            .transpose()
     }
 
     /// Runs an unordered write command (`insert` or `update`) over `items`,
@@ -435,7 +487,7 @@ impl ReadStore {
     /// several at a time (FerretDB serves reads side by side).
     async fn settle_all(&self, posts: &[PostDoc]) -> Result<(), StoreError> {
         futures::stream::iter(posts.iter().map(|post| self.settle(post.post_id, post.version)))
-            .buffer_unordered(SETTLE_CONCURRENCY)
+            .buffer_unordered(READ_CONCURRENCY)
             .try_collect::<()>()
             .await
     }
@@ -643,6 +695,15 @@ fn post_key(post_id: i64) -> String {
 /// The `_id` of one version's document in `post_versions`.
 fn version_key(post_id: i64, version: i64) -> String {
     format!("{post_id}:{version}")
+}
+
+/// What the gate did with a post.
+#[derive(Clone, Copy, Debug)]
+enum Gate {
+    /// Written over the version read before (`None`: the post was new).
+    Written { before: Option<i64> },
+    /// Not written: `posts` holds this version or a newer one.
+    Stale,
 }
 
 /// One item's error in a write command's reply.
