@@ -1,6 +1,7 @@
-//! The consume loop for one stream: read a batch in the consumer group, apply
-//! each entry with retries (one post's entries in order; optionally several
-//! posts at once), dead-letter what keeps failing, acknowledge.
+//! The consume loop for one stream: read a batch in the consumer group,
+//! apply it to the read model with one batch apply (entry by entry, with
+//! retries, when the store rejects the batch), dead-letter what keeps
+//! failing, announce what became visible, acknowledge.
 //!
 //! Three kinds of trouble are kept apart:
 //! - an entry that cannot be decoded is dead-lettered at once;
@@ -8,7 +9,7 @@
 //!   jitter, then dead-lettered after `max_attempts`;
 //! - an unreachable store is an outage, not a bad event: the loop stops,
 //!   reports NOT_SERVING, waits with capped backoff, and resumes with the same
-//!   entry, so an outage never fills the dead-letter stream.
+//!   entries, so an outage never fills the dead-letter stream.
 
 use std::{
     sync::{
@@ -20,6 +21,7 @@ use std::{
 
 use futures::StreamExt;
 use postmesh_common::{redact::redact_url, shutdown::Shutdown, topology::Route};
+use postmesh_proto::v1::PostEvent;
 use query_svc::store::Applied;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -77,7 +79,8 @@ pub struct Settings {
     pub consumer: String,
     /// Entries per read.
     pub batch_size: usize,
-    /// Posts of a batch applied side by side.
+    /// Posts applied side by side when a batch goes entry by entry (the
+    /// store rejected it as a whole).
     pub apply_concurrency: usize,
     /// Attempts before dead-lettering.
     pub max_attempts: u32,
@@ -147,6 +150,29 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 enum Outcome {
     Done,
     Interrupted,
+}
+
+/// How a batch went through [`Projector::apply_batch`].
+enum Batch {
+    /// Applied (and counted, logged, announced).
+    Applied,
+    /// Shutdown came during a store outage: nothing is handled.
+    Interrupted,
+    /// To be applied entry by entry.
+    OneByOne,
+}
+
+/// The client span of a read-model write, under `parent`.
+fn apply_span(parent: &tracing::Span) -> tracing::Span {
+    tracing::info_span!(
+        parent: parent,
+        "apply",
+        otel.name = "update posts",
+        otel.kind = "client",
+        db.system = "mongodb",
+        db.operation.name = "update",
+        db.collection.name = "posts",
+    )
 }
 
 impl<P: Projector> Consumer<P> {
@@ -285,20 +311,176 @@ impl<P: Projector> Consumer<P> {
         Ok(entry::from_ids(&self.route.stream, reply.claimed))
     }
 
-    /// Applies a batch: the entries of one post one after another, in stream
-    /// order, and up to `apply_concurrency` posts side by side (the store's
-    /// apply is order-independent and safe under concurrency). Then
-    /// acknowledges what was handled.
+    /// Handles a batch: dead-letters what cannot be decoded, applies the rest
+    /// with one [`Projector::apply_batch`], announces what became visible in
+    /// one pipelined round trip, then acknowledges what was handled.
+    ///
+    /// A store outage pauses here and the same events are applied again once
+    /// the store answers. A batch the store rejects (or a projector without a
+    /// batch path) goes entry by entry instead ([`process_entries`](Self::process_entries)),
+    /// where each event is retried and, if it keeps failing, dead-lettered on
+    /// its own.
     async fn process(&mut self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> Outcome {
+        self.stats.consumed.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        let mut acks: Vec<String> = Vec::with_capacity(entries.len());
+        let mut decoded: Vec<(Entry, PostEvent)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match entry.event() {
+                Ok(event) => decoded.push((entry, event)),
+                Err(error) => {
+                    // Entries of the batch are still unhandled, so stopping
+                    // here never applies a post's entry ahead of this one.
+                    if !self.handle(&entry, shutdown).await {
+                        tracing::debug!(%error, "shutdown while dead-lettering an undecodable entry");
+                        self.ack(&acks).await;
+                        return Outcome::Interrupted;
+                    }
+                    acks.push(entry.id);
+                }
+            }
+        }
+        let outcome = match self.apply_decoded(&decoded, shutdown).await {
+            Batch::Applied => {
+                acks.extend(decoded.into_iter().map(|(entry, _)| entry.id));
+                Outcome::Done
+            }
+            Batch::Interrupted => Outcome::Interrupted,
+            Batch::OneByOne => {
+                let (handled, outcome) = self
+                    .process_entries(decoded.into_iter().map(|(e, _)| e).collect(), shutdown)
+                    .await;
+                acks.extend(handled);
+                outcome
+            }
+        };
+        self.ack(&acks).await;
+        outcome
+    }
+
+    /// Applies decoded events as one batch, through store outages.
+    async fn apply_decoded(&self, decoded: &[(Entry, PostEvent)], shutdown: &mut Shutdown) -> Batch {
+        if decoded.is_empty() {
+            return Batch::Applied;
+        }
+        let events: Vec<PostEvent> = decoded.iter().map(|(_, event)| event.clone()).collect();
+        let mut outage = 0u32;
+        loop {
+            // Spans per entry, continuing each entry's trace, all covering
+            // the one shared write; created before it, closed after it.
+            let spans: Vec<(tracing::Span, tracing::Span)> = decoded
+                .iter()
+                .map(|(entry, _)| {
+                    let process = self.process_span(entry);
+                    let apply = apply_span(&process);
+                    (process, apply)
+                })
+                .collect();
+            let result = self.projector.apply_batch(&events).await;
+            match result {
+                None => return Batch::OneByOne,
+                Some(Ok(outcomes)) if outcomes.len() == events.len() => {
+                    if outage > 0 {
+                        self.set_serving(true);
+                    }
+                    self.finish(decoded, &outcomes, spans).await;
+                    return Batch::Applied;
+                }
+                Some(Ok(outcomes)) => {
+                    tracing::warn!(
+                        stream = %self.route.stream,
+                        events = events.len(),
+                        outcomes = outcomes.len(),
+                        "the store answered for a different number of events; applying one by one"
+                    );
+                    return Batch::OneByOne;
+                }
+                Some(Err(ApplyError::Unavailable(error))) => {
+                    drop(spans);
+                    outage += 1;
+                    if outage == 1 {
+                        tracing::warn!(%error, "read store unreachable; pausing consumption");
+                        self.set_serving(false);
+                    }
+                    if !self.wait_for_store(outage, shutdown).await {
+                        return Batch::Interrupted;
+                    }
+                    tracing::info!("read store reachable again; resuming");
+                }
+                Some(Err(ApplyError::Rejected(error))) => {
+                    if outage > 0 {
+                        self.set_serving(true);
+                    }
+                    tracing::warn!(
+                        stream = %self.route.stream,
+                        events = events.len(),
+                        %error,
+                        "the store rejected the batch; applying one by one"
+                    );
+                    return Batch::OneByOne;
+                }
+            }
+        }
+    }
+
+    /// Counts, measures, logs and announces the outcome of an applied batch.
+    async fn finish(
+        &self,
+        decoded: &[(Entry, PostEvent)],
+        outcomes: &[Applied],
+        spans: Vec<(tracing::Span, tracing::Span)>,
+    ) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut visible: Vec<(i64, i64)> = Vec::new();
+        let (mut applied, mut stale) = (0u64, 0u64);
+        for (((entry, event), outcome), (process, apply)) in decoded.iter().zip(outcomes).zip(spans) {
+            drop(apply);
+            let outcome = match outcome {
+                Applied::Applied => {
+                    applied += 1;
+                    if let Some(occurred) = &event.occurred_at {
+                        let occurred_ms = occurred.seconds * 1000 + i64::from(occurred.nanos) / 1_000_000;
+                        self.lag.record((now_ms - occurred_ms).max(0) as f64, &[]);
+                    }
+                    visible.push((event.post_id, event.version));
+                    "applied"
+                }
+                Applied::Stale => {
+                    stale += 1;
+                    "stale"
+                }
+            };
+            process.in_scope(|| {
+                tracing::info!(
+                    stream = %entry.stream,
+                    entry_id = %entry.id,
+                    post_id = event.post_id,
+                    version = event.version,
+                    action = event.event_type().action(),
+                    attempt = 1,
+                    outcome,
+                    "event applied"
+                );
+            });
+        }
+        self.stats.applied.fetch_add(applied, Ordering::Relaxed);
+        self.stats.stale.fetch_add(stale, Ordering::Relaxed);
+        // Per post in version order, whatever order the stream had.
+        visible.sort_unstable();
+        self.notify_all(&visible).await;
+    }
+
+    /// Applies entries one by one: the entries of one post one after
+    /// another, in stream order, and up to `apply_concurrency` posts side by
+    /// side (the store's apply is order-independent and safe under
+    /// concurrency). Gives the ids of the handled entries.
+    async fn process_entries(&self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> (Vec<String>, Outcome) {
         let count = entries.len();
-        let this = &*self;
         let results: Vec<(Vec<String>, bool)> = futures::stream::iter(by_post(entries).into_iter().map(|group| {
             let mut shutdown = shutdown.clone();
             async move {
                 let mut acks = Vec::with_capacity(group.len());
                 for entry in group {
-                    this.stats.consumed.fetch_add(1, Ordering::Relaxed);
-                    if !this.handle(&entry, &mut shutdown).await {
+                    if !self.handle(&entry, &mut shutdown).await {
                         // This post's later entries stay pending too, so they
                         // are never applied ahead of this one.
                         return (acks, false);
@@ -319,22 +501,26 @@ impl<P: Projector> Consumer<P> {
                 outcome = Outcome::Interrupted;
             }
         }
-        if !acks.is_empty() {
-            let acked: redis::RedisResult<i64> =
-                self.writer.xack(&self.route.stream, &self.settings.group, &acks).await;
-            if let Err(error) = acked {
-                // Unacked entries stay pending and are claimed again later;
-                // applying them twice is harmless.
-                tracing::warn!(stream = %self.route.stream, %error, count = acks.len(), "XACK failed");
-            }
-        }
-        outcome
+        (acks, outcome)
     }
 
-    /// Handles one entry inside a consumer span that continues the trace the
-    /// publisher put on the entry; false when shutdown interrupted an outage
-    /// wait and the entry must stay pending.
-    async fn handle(&self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
+    /// Acknowledges handled entries.
+    async fn ack(&self, acks: &[String]) {
+        if acks.is_empty() {
+            return;
+        }
+        let mut writer = self.writer.clone();
+        let acked: redis::RedisResult<i64> = writer.xack(&self.route.stream, &self.settings.group, acks).await;
+        if let Err(error) = acked {
+            // Unacked entries stay pending and are claimed again later;
+            // applying them twice is harmless.
+            tracing::warn!(stream = %self.route.stream, %error, count = acks.len(), "XACK failed");
+        }
+    }
+
+    /// The consumer span of one entry, continuing the trace the publisher
+    /// put on it.
+    fn process_span(&self, entry: &Entry) -> tracing::Span {
         let span = tracing::info_span!(
             "process",
             otel.name = %format!("process {}", entry.stream),
@@ -352,6 +538,14 @@ impl<P: Projector> Consumer<P> {
                 postmesh_common::trace::from_traceparent(&traceparent, &entry.text("tracestate")),
             );
         }
+        span
+    }
+
+    /// Handles one entry inside a consumer span that continues the trace the
+    /// publisher put on the entry; false when shutdown interrupted an outage
+    /// wait and the entry must stay pending.
+    async fn handle(&self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
+        let span = self.process_span(entry);
         self.handle_in_span(entry, shutdown).instrument(span).await
     }
 
@@ -377,14 +571,7 @@ impl<P: Projector> Consumer<P> {
         let mut outage = 0u32;
         loop {
             attempt += 1;
-            let apply_span = tracing::info_span!(
-                "apply",
-                otel.name = "update posts",
-                otel.kind = "client",
-                db.system = "mongodb",
-                db.operation.name = "update",
-                db.collection.name = "posts",
-            );
+            let apply_span = apply_span(&tracing::Span::current());
             match self.projector.apply(&event).instrument(apply_span).await {
                 Ok(applied) => {
                     if outage > 0 {
@@ -470,6 +657,25 @@ impl<P: Projector> Consumer<P> {
 
     fn set_serving(&self, serving: bool) {
         self.serving.send_replace(serving);
+    }
+
+    /// Publishes one notification per `(post_id, version)`, in the given
+    /// order, in one pipelined round trip.
+    async fn notify_all(&self, visible: &[(i64, i64)]) {
+        if visible.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (post_id, version) in visible {
+            let payload = serde_json::json!({ "post_id": post_id, "version": version }).to_string();
+            pipe.publish(&self.settings.notify_channel, payload).ignore();
+        }
+        let mut main = self.main.clone();
+        let sent: redis::RedisResult<()> = pipe.query_async(&mut main).await;
+        if let Err(error) = sent {
+            // Only waiters and watchers miss them; the read model is already right.
+            tracing::debug!(%error, count = visible.len(), "notifications not published");
+        }
     }
 
     async fn notify(&self, post_id: i64, version: i64) {

@@ -33,6 +33,18 @@ impl From<StoreError> for ApplyError {
 pub trait Projector: Clone + Send + Sync + 'static {
     /// Applies one event; idempotent and order-independent.
     fn apply(&self, event: &PostEvent) -> impl Future<Output = Result<Applied, ApplyError>> + Send;
+    /// Applies a batch of events (any posts, any order, duplicates allowed)
+    /// and tells per event, in the same order, what it did; all or nothing as
+    /// far as the caller knows: an error leaves every event to be applied
+    /// again. `None` when this projector applies one event at a time only
+    /// (the relay then calls [`apply`](Self::apply) per entry).
+    fn apply_batch(
+        &self,
+        events: &[PostEvent],
+    ) -> impl Future<Output = Option<Result<Vec<Applied>, ApplyError>>> + Send {
+        let _ = events;
+        std::future::ready(None)
+    }
     /// Checks the read model is reachable.
     fn ping(&self) -> impl Future<Output = Result<(), ApplyError>> + Send;
 }
@@ -40,6 +52,10 @@ pub trait Projector: Clone + Send + Sync + 'static {
 impl Projector for ReadStore {
     async fn apply(&self, event: &PostEvent) -> Result<Applied, ApplyError> {
         Ok(ReadStore::apply(self, event).await?)
+    }
+
+    async fn apply_batch(&self, events: &[PostEvent]) -> Option<Result<Vec<Applied>, ApplyError>> {
+        Some(ReadStore::apply_batch(self, events).await.map_err(ApplyError::from))
     }
 
     async fn ping(&self) -> Result<(), ApplyError> {

@@ -200,7 +200,9 @@ impl ReadStore {
     /// Applies one event: [`apply_batch`](Self::apply_batch) of one.
     pub async fn apply(&self, event: &PostEvent) -> Result<Applied, StoreError> {
         let mut applied = self.apply_batch(std::slice::from_ref(event)).await?;
-        applied.pop().ok_or_else(|| StoreError::Usage("a batch of one event gave no outcome".into()))
+        applied
+            .pop()
+            .ok_or_else(|| StoreError::Usage("a batch of one event gave no outcome".into()))
     }
 
     /// Applies a batch of events (of any posts, in any order, duplicates
@@ -305,12 +307,21 @@ impl ReadStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let failed = self
-            .write_command("insert into post_versions", "insert", &self.names.1, "documents", documents)
+            .write_command(
+                "insert into post_versions",
+                "insert",
+                &self.names.1,
+                "documents",
+                documents,
+            )
             .await?;
         failed
             .into_iter()
             .map(|error| match error {
-                None | Some(WriteError { code: DUPLICATE_KEY, .. }) => Ok(()),
+                None
+                | Some(WriteError {
+                    code: DUPLICATE_KEY, ..
+                }) => Ok(()),
                 Some(WriteError { code, message }) => Err(StoreError::Write {
                     op: "insert into post_versions",
                     code,
@@ -332,11 +343,12 @@ impl ReadStore {
             if pending.is_empty() {
                 break;
             }
-            let stored: Vec<Option<i64>> =
-                futures::stream::iter(pending.iter().map(|&i| self.stored_version(posts[i].post_id)))
-                    .buffered(READ_CONCURRENCY)
-                    .try_collect()
-                    .await?;
+            // Collected first: a lazily mapped stream would not be Send.
+            let reads: Vec<_> = pending.iter().map(|&i| self.stored_version(posts[i].post_id)).collect();
+            let stored: Vec<Option<i64>> = futures::stream::iter(reads)
+                .buffered(READ_CONCURRENCY)
+                .try_collect()
+                .await?;
             let newer: Vec<(usize, Option<i64>)> = pending
                 .iter()
                 .zip(stored)
@@ -368,7 +380,9 @@ impl ReadStore {
             for ((i, before), error) in newer.into_iter().zip(failed) {
                 match error {
                     None => gated[i] = Gate::Written { before },
-                    Some(WriteError { code: DUPLICATE_KEY, .. }) => pending.push(i),
+                    Some(WriteError {
+                        code: DUPLICATE_KEY, ..
+                    }) => pending.push(i),
                     Some(WriteError { code, message }) => {
                         return Err(StoreError::Write {
                             op: "update posts",
@@ -486,7 +500,11 @@ impl ReadStore {
     /// [`settle`](Self::settle) for every post of a batch after its gate,
     /// several at a time (FerretDB serves reads side by side).
     async fn settle_all(&self, posts: &[PostDoc]) -> Result<(), StoreError> {
-        futures::stream::iter(posts.iter().map(|post| self.settle(post.post_id, post.version)))
+        let probes: Vec<_> = posts
+            .iter()
+            .map(|post| self.settle(post.post_id, post.version))
+            .collect();
+        futures::stream::iter(probes)
             .buffer_unordered(READ_CONCURRENCY)
             .try_collect::<()>()
             .await
