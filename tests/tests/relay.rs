@@ -178,6 +178,49 @@ async fn a_poison_entry_is_dead_lettered_at_once_while_the_rest_flow() {
     relay.stop().await.unwrap();
 }
 
+/// The store refuses a decodable event (it carries another post's state): its batch
+/// goes entry by entry, the others are applied, and the bad one is tried
+/// max_attempts times and dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_store_rejects_is_dead_lettered_while_its_batch_is_applied() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    write.create("before").await;
+    let bad = PostEvent {
+        post_id: 4242,
+        version: 1,
+        event_type: postmesh_proto::v1::EventType::PostCreated as i32,
+        post: Some(postmesh_proto::v1::Post {
+            post_id: 999,
+            version: 1,
+            ..Default::default()
+        }),
+        ..PostEvent::default()
+    };
+    let mut conn = redis(&redis_url()).await;
+    let _: String = ::redis::cmd("XADD")
+        .arg(&names.stream)
+        .arg("*")
+        .arg("post_id")
+        .arg("4242")
+        .arg("event")
+        .arg(prost::Message::encode_to_vec(&bad))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    write.create("after").await;
+    let relay = event_relay::startup::spawn(relay_config(&names)).await.unwrap();
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert!(wait_until(SETTLE, || async { dlq_len(&names).await == 1 }).await);
+    assert_eq!(
+        relay.stats.failed.load(Ordering::Relaxed),
+        3,
+        "max_attempts tries of the bad event"
+    );
+    assert!(relay.store.get(4242).await.unwrap().is_none());
+    relay.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_and_reordered_entries_converge() {
     let names = Names::fresh();
