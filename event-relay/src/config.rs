@@ -90,10 +90,10 @@ pub struct Config {
     /// Entries read per XREADGROUP.
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 256)]
     pub batch_size: usize,
-    /// Posts of a batch applied side by side (each post's entries stay in
-    /// order). 1 applies one entry at a time. More did not help against
-    /// FerretDB on SQLite, which serialises writes (docs/performance.md);
-    /// a store that waits on network round trips may gain from it.
+    /// Posts applied side by side when a batch goes entry by entry because
+    /// the store rejected it as a whole (each post's entries stay in order).
+    /// A batch the store accepts is applied with one batch apply, whatever
+    /// this is.
     #[arg(long, env = "RELAY_APPLY_CONCURRENCY", default_value_t = 1)]
     pub apply_concurrency: usize,
     /// Attempts before an entry goes to the dead-letter stream.

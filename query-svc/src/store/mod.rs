@@ -7,11 +7,12 @@
 //! - `post_versions`: one document per `(post_id, version)` (unique), for
 //!   history reads and for fanning a change out to watchers.
 //!
-//! [`ReadStore::apply`] is idempotent and order-independent: whatever order
-//! and however often events arrive, the collections converge on the state
-//! in-order application gives. It uses only single-document operations, so it
-//! works the same on MongoDB and on FerretDB (no transactions, no change
-//! streams).
+//! [`ReadStore::apply_batch`] (and [`ReadStore::apply`], a batch of one) is
+//! idempotent and order-independent: whatever order, batching and however
+//! often events arrive, the collections converge on the state in-order
+//! application gives. It uses only single-document writes (several to a
+//! command), so it works the same on MongoDB and on FerretDB (no
+//! transactions, no change streams).
 //!
 //! Every document has a string `_id` derived from its key (`"<post_id>"` in
 //! `posts`, `"<post_id>:<version>"` in `post_versions`), and the writer and
@@ -20,10 +21,12 @@
 //! any other filter (`{post_id: 7}` included) makes FerretDB read and decode
 //! every document of the collection. (FerretDB 1.24 then also misses its own
 //! `_id` index in SQLite, so even `_id` lookups scan, inside SQLite: see
-//! docs/performance.md.) On MongoDB `_id` is the primary index. An event
-//! costs four round trips, each a point operation on `_id`. The `post_id`
-//! indexes stay: MongoDB uses them for history and listing, and they keep one
-//! document per post.
+//! docs/performance.md.) On MongoDB `_id` is the primary index. The writer
+//! works a batch at a time ([`ReadStore::apply_batch`]): one `insert` of all
+//! version documents, one point read per post, one `update` of all posts and,
+//! on FerretDB only, one point probe per post; the reads go side by side. The
+//! `post_id` indexes stay: MongoDB uses them for history and listing, and
+//! they keep one document per post.
 
 mod document;
 mod error;
@@ -315,20 +318,17 @@ impl ReadStore {
                 documents,
             )
             .await?;
-        failed
-            .into_iter()
-            .map(|error| match error {
-                None
-                | Some(WriteError {
-                    code: DUPLICATE_KEY, ..
-                }) => Ok(()),
-                Some(WriteError { code, message }) => Err(StoreError::Write {
-                    op: "insert into post_versions",
-                    code,
-                    message,
-                }),
-            })
-            .collect()
+        failed.into_iter().try_for_each(|error| match error {
+            None => Ok(()),
+            Some(WriteError {
+                code: DUPLICATE_KEY, ..
+            }) => Ok(()),
+            Some(WriteError { code, message }) => Err(StoreError::Write {
+                op: "insert into post_versions",
+                code,
+                message,
+            }),
+        })
     }
 
     /// The version gate for each post (see [`apply_batch`](Self::apply_batch)):
