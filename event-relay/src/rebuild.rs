@@ -8,7 +8,7 @@
 
 use futures::StreamExt;
 use postmesh_common::auth::TokenFile;
-use postmesh_proto::v1::{event_store_client::EventStoreClient, ReadAllRequest};
+use postmesh_proto::v1::{event_store_client::EventStoreClient, PostEvent, ReadAllRequest};
 use query_svc::store::ReadStore;
 
 use crate::config::Config;
@@ -32,12 +32,25 @@ async fn copy(client: &mut Client, store: &ReadStore, from: i64, done: &mut Rebu
         })
         .await?
         .into_inner();
+    let mut batch = Vec::with_capacity(REBUILD_BATCH);
     while let Some(item) = stream.next().await {
         let Some(event) = item?.event else { continue };
-        store.apply(&event).await?;
-        done.events += 1;
-        done.position = done.position.max(event.position);
+        batch.push(event);
+        if batch.len() >= REBUILD_BATCH {
+            apply(store, &mut batch, done).await?;
+        }
     }
+    apply(store, &mut batch, done).await
+}
+
+/// Events applied to the fresh read model at once.
+const REBUILD_BATCH: usize = 256;
+
+async fn apply(store: &ReadStore, batch: &mut Vec<PostEvent>, done: &mut Rebuilt) -> anyhow::Result<()> {
+    store.apply_batch(batch).await?;
+    done.events += batch.len() as u64;
+    done.position = batch.iter().map(|e| e.position).fold(done.position, i64::max);
+    batch.clear();
     Ok(())
 }
 

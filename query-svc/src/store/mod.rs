@@ -22,9 +22,10 @@
 //! every document of the collection. (FerretDB 1.24 then also misses its own
 //! `_id` index in SQLite, so even `_id` lookups scan, inside SQLite: see
 //! docs/performance.md.) On MongoDB `_id` is the primary index. The writer
-//! works a batch at a time ([`ReadStore::apply_batch`]): one `insert` of all
-//! version documents, one point read per post, one `update` of all posts and,
-//! on FerretDB only, one point probe per post; the reads go side by side. The
+//! works a batch at a time ([`ReadStore::apply_batch`]): `insert` commands of
+//! up to 64 version documents, one point read per post, `update` commands of
+//! up to 64 posts and, on FerretDB only, one point probe per post; the reads
+//! go side by side. The
 //! `post_id` indexes stay: MongoDB uses them for history and listing, and
 //! they keep one document per post.
 
@@ -67,7 +68,15 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CONCURRENCY: usize = 8;
 
 /// Most items in one write command; a batch beyond it takes several commands.
-const MAX_WRITE_ITEMS: usize = 1000;
+/// FerretDB on SQLite takes a few milliseconds per update statement, more
+/// under load, so a command of 64 stays far inside its time limit (see
+/// [`WRITE_ITEM_TIMEOUT`]) while still saving 63 round trips in 64.
+const MAX_WRITE_ITEMS: usize = 64;
+
+/// Time a write command may take per item, on top of [`OPERATION_TIMEOUT`]:
+/// a command that is slow because it is big is not mistaken for a hung server
+/// (which the relay would treat as an outage and send again, and again).
+const WRITE_ITEM_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Most bytes of items in one write command, well under the 16 MiB a command
 /// document may have (a post's content alone may be 100 kB).
@@ -213,20 +222,21 @@ impl ReadStore {
     ///
     /// 1. Every event is checked first, so an invalid one fails the batch
     ///    before anything is written ([`StoreError::InvalidEvent`]).
-    /// 2. One unordered `insert` stores every version document in
-    ///    `post_versions` (a duplicate key means it is stored already).
+    /// 2. Unordered `insert`s (64 documents each) store every version
+    ///    document in `post_versions` (a duplicate key: stored already).
     /// 3. The gate, per post, for its newest version of the batch only (the
     ///    older ones are in `post_versions`, for history and watchers): read
     ///    the stored version by `_id` (the posts' reads side by side), then
-    ///    one unordered `update` replaces, with `upsert: true`, the document
+    ///    unordered `update`s (64 statements each) replace, with `upsert: true`, the document
     ///    of every post whose stored version is older. A duplicate key there
     ///    means another writer inserted the post after our read: read and
     ///    decide again (three times at most, like [`apply`](Self::apply) did).
     /// 4. On FerretDB, [`settle`](Self::settle) every post of the batch, the
     ///    probes side by side.
     ///
-    /// So a batch costs two write commands, one read per post and, on
-    /// FerretDB, one probe per post, instead of four round trips per event.
+    /// So a batch costs two write commands per 64 events, one read per post
+    /// and, on FerretDB, one probe per post, instead of four round trips per
+    /// event.
     ///
     /// The filter of the gate's update is `{_id}` alone on FerretDB, the only
     /// filter FerretDB 1.24 passes to SQLite (with `version: {$lt: v}` added
@@ -438,8 +448,10 @@ impl ReadStore {
             let mut start = range.start;
             while start < range.end {
                 let sent = &items[start..range.end];
-                let reply = timed(
+                let limit = OPERATION_TIMEOUT + WRITE_ITEM_TIMEOUT * u32::try_from(sent.len()).unwrap_or(u32::MAX);
+                let reply = timed_within(
                     op,
+                    limit,
                     self.database.run_command(doc! {
                         command: collection,
                         field: sent.to_vec(),
@@ -784,11 +796,17 @@ async fn timed<T>(
     op: &'static str,
     call: impl std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(OPERATION_TIMEOUT, call.into_future()).await {
+    timed_within(op, OPERATION_TIMEOUT, call).await
+}
+
+/// Runs a driver call under `limit`, labelling its errors.
+async fn timed_within<T>(
+    op: &'static str,
+    limit: Duration,
+    call: impl std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, call.into_future()).await {
         Ok(result) => result.map_err(StoreError::mongo(op)),
-        Err(_) => Err(StoreError::Timeout {
-            op,
-            after: OPERATION_TIMEOUT,
-        }),
+        Err(_) => Err(StoreError::Timeout { op, after: limit }),
     }
 }
