@@ -241,6 +241,43 @@ async fn a_batch_writes_each_posts_newest_and_reports_every_event() {
 }
 
 #[tokio::test]
+async fn a_batch_larger_than_one_write_command_is_applied_whole() {
+    let store = fresh_store("qs_batch_big").await;
+    let first: Vec<PostEvent> = (1..=100).map(|id| created(id, "ann", 1_000)).collect();
+    assert!(store
+        .apply_batch(&first)
+        .await
+        .unwrap()
+        .iter()
+        .all(|a| *a == Applied::Applied));
+    // Old posts again (stale) interleaved with new ones and updates.
+    let mut second = Vec::new();
+    for id in 1..=100 {
+        second.push(created(id, "ann", 1_000));
+        second.push(created(id + 100, "bob", 1_000));
+        if id % 2 == 0 {
+            second.push(event(id, 2, EventType::PostUpdated, "t2", "c2", "ann", 1_000));
+        }
+    }
+    let outcomes = store.apply_batch(&second).await.unwrap();
+    for (event, outcome) in second.iter().zip(&outcomes) {
+        let want = if event.post_id > 100 || event.version == 2 {
+            Applied::Applied
+        } else {
+            Applied::Stale
+        };
+        assert_eq!(*outcome, want, "{} v{}", event.post_id, event.version);
+    }
+    let posts = store.all_posts().await.unwrap();
+    assert_eq!(posts.len(), 200);
+    assert!(posts
+        .iter()
+        .all(|p| p.version == if p.post_id <= 100 && p.post_id % 2 == 0 { 2 } else { 1 }));
+    assert_eq!(store.all_versions().await.unwrap().len(), 250);
+    drop_database(&store).await;
+}
+
+#[tokio::test]
 async fn duplicates_and_older_versions_are_stale() {
     let store = fresh_store("qs_stale").await;
     let v1 = created(1, "ann", 1_000);
