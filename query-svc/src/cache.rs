@@ -551,10 +551,11 @@ mod tests {
             }
             assert_eq!(cache.len(), capacity);
         }
-        // A post read between fills keeps its reference bit and outlives cold ones.
-        let cache = live(16);
+        // A post read between fills keeps its reference bit and outlives cold
+        // ones (shards of 4: a shard of 1 has no room for anything else).
+        let cache = live(4 * MAX_SHARDS);
         cache.fill(cache.ticket(), &post(1, 1));
-        for id in 2..=200 {
+        for id in 2..=1000 {
             assert!(cache.get(1, 0).is_some(), "hot post evicted before fill {id}");
             cache.fill(cache.ticket(), &post(id, 1));
         }
