@@ -181,7 +181,9 @@ impl PostCache {
     pub fn export_metrics(&self) {
         let meter = opentelemetry::global::meter("postmesh");
         let counters: [(&'static str, &'static str, fn(&CacheStats) -> &AtomicU64); 3] = [
-            ("query.cache.hits", "GetPost calls answered from the post cache", |s| &s.hits),
+            ("query.cache.hits", "GetPost calls answered from the post cache", |s| {
+                &s.hits
+            }),
             ("query.cache.misses", "GetPost calls that read the store", |s| &s.misses),
             ("query.cache.clears", "times the post cache was emptied", |s| &s.clears),
         ];
@@ -491,7 +493,10 @@ mod tests {
         for id in 100..100 + MIN_MARKERS as i64 + 1 {
             cache.invalidate(id, 1);
         }
-        assert!(!cache.fill(ticket, &post(5, 8)), "stale fill slipped past a forgotten marker");
+        assert!(
+            !cache.fill(ticket, &post(5, 8)),
+            "stale fill slipped past a forgotten marker"
+        );
         // Reads started after the reset fill normally.
         assert!(cache.fill(cache.ticket(), &post(5, 9)));
     }

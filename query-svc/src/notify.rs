@@ -515,10 +515,7 @@ mod tests {
     fn messages_are_changes_or_resets() {
         assert_eq!(
             Message::parse(br#"{"post_id":3,"version":2}"#),
-            Some(Message::Change(Notification {
-                post_id: 3,
-                version: 2
-            }))
+            Some(Message::Change(Notification { post_id: 3, version: 2 }))
         );
         assert_eq!(Message::parse(RESET_PAYLOAD.as_bytes()), Some(Message::Reset));
         assert_eq!(Message::parse(br#"{"reset":false}"#), None);

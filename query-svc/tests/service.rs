@@ -870,7 +870,10 @@ async fn get_post_is_cached_and_each_notification_brings_the_next_version() {
     }
     // Its notification evicts it; the next GetPost reads version 2.
     h.publish(1, 2).await;
-    assert!(h.eventually_version(1, 2).await, "the notification did not evict version 1");
+    assert!(
+        h.eventually_version(1, 2).await,
+        "the notification did not evict version 1"
+    );
     assert_eq!(h.get(1, 0, false).await.unwrap().title, "silent");
 
     // min_version above the cached version still waits for the change.
@@ -916,7 +919,10 @@ async fn cached_posts_expire_after_the_ttl() {
     assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
     let changed = Instant::now();
     h.write_silently(&updated(1, 2, "unannounced", 1_000)).await;
-    assert!(h.eventually_version(1, 2).await, "the unannounced change was never seen");
+    assert!(
+        h.eventually_version(1, 2).await,
+        "the unannounced change was never seen"
+    );
     assert!(changed.elapsed() < Duration::from_secs(2), "{:?}", changed.elapsed());
     h.stop().await;
 }
@@ -960,7 +966,10 @@ async fn the_cache_is_dropped_while_the_subscription_is_down() {
     // The relay's notification is lost (nobody subscribed), yet GetPost
     // reads the store while the subscription is down.
     h.write_silently(&updated(1, 2, "while down", 1_000)).await;
-    assert!(h.eventually_version(1, 2).await, "served a cached post without a subscription");
+    assert!(
+        h.eventually_version(1, 2).await,
+        "served a cached post without a subscription"
+    );
     gate.restore();
     h.stop().await;
 }
