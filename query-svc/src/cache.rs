@@ -21,7 +21,8 @@
 //!   marker, and never replaces a newer cached version. A version the store
 //!   returned that is at least every notified version is the newest the
 //!   store holds as far as anyone told us; any later change will be
-//!   notified and evict it.
+//!   notified and evict it. A fill also evicts an older cached version even
+//!   when it is refused: the store held the newer one.
 //! - **Markers are bounded without losing that guarantee.** When a shard's
 //!   marker map grows past its bound it is emptied, and the shard's *floor*
 //!   is raised to a new generation: every fill whose read started before
@@ -265,6 +266,11 @@ impl PostCache {
         let mut guard = lock(shard);
         // Through the guard once, so fields can be borrowed separately.
         let shard = &mut *guard;
+        // The store held this version, so an older cached one is stale
+        // whether or not this read may fill.
+        if shard.entries.get(&post.post_id).is_some_and(|e| e.post.version < post.version) {
+            shard.remove(post.post_id);
+        }
         if ticket.generation < shard.floor
             || bytes > shard.max_bytes
             || shard.markers.get(&post.post_id).is_some_and(|v| *v > post.version)
@@ -497,6 +503,14 @@ mod tests {
             !cache.fill(ticket, &post(5, 8)),
             "stale fill slipped past a forgotten marker"
         );
+        // A refused fill still evicts an older cached version.
+        assert!(cache.fill(cache.ticket(), &post(6, 1)));
+        let ticket = cache.ticket();
+        for id in 5000..5000 + MIN_MARKERS as i64 + 1 {
+            cache.invalidate(id, 1);
+        }
+        assert!(!cache.fill(ticket, &post(6, 2)));
+        assert!(cache.get(6, 0).is_none());
         // Reads started after the reset fill normally.
         assert!(cache.fill(cache.ticket(), &post(5, 9)));
     }
