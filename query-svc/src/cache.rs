@@ -89,6 +89,9 @@ pub struct CacheStats {
     pub clears: AtomicU64,
 }
 
+/// Picks one counter out of [`CacheStats`].
+type StatField = fn(&CacheStats) -> &AtomicU64;
+
 /// Proof of when a store read started, handed back to [`PostCache::fill`].
 #[derive(Clone, Copy, Debug)]
 pub struct Ticket {
@@ -181,7 +184,7 @@ impl PostCache {
     /// not an instrument call.
     pub fn export_metrics(&self) {
         let meter = opentelemetry::global::meter("postmesh");
-        let counters: [(&'static str, &'static str, fn(&CacheStats) -> &AtomicU64); 3] = [
+        let counters: [(&'static str, &'static str, StatField); 3] = [
             ("query.cache.hits", "GetPost calls answered from the post cache", |s| {
                 &s.hits
             }),
@@ -268,7 +271,11 @@ impl PostCache {
         let shard = &mut *guard;
         // The store held this version, so an older cached one is stale
         // whether or not this read may fill.
-        if shard.entries.get(&post.post_id).is_some_and(|e| e.post.version < post.version) {
+        if shard
+            .entries
+            .get(&post.post_id)
+            .is_some_and(|e| e.post.version < post.version)
+        {
             shard.remove(post.post_id);
         }
         if ticket.generation < shard.floor
