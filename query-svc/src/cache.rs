@@ -42,8 +42,9 @@
 //!   its reset notification empties the cache.
 //! - **TTL.** Each entry is served for at most the configured TTL after it
 //!   was read from the store, which bounds staleness from anything the
-//!   above does not foresee (a relay publishing on another channel, a dead
-//!   connection not yet detected by the keepalive PING).
+//!   above does not foresee: a relay publishing on another channel, a
+//!   notification the relay failed to publish (it logs that and moves on),
+//!   a dead connection not yet detected by the keepalive PING.
 //!
 //! Absence is not cached: a post that does not exist yet is read from the
 //! store on every call until it exists. Deleted posts are cached like any
