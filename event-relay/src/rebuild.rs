@@ -5,11 +5,17 @@
 //! applies after our read are caught up twice: once more into the fresh
 //! collections just before the swap, and once into the swapped-in ones right
 //! after; applying an event twice is harmless.
+//!
+//! Those catch-up writes publish no per-post notification, and the swap
+//! itself replaces every post at once, so once the swap has been attempted
+//! the rebuild publishes `{"reset":true}` on the notify channel (after the
+//! last catch-up): query-svc empties its post cache on it.
 
 use futures::StreamExt;
 use postmesh_common::auth::TokenFile;
 use postmesh_proto::v1::{event_store_client::EventStoreClient, PostEvent, ReadAllRequest};
-use query_svc::store::ReadStore;
+use query_svc::{notify::RESET_PAYLOAD, store::ReadStore};
+use redis::AsyncCommands;
 
 use crate::config::Config;
 
@@ -54,6 +60,21 @@ async fn apply(store: &ReadStore, batch: &mut Vec<PostEvent>, done: &mut Rebuilt
     Ok(())
 }
 
+/// Tells query-svc instances that the read model was replaced.
+async fn publish_reset(config: &Config) -> anyhow::Result<()> {
+    let client = redis::Client::open(config.streams.redis_url.as_str())?;
+    let publish = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        let receivers: i64 = connection.publish(&config.notify_channel, RESET_PAYLOAD).await?;
+        redis::RedisResult::Ok(receivers)
+    };
+    let receivers = tokio::time::timeout(config.redis_check_timeout(), publish)
+        .await
+        .map_err(|_| anyhow::anyhow!("Redis did not answer within {:?}", config.redis_check_timeout()))??;
+    tracing::info!(receivers, channel = %config.notify_channel, "published the reset notification");
+    Ok(())
+}
+
 /// Rebuilds `config`'s read model from the event store at `config.command_endpoint`.
 pub async fn run(config: &Config) -> anyhow::Result<Rebuilt> {
     let live = ReadStore::connect(&config.mongodb_url, &config.mongodb_database).await?;
@@ -80,6 +101,7 @@ pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<R
     let mut client: Client =
         EventStoreClient::with_interceptor(channel, token).max_decoding_message_size(16 * 1024 * 1024);
     let mut done = Rebuilt::default();
+    let mut swapping = false;
     let result = async {
         copy(&mut client, &fresh, 0, &mut done).await?;
         tracing::info!(
@@ -89,12 +111,23 @@ pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<R
         );
         let before_swap = done.position;
         copy(&mut client, &fresh, before_swap, &mut done).await?;
+        swapping = true;
         live.swap_in(&fresh).await?;
         copy(&mut client, live, before_swap, &mut done).await?;
         live.ensure_indexes().await?;
         anyhow::Ok(())
     }
     .await;
+    if swapping {
+        // Even after a failed or partial swap, readers' caches are suspect.
+        if let Err(error) = publish_reset(config).await {
+            tracing::warn!(
+                %error,
+                "cannot publish the reset notification; query-svc may serve cached posts \
+                 from before the rebuild until they expire (QUERY_CACHE_TTL_MS)"
+            );
+        }
+    }
     if let Err(error) = result {
         fresh.drop_collections().await;
         return Err(error);

@@ -51,6 +51,16 @@ pub struct Config {
     /// WatchPosts streams open at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_WATCHERS", default_value_t = 1000)]
     pub max_watchers: usize,
+    /// Posts GetPost may serve from memory (entries); 0 turns the cache off.
+    #[arg(long, env = "QUERY_CACHE_POSTS", default_value_t = 20_000)]
+    pub cache_posts: usize,
+    /// Memory budget of the post cache (MiB, counting each post's text plus
+    /// 256 bytes of overhead); 0 turns the cache off.
+    #[arg(long, env = "QUERY_CACHE_MAX_MIB", default_value_t = 32)]
+    pub cache_max_mib: usize,
+    /// Longest a cached post is served after it was read (milliseconds).
+    #[arg(long, env = "QUERY_CACHE_TTL_MS", default_value_t = 10_000)]
+    pub cache_ttl_ms: u64,
     /// Request timeout, concurrency, message and connection limits.
     #[command(flatten)]
     pub limits: ServerLimits,
@@ -83,6 +93,9 @@ impl Config {
             max_wait_ms: 5000,
             watch_buffer: 256,
             max_watchers: 1000,
+            cache_posts: 20_000,
+            cache_max_mib: 32,
+            cache_ttl_ms: 10_000,
             limits: ServerLimits::default(),
             tls: ServerTlsArgs::default(),
             auth: AuthArgs::default(),
@@ -104,6 +117,16 @@ impl Config {
     /// The server's cap on min_version waits.
     pub fn max_wait(&self) -> Duration {
         Duration::from_millis(self.max_wait_ms)
+    }
+
+    /// The post cache's TTL.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.cache_ttl_ms)
+    }
+
+    /// The post cache's memory budget in bytes.
+    pub fn cache_max_bytes(&self) -> usize {
+        self.cache_max_mib.saturating_mul(1024 * 1024)
     }
 
     /// The interval of the health ping.

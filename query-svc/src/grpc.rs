@@ -18,6 +18,7 @@ use tonic::{metadata::MetadataMap, service::Interceptor, Request, Response, Stat
 use tonic_types::FieldViolation;
 
 use crate::{
+    cache::PostCache,
     cursor::{self, Position},
     error::Error,
     filter::ListFilter,
@@ -50,24 +51,46 @@ pub struct QuerySettings {
     pub request_timeout: Duration,
 }
 
-/// Serves PostQuery from a [`ReadStore`], woken by a [`Hub`].
+/// Serves PostQuery from a [`ReadStore`], woken by a [`Hub`]; GetPost is
+/// answered from a [`PostCache`] when it holds the post.
 #[derive(Clone, Debug)]
 pub struct QueryService {
     store: ReadStore,
     hub: Arc<Hub>,
+    cache: Arc<PostCache>,
     settings: QuerySettings,
     shutdown: Shutdown,
 }
 
 impl QueryService {
-    /// A service reading `store`; open watch streams end when `shutdown` fires.
-    pub fn new(store: ReadStore, hub: Arc<Hub>, settings: QuerySettings, shutdown: Shutdown) -> Self {
+    /// A service reading `store` through `cache`; open watch streams end
+    /// when `shutdown` fires.
+    pub fn new(
+        store: ReadStore,
+        hub: Arc<Hub>,
+        cache: Arc<PostCache>,
+        settings: QuerySettings,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             store,
             hub,
+            cache,
             settings,
             shutdown,
         }
+    }
+
+    /// Reads a post from the store and offers it to the cache. The ticket is
+    /// taken before the read, so a change notified while the read is in
+    /// flight keeps its (possibly older) result out of the cache.
+    async fn read_post(&self, deadline: &Deadline, post_id: i64) -> Result<Option<Post>, Error> {
+        let ticket = self.cache.ticket();
+        let post = deadline.run(self.store.get(post_id)).await?;
+        if let Some(post) = &post {
+            self.cache.fill(ticket, post);
+        }
+        Ok(post)
     }
 
     async fn get_post(&self, deadline: Deadline, req: GetPostRequest) -> Result<Post, Error> {
@@ -84,8 +107,13 @@ impl QueryService {
             Some(post) if post.deleted && !req.include_deleted => Err(Error::Deleted(req.post_id)),
             Some(post) => Ok(post),
         };
+        // The cache holds the post at a version every change notified so
+        // far has reached (see crate::cache), so it also answers min_version.
+        if let Some(post) = self.cache.get(req.post_id, req.min_version) {
+            return visible(Some(post));
+        }
         if req.min_version == 0 {
-            return visible(deadline.run(self.store.get(req.post_id)).await?);
+            return visible(self.read_post(&deadline, req.post_id).await?);
         }
         // Subscribe before reading, so a notification landing between the
         // read and the wait is not missed.
@@ -96,7 +124,7 @@ impl QueryService {
         let wait_until = (deadline.at - reserve).min(now + self.settings.max_wait);
         let mut current = 0;
         loop {
-            let post = deadline.run(self.store.get(req.post_id)).await?;
+            let post = self.read_post(&deadline, req.post_id).await?;
             current = post.as_ref().map_or(current, |p| p.version);
             if current >= req.min_version {
                 return visible(post);
@@ -107,7 +135,7 @@ impl QueryService {
         }
         // One last look, in case a notification was lost in a Redis blip; if
         // even that cannot finish in time, the last version seen is reported.
-        if let Ok(post) = deadline.run(self.store.get(req.post_id)).await {
+        if let Ok(post) = self.read_post(&deadline, req.post_id).await {
             current = post.as_ref().map_or(current, |p| p.version);
             if current >= req.min_version {
                 return visible(post);

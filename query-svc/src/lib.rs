@@ -6,14 +6,17 @@
 //! - [`store`]: the read model, with the writer event-relay applies events
 //!   through ([`store::ReadStore::apply`]) and the reads served here;
 //! - [`filter`] and [`cursor`]: ListPosts filters and opaque keyset page tokens;
-//! - [`notify`]: the relay's Redis notifications, turned into min_version
-//!   wake-ups and WatchPosts streams;
+//! - [`notify`]: the relay's Redis notifications, turned into cache
+//!   invalidations, min_version wake-ups and WatchPosts streams;
+//! - [`cache`]: the bounded in-process cache GetPost answers from, kept
+//!   coherent by those notifications;
 //! - [`grpc`]: the PostQuery handlers; [`error`]: their one error type;
 //! - [`config`], [`health`] and [`startup`]: flags, the MongoDB-driven health
 //!   status, and the wiring ([`startup::spawn`] starts it in-process for tests).
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod config;
 pub mod cursor;
 pub mod error;

@@ -1,6 +1,13 @@
 //! Change notifications: event-relay publishes `{"post_id":N,"version":V}` on
-//! a Redis pub/sub channel after each applied event; this module turns them
-//! into wake-ups for GetPost's min_version waits and into WatchPosts streams.
+//! a Redis pub/sub channel after each applied event (and `{"reset":true}`
+//! after a rebuild swapped in fresh collections); this module turns them into
+//! invalidations of the [`PostCache`], wake-ups for GetPost's min_version
+//! waits and WatchPosts streams.
+//!
+//! The cache is invalidated in the receive loop itself, before waiters are
+//! woken and before the bounded dispatch queue, so no notification can be
+//! dropped on its way to the cache; losing or regaining the subscription
+//! suspends or resumes the cache (see [`crate::cache`]).
 //!
 //! One subscription per process. Each notification is broadcast to waiters
 //! at once (they re-read `posts` themselves), and, when anyone watches, the
@@ -30,6 +37,7 @@ use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    cache::PostCache,
     error::Error,
     store::{PostVersion, ReadStore},
 };
@@ -60,6 +68,38 @@ impl Notification {
         serde_json::from_slice::<Self>(payload)
             .ok()
             .filter(|n| n.post_id > 0 && n.version > 0)
+    }
+}
+
+/// Anything event-relay publishes on the notify channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A post reached a version.
+    Change(Notification),
+    /// The read model was replaced wholesale (`event-relay rebuild`):
+    /// anything read from it before may be gone or older now.
+    Reset,
+}
+
+/// The payload of [`Message::Reset`].
+pub const RESET_PAYLOAD: &str = r#"{"reset":true}"#;
+
+#[derive(Deserialize)]
+struct Reset {
+    reset: bool,
+}
+
+impl Message {
+    /// Parses a payload: a change (as [`Notification::parse`]) or
+    /// `{"reset":true}`; `None` for anything else.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        if let Some(notification) = Notification::parse(payload) {
+            return Some(Self::Change(notification));
+        }
+        serde_json::from_slice::<Reset>(payload)
+            .ok()
+            .filter(|r| r.reset)
+            .map(|_| Self::Reset)
     }
 }
 
@@ -311,9 +351,10 @@ impl Listener {
     }
 
     /// Receives notifications until `shutdown`, resubscribing with backoff
-    /// whenever the connection drops, and feeds them to `hub`; version
-    /// documents for watchers are read from `store`.
-    pub async fn run(mut self, hub: Arc<Hub>, store: ReadStore, mut shutdown: Shutdown) {
+    /// whenever the connection drops, and feeds them to `cache` and `hub`;
+    /// version documents for watchers are read from `store`. The cache is
+    /// resumed while subscribed and suspended otherwise.
+    pub async fn run(mut self, hub: Arc<Hub>, cache: Arc<PostCache>, store: ReadStore, mut shutdown: Shutdown) {
         let (queue, pending) = mpsc::channel(DISPATCH_QUEUE);
         let dispatcher = tokio::spawn(dispatch(pending, hub.clone(), store));
         let mut backoff = Duration::from_millis(100);
@@ -345,6 +386,8 @@ impl Listener {
                     }
                 }
             };
+            // Subscribed: every change from now on reaches the cache.
+            cache.resume();
             let mut keepalive = tokio::time::interval(KEEPALIVE);
             keepalive.tick().await;
             loop {
@@ -355,10 +398,23 @@ impl Listener {
                             tracing::warn!("notification subscription lost; changes applied meanwhile are not streamed");
                             break;
                         };
-                        let Some(notification) = Notification::parse(message.get_payload_bytes()) else {
-                            tracing::debug!("ignoring a malformed notification");
-                            continue;
+                        let notification = match Message::parse(message.get_payload_bytes()) {
+                            Some(Message::Change(notification)) => notification,
+                            Some(Message::Reset) => {
+                                tracing::info!("read model replaced (rebuild); post cache cleared");
+                                cache.clear("read model reset");
+                                continue;
+                            }
+                            None => {
+                                // It might have announced a change we cannot read.
+                                tracing::debug!("ignoring a malformed notification; post cache cleared");
+                                cache.clear("malformed notification");
+                                continue;
+                            }
                         };
+                        // Before anything else: a waiter woken below re-reads
+                        // the store, and its fill must already meet the marker.
+                        cache.invalidate(notification.post_id, notification.version);
                         hub.notify_waiters(notification);
                         if queue.try_send(notification).is_err() {
                             tracing::warn!("notifications arrive faster than they can be read; ending all watchers");
@@ -376,6 +432,8 @@ impl Listener {
                     }
                 }
             }
+            // Changes published from now until the next subscription are lost.
+            cache.suspend();
         }
         drop(queue);
         let _ = dispatcher.await;
@@ -450,6 +508,19 @@ mod tests {
         assert_eq!(Notification::parse(br#"{"post_id":0,"version":4}"#), None);
         assert_eq!(Notification::parse(b"not json"), None);
         assert_eq!(Notification::parse(br#"{"post_id":"1","version":4}"#), None);
+        assert_eq!(Notification::parse(RESET_PAYLOAD.as_bytes()), None);
+    }
+
+    #[test]
+    fn messages_are_changes_or_resets() {
+        assert_eq!(
+            Message::parse(br#"{"post_id":3,"version":2}"#),
+            Some(Message::Change(Notification { post_id: 3, version: 2 }))
+        );
+        assert_eq!(Message::parse(RESET_PAYLOAD.as_bytes()), Some(Message::Reset));
+        assert_eq!(Message::parse(br#"{"reset":false}"#), None);
+        assert_eq!(Message::parse(br#"{"post_id":-1,"version":2}"#), None);
+        assert_eq!(Message::parse(b"[]"), None);
     }
 
     #[test]

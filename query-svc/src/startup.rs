@@ -18,6 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 
 use crate::{
+    cache::PostCache,
     config::Config,
     grpc::{AuthInterceptor, QueryService, QuerySettings},
     health,
@@ -38,6 +39,7 @@ pub struct Application {
     auth: Option<Arc<Authenticator>>,
     store: ReadStore,
     hub: Arc<Hub>,
+    cache: Arc<PostCache>,
     notifications: Listener,
     config: Config,
 }
@@ -61,6 +63,10 @@ impl Application {
                 .await
                 .with_context(|| format!("bad MongoDB settings {}", redact_url(&config.mongodb_url)))?;
         let hub = Hub::new(config.watch_buffer, config.max_watchers);
+        let cache = PostCache::new(config.cache_posts, config.cache_max_bytes(), config.cache_ttl());
+        if cache.is_enabled() {
+            cache.export_metrics();
+        }
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
@@ -79,6 +85,7 @@ impl Application {
             auth,
             store,
             hub,
+            cache,
             notifications,
             config,
         })
@@ -109,6 +116,7 @@ impl Application {
         let queries = PostQueryServer::new(QueryService::new(
             self.store.clone(),
             self.hub.clone(),
+            self.cache.clone(),
             settings,
             shutdown.clone(),
         ))
@@ -121,6 +129,7 @@ impl Application {
 
         let notifications = tokio::spawn(self.notifications.run(
             self.hub.clone(),
+            self.cache.clone(),
             self.store.clone(),
             shutdown.clone(),
         ));
@@ -147,6 +156,8 @@ impl Application {
             mongodb = %redact_url(&self.config.mongodb_url),
             database = %self.config.mongodb_database,
             channel = %self.config.notify_channel,
+            cache_posts = if self.cache.is_enabled() { self.config.cache_posts } else { 0 },
+            cache_ttl_ms = self.config.cache_ttl_ms,
             tls = self.tls.is_some(),
             mtls = self.tls.as_ref().is_some_and(ServerTls::is_mutual),
             tokens_for_reads = self.auth.as_ref().is_some_and(|a| a.requires_token_for_reads()),

@@ -96,6 +96,30 @@ impl Harness {
         assert!(receivers >= 1, "query-svc is not subscribed to {}", self.channel);
     }
 
+    /// What `event-relay rebuild` publishes after swapping collections.
+    async fn publish_reset(&mut self) {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(query_svc::notify::RESET_PAYLOAD)
+            .query_async(&mut self.redis)
+            .await
+            .unwrap();
+        assert!(receivers >= 1, "query-svc is not subscribed to {}", self.channel);
+    }
+
+    /// A change written to the store behind query-svc's back: no notification.
+    async fn write_silently(&self, event: &PostEvent) {
+        assert_eq!(self.store.apply(event).await.unwrap(), Applied::Applied);
+    }
+
+    /// Polls GetPost until it answers `version`; false after 5 s.
+    async fn eventually_version(&self, post_id: i64, version: i64) -> bool {
+        wait_until(Duration::from_secs(5), || async move {
+            matches!(self.get(post_id, 0, true).await, Ok(p) if p.version == version)
+        })
+        .await
+    }
+
     async fn get(&self, post_id: i64, min_version: i64, include_deleted: bool) -> Result<Post, Status> {
         self.client
             .clone()
@@ -720,8 +744,14 @@ fn host_port(url: &str) -> String {
 async fn a_mongodb_outage_is_unavailable_and_recovers_without_restart() {
     let gate = Gate::start(host_port(&mongodb_url())).await;
     let proxied = format!("mongodb://{}/?directConnection=true", gate.addr);
-    let mut h = Harness::start_with("qs_outage", |c| c.mongodb_url = proxied.clone()).await;
+    // A long TTL, so the cached post below cannot expire during the outage.
+    let mut h = Harness::start_with("qs_outage", |c| {
+        c.mongodb_url = proxied.clone();
+        c.cache_ttl_ms = 120_000;
+    })
+    .await;
     h.apply(&created(1, "ann", 1_000)).await;
+    h.apply(&created(2, "ann", 2_000)).await;
     assert_eq!(h.get(1, 0, false).await.unwrap().post_id, 1);
 
     gate.cut();
@@ -734,8 +764,9 @@ async fn a_mongodb_outage_is_unavailable_and_recovers_without_restart() {
         .await,
         "health did not turn NOT_SERVING"
     );
+    // Post 2 was never read, so it is not cached and needs the store.
     let mut request = tonic::Request::new(GetPostRequest {
-        post_id: 1,
+        post_id: 2,
         ..GetPostRequest::default()
     });
     request.set_timeout(Duration::from_millis(1500));
@@ -743,6 +774,9 @@ async fn a_mongodb_outage_is_unavailable_and_recovers_without_restart() {
     let status = h.client.clone().get_post(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(started.elapsed() < Duration::from_millis(1500));
+    // Post 1 is cached: nothing can change it while the relay cannot write
+    // either, and notifications still flow, so it is still answered.
+    assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
 
     gate.restore();
     assert!(
@@ -754,6 +788,7 @@ async fn a_mongodb_outage_is_unavailable_and_recovers_without_restart() {
         "health did not recover"
     );
     assert_eq!(h.get(1, 0, false).await.unwrap().post_id, 1);
+    assert_eq!(h.get(2, 0, false).await.unwrap().post_id, 2);
     h.stop().await;
 }
 
@@ -818,5 +853,123 @@ async fn notifications_resume_after_a_redis_blip() {
         .unwrap();
     assert_eq!(next.post.unwrap().version, 2);
     assert_eq!(h.get(1, 2, false).await.unwrap().title, "after the blip");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn get_post_is_cached_and_each_notification_brings_the_next_version() {
+    // A long TTL: only notifications may refresh what is cached here.
+    let mut h = Harness::start_with("qs_cache", |c| c.cache_ttl_ms = 120_000).await;
+    h.apply(&created(1, "ann", 1_000)).await;
+    assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
+
+    // A change nobody announces is not seen: the post is served from memory.
+    h.write_silently(&updated(1, 2, "silent", 1_000)).await;
+    for _ in 0..3 {
+        assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
+    }
+    // Its notification evicts it; the next GetPost reads version 2.
+    h.publish(1, 2).await;
+    assert!(
+        h.eventually_version(1, 2).await,
+        "the notification did not evict version 1"
+    );
+    assert_eq!(h.get(1, 0, false).await.unwrap().title, "silent");
+
+    // min_version above the cached version still waits for the change.
+    let client = h.client.clone();
+    let pending = tokio::spawn(async move {
+        let mut request = tonic::Request::new(GetPostRequest {
+            post_id: 1,
+            min_version: 3,
+            include_deleted: false,
+        });
+        request.set_timeout(Duration::from_secs(8));
+        client.clone().get_post(request).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.apply(&updated(1, 3, "third", 1_000)).await;
+    let post = pending.await.unwrap().unwrap().into_inner().post.unwrap();
+    assert_eq!((post.version, post.title.as_str()), (3, "third"));
+    assert_eq!(h.get(1, 2, false).await.unwrap().version, 3);
+
+    // Deleted: the cached deleted state keeps NOT_FOUND and include_deleted as they were.
+    h.apply(&deleted(1, 4, 1_000)).await;
+    assert!(h.eventually_version(1, 4).await);
+    assert_eq!(h.get(1, 0, false).await.unwrap_err().code(), Code::NotFound);
+    assert!(h.get(1, 0, true).await.unwrap().deleted);
+
+    // Absence is never cached: a post created after a NOT_FOUND is found.
+    assert_eq!(h.get(2, 0, false).await.unwrap_err().code(), Code::NotFound);
+    h.write_silently(&created(2, "bob", 2_000)).await;
+    assert_eq!(h.get(2, 0, false).await.unwrap().version, 1);
+
+    // A reset (after a rebuild) drops everything cached.
+    h.write_silently(&updated(2, 2, "rebuilt", 2_000)).await;
+    assert_eq!(h.get(2, 0, false).await.unwrap().version, 1);
+    h.publish_reset().await;
+    assert!(h.eventually_version(2, 2).await, "the reset did not clear the cache");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cached_posts_expire_after_the_ttl() {
+    let mut h = Harness::start_with("qs_cache_ttl", |c| c.cache_ttl_ms = 300).await;
+    h.apply(&created(1, "ann", 1_000)).await;
+    assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
+    let changed = Instant::now();
+    h.write_silently(&updated(1, 2, "unannounced", 1_000)).await;
+    assert!(
+        h.eventually_version(1, 2).await,
+        "the unannounced change was never seen"
+    );
+    assert!(changed.elapsed() < Duration::from_secs(2), "{:?}", changed.elapsed());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_cache_off_every_get_post_reads_the_store() {
+    let mut h = Harness::start_with("qs_cache_off", |c| c.cache_posts = 0).await;
+    h.apply(&created(1, "ann", 1_000)).await;
+    assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
+    h.write_silently(&updated(1, 2, "unannounced", 1_000)).await;
+    assert_eq!(h.get(1, 0, false).await.unwrap().version, 2);
+    h.write_silently(&deleted(1, 3, 1_000)).await;
+    assert_eq!(h.get(1, 0, false).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(h.get(1, 3, true).await.unwrap().version, 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_cache_is_dropped_while_the_subscription_is_down() {
+    let gate = Gate::start(host_port(&redis_url())).await;
+    let proxied = format!("redis://{}", gate.addr);
+    let mut h = Harness::start_with("qs_cache_blip", |c| {
+        c.redis_url = proxied.clone();
+        c.cache_ttl_ms = 120_000;
+    })
+    .await;
+    h.apply(&created(1, "ann", 1_000)).await;
+    assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
+    gate.cut();
+    let redis = h.redis.clone();
+    let channel = h.channel.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let mut redis = redis.clone();
+            let channel = channel.clone();
+            async move { subscribers(&mut redis, &channel).await == 0 }
+        })
+        .await,
+        "the subscription did not drop"
+    );
+    // The relay's notification is lost (nobody subscribed), yet GetPost
+    // reads the store while the subscription is down.
+    h.write_silently(&updated(1, 2, "while down", 1_000)).await;
+    assert!(
+        h.eventually_version(1, 2).await,
+        "served a cached post without a subscription"
+    );
+    gate.restore();
     h.stop().await;
 }

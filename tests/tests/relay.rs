@@ -488,3 +488,78 @@ async fn rebuild_replaces_a_damaged_read_model_with_one_equal_to_the_event_store
     assert_eq!(rebuilt.events, 20);
     assert_converges(&write.endpoint(), &store, Duration::from_secs(5)).await;
 }
+
+/// A rebuild changes every post at once, without per-post notifications: its
+/// reset notification must make query-svc drop what it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_clears_query_svc_caches() {
+    use postmesh_proto::v1::{post_query_client::PostQueryClient, GetPostRequest};
+
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let relay = event_relay::startup::spawn(relay_config(&names)).await.unwrap();
+    let post_id = write.create("true title").await;
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    relay.stop().await.unwrap();
+    // A TTL far beyond the test: only the reset can refresh the cache.
+    let mut config = query_svc::config::Config::for_tests(
+        &postmesh_tests::mongodb_url(),
+        &names.database,
+        &redis_url(),
+        &names.channel,
+    );
+    config.cache_ttl_ms = 300_000;
+    let query = query_svc::startup::spawn(config).await.unwrap();
+    let mut client = PostQueryClient::connect(query.endpoint()).await.unwrap();
+    let get = |min_version| GetPostRequest {
+        post_id,
+        min_version,
+        include_deleted: false,
+    };
+
+    // Damage the read model the way a faulty writer would, announced like a
+    // real change, so query-svc caches the damaged version.
+    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
+        .await
+        .unwrap();
+    let mut bogus = store.get(post_id).await.unwrap().unwrap();
+    bogus.version = 2;
+    bogus.title = "damaged".into();
+    let event = PostEvent {
+        position: 0,
+        post_id,
+        version: 2,
+        event_type: postmesh_proto::v1::EventType::PostUpdated as i32,
+        post: Some(bogus.clone()),
+        occurred_at: bogus.updated_at,
+        ..PostEvent::default()
+    };
+    assert_eq!(store.apply(&event).await.unwrap(), Applied::Applied);
+    let mut publisher = redis(&redis_url()).await;
+    let _: i64 = ::redis::cmd("PUBLISH")
+        .arg(&names.channel)
+        .arg(format!(r#"{{"post_id":{post_id},"version":2}}"#))
+        .query_async(&mut publisher)
+        .await
+        .unwrap();
+    let damaged = client.get_post(get(2)).await.unwrap().into_inner().post.unwrap();
+    assert_eq!(damaged.title, "damaged");
+
+    let mut config = relay_config(&names);
+    config.command_endpoint = write.endpoint();
+    event_relay::rebuild::run(&config).await.unwrap();
+    assert_converges(&write.endpoint(), &store, Duration::from_secs(5)).await;
+    let mut repaired = None;
+    for _ in 0..100 {
+        let post = client.get_post(get(0)).await.unwrap().into_inner().post.unwrap();
+        if post.title == "true title" {
+            repaired = Some(post);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let repaired = repaired.expect("query-svc kept serving the pre-rebuild post");
+    assert_eq!(repaired.version, 1);
+    query.stop().await.unwrap();
+    store.drop_collections().await;
+}
