@@ -293,7 +293,9 @@ impl Publisher {
                 _ = self.wakeup.notified(), if !failing => Wake::Poll,
                 _ = ticker.tick() => {
                     if let Ok(len) = self.store.outbox_len().await {
-                        self.backlog.store(len, Ordering::Relaxed);
+                        // Rows already published and waiting to be deleted are not backlog.
+                        let backlog = len.saturating_sub(self.published.len() as u64);
+                        self.backlog.store(backlog, Ordering::Relaxed);
                     }
                     Wake::Poll
                 }
