@@ -220,33 +220,24 @@ impl EventStore {
         })?;
         let now_us = chrono::Utc::now().timestamp_micros();
 
-        if let Some(idem) = idempotency {
-            // Claim the key first: a concurrent duplicate blocks on it (MySQL) or is
-            // serialised (SQLite), then sees the first answer below.
-            let claim = idempotency_key::ActiveModel {
-                idem_key: Set(idem.key.clone()),
-                request_hash: Set(idem.request_hash.clone()),
-                post_id: Set(0),
-                version: Set(0),
-                created_at_us: Set(now_us),
-            };
-            if let Err(error) = idempotency_key::Entity::insert(claim)
-                .exec_without_returning(&txn)
-                .await
-            {
-                drop(txn);
-                if !is_unique_violation(&error) {
-                    return Err(Attempt::from_db(error));
-                }
-                return self.replay(idem).await;
-            }
-        }
-
         let current = match command.post_id() {
             Some(post_id) => self.head(&txn, post_id).await.map_err(Attempt::from_db)?,
             None => None,
         };
-        let (event_type, mut state) = domain::decide(current.as_ref(), command, now_us).map_err(Attempt::Fail)?;
+        let (event_type, mut state) = match domain::decide(current.as_ref(), command, now_us) {
+            Ok(decided) => decided,
+            Err(error) => {
+                drop(txn);
+                // A retry of a command that went through finds the post moved on
+                // (or deleted): its key answers, not the rules.
+                if let Some(idem) = idempotency {
+                    if let Some(first) = self.first_answer(idem).await? {
+                        return Ok(first);
+                    }
+                }
+                return Err(Attempt::Fail(error));
+            }
+        };
 
         match current {
             None => {
@@ -289,6 +280,27 @@ impl EventStore {
             }
         }
 
+        if let Some(idem) = idempotency {
+            // The key goes in with its answer, once the post id is known. A
+            // concurrent duplicate blocks on it (MySQL; on SQLite writers are
+            // serialised) until this transaction ends, then fails on it and
+            // answers from it; a duplicate after the commit does the same.
+            let key = idempotency_key::ActiveModel {
+                idem_key: Set(idem.key.clone()),
+                request_hash: Set(idem.request_hash.clone()),
+                post_id: Set(state.post_id),
+                version: Set(state.version),
+                created_at_us: Set(now_us),
+            };
+            if let Err(error) = idempotency_key::Entity::insert(key).exec_without_returning(&txn).await {
+                drop(txn);
+                if !is_unique_violation(&error) {
+                    return Err(Attempt::from_db(error));
+                }
+                return self.replay(idem).await;
+            }
+        }
+
         let event = post_event::ActiveModel {
             position: sea_orm::ActiveValue::NotSet,
             post_id: Set(state.post_id),
@@ -319,15 +331,6 @@ impl EventStore {
             .await
             .map_err(Attempt::from_db)?
             .last_insert_id;
-        if let Some(idem) = idempotency {
-            idempotency_key::Entity::update_many()
-                .col_expr(idempotency_key::Column::PostId, Expr::value(state.post_id))
-                .col_expr(idempotency_key::Column::Version, Expr::value(state.version))
-                .filter(idempotency_key::Column::IdemKey.eq(idem.key.clone()))
-                .exec(&txn)
-                .await
-                .map_err(Attempt::from_db)?;
-        }
         if let Some(in_flight) = in_flight {
             in_flight.insert(outbox_id);
         }
@@ -373,22 +376,32 @@ impl EventStore {
 
     /// Answers a repeated idempotency key from its first response.
     async fn replay(&self, idem: &Idempotency) -> Result<Committed, Attempt> {
-        let first = idempotency_key::Entity::find_by_id(idem.key.clone())
+        self.first_answer(idem)
+            .await?
+            .ok_or_else(|| Attempt::Retry(format!("idempotency key {:?} vanished", idem.key)))
+    }
+
+    /// The first response to an idempotency key, None when the key is new;
+    /// the key with another request is an error.
+    async fn first_answer(&self, idem: &Idempotency) -> Result<Option<Committed>, Attempt> {
+        let Some(first) = idempotency_key::Entity::find_by_id(idem.key.clone())
             .one(&self.db)
             .await
             .map_err(Attempt::from_db)?
-            .ok_or_else(|| Attempt::Retry(format!("idempotency key {:?} vanished", idem.key)))?;
+        else {
+            return Ok(None);
+        };
         if first.request_hash != idem.request_hash {
             return Err(Attempt::Fail(Error::IdempotencyKeyReused(idem.key.clone())));
         }
-        Ok(Committed {
+        Ok(Some(Committed {
             appended: Appended {
                 post_id: first.post_id,
                 version: first.version,
                 position: 0,
             },
             pending: None,
-        })
+        }))
     }
 
     async fn head(&self, txn: &DatabaseTransaction, post_id: i64) -> Result<Option<PostState>, DbErr> {
