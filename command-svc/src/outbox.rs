@@ -4,9 +4,11 @@
 //!
 //! - **The handoff.** After a commit the handler passes the committed event,
 //!   its outbox row id and its trace context over a bounded channel
-//!   ([`Handoff`]). The publisher takes everything queued at once, XADDs it in
-//!   one pipeline per Redis, then deletes those outbox rows in one statement:
-//!   nothing is read back from the database.
+//!   ([`Handoff`]). The publisher takes everything queued at once and XADDs
+//!   it in one pipeline per Redis; the published rows are deleted in one
+//!   statement every 20 ms (or per 500 rows). Nothing is read
+//!   back from the database. While Redis is failing, handed-off rows are left
+//!   to the poller.
 //! - **The poller.** On a timer (`OUTBOX_POLL_MS`), at start-up, and whenever a
 //!   handler found the channel full, it reads the outbox oldest first and
 //!   publishes the rows the handoff does not carry: those left by a crash, by
