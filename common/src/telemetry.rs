@@ -1,7 +1,8 @@
 //! Logs, traces and metrics for every binary.
 //!
-//! - Logs: JSON lines carrying `trace_id` and `span_id`, or a readable format
-//!   when stderr is a terminal (or `LOG_FORMAT=pretty`).
+//! - Logs: JSON lines (with the `trace_id` and `span_id` of their span when
+//!   traces are exported), or a readable format when stderr is a terminal
+//!   (or `LOG_FORMAT=pretty`).
 //! - Traces: `tracing` spans become OpenTelemetry spans exported over
 //!   OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific
 //!   variable) is set. The standard `OTEL_*` variables apply: service name,
