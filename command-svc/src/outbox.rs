@@ -1,48 +1,147 @@
 //! Publishes committed events from the outbox to Redis Streams.
 //!
-//! One task per process. It wakes when a command commits (for low latency)
-//! and on a timer (for rows left by a crash or a Redis outage), publishes the
-//! oldest rows in order with one pipelined XADD batch per Redis, and deletes
-//! them only after Redis acknowledged. Delivery is therefore at-least-once:
-//! a crash between XADD and delete republishes, and the projection ignores
-//! the duplicate.
+//! One task per process, fed two ways:
+//!
+//! - **The handoff.** After a commit the handler passes the committed event,
+//!   its outbox row id and its trace context over a bounded channel
+//!   ([`Handoff`]). The publisher takes everything queued at once and XADDs
+//!   it in one pipeline per Redis; the published rows are deleted in one
+//!   statement every 20 ms (or per 500 rows). Nothing is read
+//!   back from the database. While Redis is failing, handed-off rows are left
+//!   to the poller.
+//! - **The poller.** On a timer (`OUTBOX_POLL_MS`), at start-up, and whenever a
+//!   handler found the channel full, it reads the outbox oldest first and
+//!   publishes the rows the handoff does not carry: those left by a crash, by
+//!   a Redis outage, or by a full channel.
+//!
+//! An outbox row id is registered as *in flight* before its transaction
+//! commits and stays so until its row is deleted or the handoff gives it up;
+//! the poller skips in-flight rows, so the two paths do not publish the same
+//! row twice. A row is deleted only after Redis acknowledged its XADD, so
+//! delivery is at-least-once: a crash between XADD and delete republishes it,
+//! and the projection ignores the duplicate.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
 
 use postmesh_common::{
     redact::redact_url,
     shutdown::Shutdown,
-    topology::{Action, StreamArgs},
+    topology::{Action, Route, StreamArgs},
 };
 use postmesh_proto::v1::{EventType, PostEvent};
 use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::Notify;
+use tokio::{
+    sync::{mpsc, Notify},
+    time::{sleep_until, Instant},
+};
 
 use crate::store::{EventStore, Pending};
 
-const BATCH: u64 = 500;
+/// Rows the poller reads at once, and events one handoff pipeline carries at most.
+const BATCH: usize = 500;
 
-/// Wakes the publisher after a commit.
-#[derive(Clone, Debug, Default)]
-pub struct Wakeup(Arc<Notify>);
+/// Committed events the handoff channel holds before handlers fall back to the poller.
+const HANDOFF_CAPACITY: usize = 4096;
 
-impl Wakeup {
-    /// Signals that new outbox rows exist.
-    pub fn notify(&self) {
-        self.0.notify_one();
+/// Outbox row ids whose events the handoff carries: registered before the
+/// transaction commits, released once the row is deleted or handed back to
+/// the poller.
+#[derive(Debug, Default)]
+pub struct InFlight(Mutex<HashSet<i64>>);
+
+impl InFlight {
+    /// Registers a row the handoff will carry.
+    pub fn insert(&self, outbox_id: i64) {
+        self.lock().insert(outbox_id);
+    }
+
+    /// Releases rows: deleted, or left to the poller.
+    pub fn remove(&self, outbox_ids: impl IntoIterator<Item = i64>) {
+        let mut set = self.lock();
+        for id in outbox_ids {
+            set.remove(&id);
+        }
+    }
+
+    fn contains(&self, outbox_id: i64) -> bool {
+        self.lock().contains(&outbox_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        // The set stays consistent whatever panicked while holding it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The handlers' end of the publisher: hands committed events over.
+#[derive(Clone, Debug)]
+pub struct Handoff {
+    sender: mpsc::Sender<Pending>,
+    in_flight: Arc<InFlight>,
+    wakeup: Arc<Notify>,
+}
+
+impl Handoff {
+    /// The registry the store records an outbox row in before it commits.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
+    /// Passes a committed event to the publisher. When the channel is full
+    /// (the publisher is behind, or Redis is slow) the row is left to the
+    /// poller, which is woken at once; the command never waits for Redis.
+    pub fn publish(&self, committed: Pending) {
+        if let Err(error) = self.sender.try_send(committed) {
+            let committed = match error {
+                mpsc::error::TrySendError::Full(committed) | mpsc::error::TrySendError::Closed(committed) => committed,
+            };
+            self.in_flight.remove([committed.outbox_id]);
+            self.wakeup.notify_one();
+        }
     }
 }
 
 /// The outbox publisher.
 pub struct Publisher {
     store: EventStore,
-    streams: StreamArgs,
+    /// The route of each action, in [`route_index`] order.
+    routes: [Route; 3],
     connections: HashMap<String, ConnectionManager>,
-    wakeup: Wakeup,
+    receiver: mpsc::Receiver<Pending>,
+    in_flight: Arc<InFlight>,
+    wakeup: Arc<Notify>,
     poll: Duration,
-    backlog: Arc<std::sync::atomic::AtomicU64>,
+    backlog: Arc<AtomicU64>,
+    /// Rows published but not deleted yet: still in flight, so the poller
+    /// leaves them alone. Deleted together when `delete_due` comes (or sooner
+    /// when many gathered), one statement for many rounds of publishing.
+    published: Vec<i64>,
+    delete_due: Option<Instant>,
 }
+
+/// What woke the publisher.
+#[derive(Clone, Copy, Debug)]
+enum Wake {
+    /// Committed events arrived over the handoff.
+    Handed,
+    /// The timer, start-up, or a handler that found the channel full.
+    Poll,
+    /// Published rows are due for deletion.
+    Delete,
+}
+
+/// How long published rows wait to be deleted together with those published
+/// after them. A crash in this window republishes them (the relay ignores
+/// the duplicates); deleting after every round would cost a statement each.
+const DELETE_DELAY: Duration = Duration::from_millis(20);
 
 /// The stream entry fields of an event, in the order they are written.
 /// `traceparent`/`tracestate` are those of the publish span (a child of the
@@ -59,6 +158,28 @@ pub fn entry_fields(event: &PostEvent, traceparent: &str, tracestate: &str) -> V
     ]
 }
 
+/// The XADD of one event, with the fields of [`entry_fields`].
+fn xadd(stream: &str, event: &PostEvent, traceparent: &str, tracestate: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream)
+        .arg("*")
+        .arg("position")
+        .arg(event.position)
+        .arg("post_id")
+        .arg(event.post_id)
+        .arg("version")
+        .arg(event.version)
+        .arg("event_type")
+        .arg(event.event_type().event_name())
+        .arg("traceparent")
+        .arg(traceparent)
+        .arg("tracestate")
+        .arg(tracestate)
+        .arg("event")
+        .arg(event.encode_to_vec());
+    cmd
+}
+
 /// A producer span for one event, continuing the command's trace.
 fn publish_span(event: &PostEvent, stream: &str) -> tracing::Span {
     let span = tracing::info_span!(
@@ -72,7 +193,7 @@ fn publish_span(event: &PostEvent, stream: &str) -> tracing::Span {
         post_id = event.post_id,
         version = event.version,
     );
-    if !event.traceparent.is_empty() {
+    if !event.traceparent.is_empty() && !span.is_disabled() {
         postmesh_common::trace::set_parent(
             &span,
             postmesh_common::trace::from_traceparent(&event.traceparent, &event.tracestate),
@@ -81,18 +202,44 @@ fn publish_span(event: &PostEvent, stream: &str) -> tracing::Span {
     span
 }
 
-fn action(event_type: EventType) -> Action {
+const ACTIONS: [Action; 3] = [Action::Create, Action::Update, Action::Delete];
+
+/// The index in [`ACTIONS`] of the action an event of `event_type` records.
+fn route_index(event_type: EventType) -> usize {
     match event_type {
-        EventType::PostCreated | EventType::Unspecified => Action::Create,
-        EventType::PostUpdated => Action::Update,
-        EventType::PostDeleted => Action::Delete,
+        EventType::PostCreated | EventType::Unspecified => 0,
+        EventType::PostUpdated => 1,
+        EventType::PostDeleted => 2,
     }
+}
+
+/// Builds the publisher and the handoff that feeds it.
+pub async fn publisher(store: EventStore, streams: StreamArgs, poll: Duration) -> anyhow::Result<(Publisher, Handoff)> {
+    let (sender, receiver) = mpsc::channel(HANDOFF_CAPACITY);
+    let in_flight = Arc::new(InFlight::default());
+    let wakeup = Arc::new(Notify::new());
+    let publisher = Publisher::new(store, streams, receiver, in_flight.clone(), wakeup.clone(), poll).await?;
+    Ok((
+        publisher,
+        Handoff {
+            sender,
+            in_flight,
+            wakeup,
+        },
+    ))
 }
 
 impl Publisher {
     /// Opens one auto-reconnecting connection per Redis URL of the topology.
     /// The URLs were PING-checked already, so this does not hang.
-    pub async fn new(store: EventStore, streams: StreamArgs, wakeup: Wakeup, poll: Duration) -> anyhow::Result<Self> {
+    async fn new(
+        store: EventStore,
+        streams: StreamArgs,
+        receiver: mpsc::Receiver<Pending>,
+        in_flight: Arc<InFlight>,
+        wakeup: Arc<Notify>,
+        poll: Duration,
+    ) -> anyhow::Result<Self> {
         let mut connections = HashMap::new();
         for url in streams.redis_urls() {
             let client = redis::Client::open(url.as_str())?;
@@ -106,44 +253,73 @@ impl Publisher {
                 .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {}: {e}", redact_url(&url)))?;
             connections.insert(url, manager);
         }
-        let backlog = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let backlog = Arc::new(AtomicU64::new(0));
         let observed = backlog.clone();
         opentelemetry::global::meter("postmesh")
             .u64_observable_gauge("outbox.backlog")
             .with_description("Committed events not yet published to Redis (sampled each poll)")
-            .with_callback(move |o| o.observe(observed.load(std::sync::atomic::Ordering::Relaxed), &[]))
+            .with_callback(move |o| o.observe(observed.load(Ordering::Relaxed), &[]))
             .build();
         Ok(Self {
             store,
-            streams,
+            routes: ACTIONS.map(|action| streams.route(action)),
             connections,
+            receiver,
+            in_flight,
             wakeup,
             poll,
             backlog,
+            published: Vec::new(),
+            delete_due: None,
         })
     }
 
-    /// Publishes until shutdown, then makes one last bounded attempt to flush.
-    pub async fn run(mut self, mut shutdown: Shutdown) {
+    /// Publishes until `stop` fires, then makes one last bounded attempt to
+    /// flush what was handed off or is left in the outbox. Fire `stop` after
+    /// the server drained, so commands that finish during the drain go out too.
+    pub async fn run(mut self, mut stop: Shutdown) {
         let mut ticker = tokio::time::interval(self.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut handed = Vec::with_capacity(BATCH);
         loop {
-            tokio::select! {
-                _ = self.wakeup.0.notified(), if !failing => {}
+            let delete_due = self.delete_due;
+            // The first tick is immediate: rows a previous process left go out at start-up.
+            let wake = tokio::select! {
+                received = self.receiver.recv_many(&mut handed, BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    Wake::Handed
+                }
+                _ = self.wakeup.notified(), if !failing => Wake::Poll,
                 _ = ticker.tick() => {
                     if let Ok(len) = self.store.outbox_len().await {
-                        self.backlog.store(len, std::sync::atomic::Ordering::Relaxed);
+                        // Rows already published and waiting to be deleted are not backlog.
+                        let backlog = len.saturating_sub(self.published.len() as u64);
+                        self.backlog.store(backlog, Ordering::Relaxed);
                     }
+                    Wake::Poll
                 }
-                _ = shutdown.wait() => break,
-            }
-            match self.drain().await {
+                _ = sleep_until(delete_due.unwrap_or_else(Instant::now)), if delete_due.is_some() => Wake::Delete,
+                _ = stop.wait() => break,
+            };
+            let result = match wake {
+                Wake::Poll => self.poll().await,
+                // Redis is down: leave these rows to the poller, which retries on its timer.
+                Wake::Handed if failing => {
+                    self.hand_back(&mut handed);
+                    Ok(0)
+                }
+                Wake::Handed => self.publish_handed(&mut handed).await,
+                Wake::Delete => self.remove_published().await.map(|()| 0),
+            };
+            match result {
                 Ok(published) => {
-                    if failing {
+                    if failing && matches!(wake, Wake::Poll) {
                         tracing::info!(published, "outbox publishing recovered");
+                        failing = false;
                     }
-                    failing = false;
                 }
                 Err(error) => {
                     if !failing {
@@ -153,7 +329,17 @@ impl Publisher {
                 }
             }
         }
-        match tokio::time::timeout(Duration::from_secs(3), self.drain()).await {
+        let flush = async {
+            while let Ok(committed) = self.receiver.try_recv() {
+                handed.push(committed);
+            }
+            if !handed.is_empty() {
+                // On failure the rows are handed back, and the poll below retries them.
+                let _ = self.publish_handed(&mut handed).await;
+            }
+            self.poll().await
+        };
+        match tokio::time::timeout(Duration::from_secs(3), flush).await {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
                 tracing::warn!(%error, "outbox left rows for the next start to publish")
@@ -162,65 +348,165 @@ impl Publisher {
         }
     }
 
-    /// Publishes everything in the outbox; returns how many events went out.
-    pub async fn drain(&mut self) -> anyhow::Result<usize> {
+    /// Gives handed-off rows back to the poller.
+    fn hand_back(&self, handed: &mut Vec<Pending>) {
+        self.in_flight.remove(handed.drain(..).map(|p| p.outbox_id));
+    }
+
+    /// Publishes what the handoff carried; on failure the rows go back to the
+    /// poller. Their outbox rows are deleted a little later, together with
+    /// those of the next few rounds.
+    async fn publish_handed(&mut self, handed: &mut Vec<Pending>) -> anyhow::Result<usize> {
+        let count = handed.len();
+        if let Err(error) = self.publish(handed).await {
+            self.hand_back(handed);
+            return Err(error);
+        }
+        self.published.extend(handed.drain(..).map(|p| p.outbox_id));
+        if self.published.len() >= BATCH {
+            self.remove_published().await?;
+        } else if self.delete_due.is_none() {
+            self.delete_due = Some(Instant::now() + DELETE_DELAY);
+        }
+        Ok(count)
+    }
+
+    /// Deletes the rows published so far. On failure they stay in flight and
+    /// are deleted on the next round, so they are not published again.
+    async fn remove_published(&mut self) -> anyhow::Result<()> {
+        if self.published.is_empty() {
+            self.delete_due = None;
+            return Ok(());
+        }
+        if let Err(error) = self.store.outbox_remove(&self.published).await {
+            self.delete_due = Some(Instant::now() + self.poll);
+            return Err(error.into());
+        }
+        self.delete_due = None;
+        self.in_flight.remove(self.published.drain(..));
+        Ok(())
+    }
+
+    /// Publishes every outbox row not in flight, oldest first; returns how
+    /// many events went out.
+    pub async fn poll(&mut self) -> anyhow::Result<usize> {
+        self.remove_published().await?;
         let mut total = 0;
+        let mut after = 0;
         loop {
-            let batch = self.store.outbox_batch(BATCH).await?;
-            if batch.is_empty() {
+            let rows = self.store.outbox_rows(after, BATCH as u64).await?;
+            let Some(last) = rows.last() else {
                 return Ok(total);
+            };
+            after = last.id;
+            let full = rows.len() == BATCH;
+            let rows: Vec<_> = rows
+                .into_iter()
+                .filter(|row| !self.in_flight.contains(row.id))
+                .collect();
+            if !rows.is_empty() {
+                let batch = self.store.outbox_events(rows).await?;
+                self.publish(&batch).await?;
+                for pending in &batch {
+                    self.in_flight.insert(pending.outbox_id);
+                }
+                self.published.extend(batch.iter().map(|p| p.outbox_id));
+                self.remove_published().await?;
+                total += batch.len();
             }
-            let done = batch.len();
-            self.publish(&batch).await?;
-            self.store
-                .outbox_remove(batch.iter().map(|p| p.outbox_id).collect())
-                .await?;
-            total += done;
-            if (done as u64) < BATCH {
+            if !full {
                 return Ok(total);
             }
         }
     }
 
+    /// XADDs `batch` in one pipeline per Redis.
     async fn publish(&mut self, batch: &[Pending]) -> anyhow::Result<()> {
-        let mut pipelines: HashMap<String, redis::Pipeline> = HashMap::new();
+        let traced = postmesh_common::telemetry::traces_exported();
+        let mut pipelines: HashMap<&str, redis::Pipeline> = HashMap::with_capacity(1);
         // Held until Redis answered, so each publish span covers the XADD.
-        let mut spans = Vec::with_capacity(batch.len());
+        let mut spans = Vec::new();
         for pending in batch {
-            let route = self.streams.route(action(pending.event.event_type()));
-            let span = publish_span(&pending.event, &route.stream);
-            let (mut traceparent, mut tracestate) = postmesh_common::trace::traceparent_of(&span);
-            if traceparent.is_empty() {
-                traceparent = pending.event.traceparent.clone();
-                tracestate = pending.event.tracestate.clone();
-            }
-            spans.push(span);
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(&route.stream).arg("*");
-            for (field, value) in entry_fields(&pending.event, &traceparent, &tracestate) {
-                cmd.arg(field).arg(value);
-            }
-            pipelines.entry(route.redis_url).or_default().add_command(cmd).ignore();
+            let event = &pending.event;
+            let route = &self.routes[route_index(event.event_type())];
+            let cmd = if traced {
+                let span = publish_span(event, &route.stream);
+                let (traceparent, tracestate) = postmesh_common::trace::traceparent_of(&span);
+                spans.push(span);
+                if traceparent.is_empty() {
+                    xadd(&route.stream, event, &event.traceparent, &event.tracestate)
+                } else {
+                    xadd(&route.stream, event, &traceparent, &tracestate)
+                }
+            } else {
+                // Without a trace exporter the command's own context goes on the
+                // entry, so a relay that exports continues the client's trace.
+                xadd(&route.stream, event, &event.traceparent, &event.tracestate)
+            };
+            pipelines
+                .entry(route.redis_url.as_str())
+                .or_insert_with(|| redis::Pipeline::with_capacity(batch.len()))
+                .add_command(cmd)
+                .ignore();
         }
         for (url, pipeline) in pipelines {
             let connection = self
                 .connections
-                .get_mut(&url)
-                .ok_or_else(|| anyhow::anyhow!("no connection for {}", redact_url(&url)))?;
+                .get_mut(url)
+                .ok_or_else(|| anyhow::anyhow!("no connection for {}", redact_url(url)))?;
             pipeline
                 .query_async::<()>(connection)
                 .await
-                .map_err(|e| anyhow::anyhow!("XADD to {} failed: {e}", redact_url(&url)))?;
+                .map_err(|e| anyhow::anyhow!("XADD to {} failed: {e}", redact_url(url)))?;
         }
-        for pending in batch {
-            let event = &pending.event;
-            tracing::debug!(
-                post_id = event.post_id,
-                version = event.version,
-                position = event.position,
-                "published"
-            );
+        drop(spans);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for pending in batch {
+                let event = &pending.event;
+                tracing::debug!(
+                    post_id = event.post_id,
+                    version = event.version,
+                    position = event.position,
+                    "published"
+                );
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xadd_writes_the_entry_fields_in_order() {
+        let event = PostEvent {
+            position: 7,
+            post_id: 3,
+            version: 2,
+            event_type: EventType::PostUpdated as i32,
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            ..Default::default()
+        };
+        let mut expected = redis::cmd("XADD");
+        expected.arg("s").arg("*");
+        for (name, value) in entry_fields(&event, &event.traceparent, "") {
+            expected.arg(name).arg(value);
+        }
+        assert_eq!(
+            xadd("s", &event, &event.traceparent, "").get_packed_command(),
+            expected.get_packed_command()
+        );
+    }
+
+    #[test]
+    fn in_flight_rows_are_released() {
+        let in_flight = InFlight::default();
+        in_flight.insert(1);
+        in_flight.insert(2);
+        in_flight.remove([1]);
+        assert!(!in_flight.contains(1));
+        assert!(in_flight.contains(2));
     }
 }

@@ -19,7 +19,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::{
     config::Config,
     grpc::{AuthInterceptor, CommandService, EventStoreService},
-    outbox::{Publisher, Wakeup},
+    outbox::{self, Handoff, Publisher},
     store::EventStore,
 };
 
@@ -35,7 +35,7 @@ pub struct Application {
     auth: Option<Arc<Authenticator>>,
     store: EventStore,
     publisher: Publisher,
-    wakeup: Wakeup,
+    handoff: Handoff,
     config: Config,
 }
 
@@ -70,11 +70,9 @@ impl Application {
         if config.auto_migrate {
             store.migrate().await.context("migrations failed")?;
         }
-        let wakeup = Wakeup::default();
-        let publisher = Publisher::new(
+        let (publisher, handoff) = outbox::publisher(
             store.clone(),
             config.streams.clone(),
-            wakeup.clone(),
             Duration::from_millis(config.outbox_poll_ms.max(10)),
         )
         .await?;
@@ -96,7 +94,7 @@ impl Application {
             auth,
             store,
             publisher,
-            wakeup,
+            handoff,
             config,
         })
     }
@@ -107,8 +105,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` fires: health flips to NOT_SERVING, in-flight
-    /// requests drain within the grace period, the outbox flushes, and the
-    /// function returns.
+    /// requests drain within the grace period, the outbox flushes (events of
+    /// the drained requests included), and the function returns.
     pub async fn run_until(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -136,7 +134,7 @@ impl Application {
             .build_v1alpha()?;
         let max = self.config.limits.max_message_bytes;
         let commands = InterceptedService::new(
-            PostCommandServer::new(CommandService::new(self.store.clone(), self.wakeup.clone()))
+            PostCommandServer::new(CommandService::new(self.store.clone(), self.handoff))
                 .max_decoding_message_size(max),
             AuthInterceptor::new(self.auth.clone(), Access::Write),
         );
@@ -149,7 +147,10 @@ impl Application {
             tokio::spawn(serve::serve_probe(probe, routes, shutdown.clone()));
         }
 
-        let publisher = tokio::spawn(self.publisher.run(shutdown.clone()));
+        // The publisher stops after the server drained, not when shutdown fires,
+        // so the events of requests finishing during the drain go out too.
+        let (stop_publisher, publisher_stop) = shutdown::channel();
+        let publisher = tokio::spawn(self.publisher.run(publisher_stop));
         tracing::info!(
             %addr,
             database = %redact_url(&self.config.database_url),
@@ -175,10 +176,12 @@ impl Application {
                 serve::incoming(self.listener, &self.config.limits, self.tls.clone()),
                 flip_health_then_stop(shutdown.clone(), health, SERVICES),
             );
-        bounded_drain(server, shutdown, self.config.limits.shutdown_grace()).await?;
+        let drained = bounded_drain(server, shutdown, self.config.limits.shutdown_grace()).await;
+        stop_publisher.trigger();
         if let Err(error) = publisher.await {
             tracing::warn!(%error, "outbox publisher ended abnormally");
         }
+        drained?;
         tracing::info!("command-svc stopped");
         Ok(())
     }

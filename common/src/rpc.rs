@@ -101,7 +101,8 @@ where
         let path = request.uri().path().trim_start_matches('/').to_owned();
         let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
         let (service, method) = (service.to_owned(), method.to_owned());
-        let span = if is_infrastructure(&service) {
+        // Without a trace exporter there are no spans: skip extracting the parent too.
+        let span = if is_infrastructure(&service) || !crate::telemetry::traces_exported() {
             tracing::Span::none()
         } else {
             let span = tracing::info_span!(

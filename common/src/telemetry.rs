@@ -1,15 +1,27 @@
 //! Logs, traces and metrics for every binary.
 //!
-//! - Logs: JSON lines carrying `trace_id` and `span_id`, or a readable format
-//!   when stderr is a terminal (or `LOG_FORMAT=pretty`).
-//! - Traces: `tracing` spans become OpenTelemetry spans; they are exported over
-//!   OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific
+//! - Logs: JSON lines (with the `trace_id` and `span_id` of their span when
+//!   traces are exported), or a readable format when stderr is a terminal
+//!   (or `LOG_FORMAT=pretty`).
+//! - Traces: `tracing` spans become OpenTelemetry spans exported over
+//!   OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific
 //!   variable) is set. The standard `OTEL_*` variables apply: service name,
 //!   resource attributes, sampler. W3C trace context is the propagator.
+//!   Without an endpoint no span is created at all (they would cost CPU on
+//!   every call and go nowhere): [`traces_exported`] is false, span macros
+//!   are disabled at their call sites, and the services carry the caller's
+//!   `traceparent` through unchanged so a downstream service that exports
+//!   still continues the trace. Log lines then have no `span`, `trace_id`
+//!   or `span_id` from a span.
 //! - Metrics: OpenTelemetry instruments, readable in Prometheus text format on
 //!   the service's metrics port, and pushed over OTLP when an endpoint is set.
 
-use std::{fmt, io::IsTerminal, net::SocketAddr};
+use std::{
+    fmt,
+    io::IsTerminal,
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use clap::ValueEnum;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -46,6 +58,17 @@ pub struct Telemetry {
     registry: prometheus::Registry,
 }
 
+/// Set once the subscriber installed by [`init`] exports spans.
+static TRACES_EXPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans (an OTLP trace endpoint is configured
+/// and [`init`] installed the OpenTelemetry layer). When false, spans are
+/// disabled: skip the work that only feeds them (trace-context extraction and
+/// injection, span names) and pass the caller's `traceparent` on as is.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(Ordering::Relaxed)
+}
+
 fn otlp_configured(signal: &str) -> bool {
     let set = |name: &str| std::env::var(name).map(|v| !v.trim().is_empty()).unwrap_or(false);
     set("OTEL_EXPORTER_OTLP_ENDPOINT") || set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
@@ -70,9 +93,13 @@ pub fn init(service: &str, format: LogFormat) -> Telemetry {
 
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut export_error = None;
+    let mut export_traces = false;
     if otlp_configured("TRACES") {
         match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
-            Ok(exporter) => tracer_builder = tracer_builder.with_batch_exporter(exporter),
+            Ok(exporter) => {
+                tracer_builder = tracer_builder.with_batch_exporter(exporter);
+                export_traces = true;
+            }
             Err(error) => export_error = Some(format!("OTLP trace exporter disabled: {error}")),
         }
     }
@@ -102,8 +129,12 @@ pub fn init(service: &str, format: LogFormat) -> Telemetry {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer.tracer("postmesh"));
-    let registry_layers = tracing_subscriber::registry().with(filter).with(otel);
+    // With nowhere to export spans to, neither the OpenTelemetry layer nor the
+    // spans themselves are worth their cost: a metadata-only filter turns every
+    // span call site off for good (events, the log lines, stay on).
+    let otel = export_traces.then(|| tracing_opentelemetry::layer().with_tracer(tracer.tracer("postmesh")));
+    let no_spans = (!export_traces).then(|| tracing_subscriber::filter::filter_fn(|metadata| !metadata.is_span()));
+    let registry_layers = tracing_subscriber::registry().with(filter).with(no_spans).with(otel);
     let installed = if json {
         registry_layers
             .with(
@@ -119,6 +150,7 @@ pub fn init(service: &str, format: LogFormat) -> Telemetry {
     };
     if installed.is_ok() {
         opentelemetry::global::set_tracer_provider(tracer.clone());
+        TRACES_EXPORTED.store(export_traces, Ordering::Relaxed);
     }
     if let Some(error) = export_error {
         tracing::warn!(%error, "telemetry export degraded");

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::{
     domain::{self, Command, PostChanges},
     error::Error,
-    outbox::Wakeup,
+    outbox::Handoff,
     store::{Appended, EventStore, Idempotency},
 };
 
@@ -20,13 +20,20 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct CommandService {
     store: EventStore,
-    wakeup: Wakeup,
+    handoff: Handoff,
+    /// `append <backend>`, the transaction span's name, built once.
+    append_name: String,
 }
 
 impl CommandService {
-    /// A service writing to `store` and waking the publisher after each commit.
-    pub fn new(store: EventStore, wakeup: Wakeup) -> Self {
-        Self { store, wakeup }
+    /// A service writing to `store` and handing each committed event to the publisher.
+    pub fn new(store: EventStore, handoff: Handoff) -> Self {
+        let append_name = format!("append {}", store.backend_name());
+        Self {
+            store,
+            handoff,
+            append_name,
+        }
     }
 
     async fn run(
@@ -40,7 +47,7 @@ impl CommandService {
         let started = std::time::Instant::now();
         let span = tracing::info_span!(
             "db.transaction",
-            otel.name = %format!("append {}", self.store.backend_name()),
+            otel.name = %self.append_name,
             otel.kind = "client",
             db.system = self.store.backend_name(),
             db.operation.name = "append",
@@ -48,15 +55,21 @@ impl CommandService {
         );
         let result = self
             .store
-            .execute(&command, &meta, idempotency.as_ref())
+            .append(&command, &meta, idempotency.as_ref(), Some(self.handoff.in_flight()))
             .instrument(span)
-            .await;
+            .await
+            .map(|committed| {
+                if let Some(pending) = committed.pending {
+                    self.handoff.publish(pending);
+                }
+                committed.appended
+            });
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // The caller's trace id, so the line can be found from a trace even
+        // when this process exports no spans of its own.
+        let trace_id = meta.traceparent.get(3..35);
         match &result {
             Ok(appended) => {
-                if appended.position != 0 {
-                    self.wakeup.notify();
-                }
                 tracing::info!(
                     domain = "posts",
                     action = command.action(),
@@ -65,6 +78,7 @@ impl CommandService {
                     position = appended.position,
                     replayed = appended.position == 0,
                     actor = %meta.actor,
+                    trace_id,
                     elapsed_ms,
                     "command applied"
                 );
@@ -75,6 +89,7 @@ impl CommandService {
                 post_id = command.post_id().unwrap_or(0),
                 code = ?error.code(),
                 %error,
+                trace_id,
                 elapsed_ms,
                 "command rejected"
             ),

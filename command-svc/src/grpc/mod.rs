@@ -15,21 +15,24 @@ use crate::store::EventMeta;
 
 /// The trace context to store with the event. The server span continues the
 /// caller's trace, so storing its context makes the publish and the relay its
-/// children. Without a tracing pipeline (in-process tests) it falls back to
-/// the `traceparent` the caller sent. The actor is who sent the command: the
+/// children. Without a trace exporter (no spans then) or a tracing pipeline
+/// (in-process tests) it is the `traceparent` the caller sent, so a relay that
+/// exports still continues the caller's trace. The actor is who sent the command: the
 /// verified token's subject (empty when tokens are not checked).
 pub fn event_meta(metadata: &MetadataMap, extensions: &Extensions) -> EventMeta {
     let actor = extensions
         .get::<Principal>()
         .map(|principal| principal.subject.clone())
         .unwrap_or_default();
-    let (traceparent, tracestate) = postmesh_common::trace::traceparent_of(&tracing::Span::current());
-    if valid_traceparent(&traceparent) {
-        return EventMeta {
-            traceparent,
-            tracestate,
-            actor,
-        };
+    if postmesh_common::telemetry::traces_exported() {
+        let (traceparent, tracestate) = postmesh_common::trace::traceparent_of(&tracing::Span::current());
+        if valid_traceparent(&traceparent) {
+            return EventMeta {
+                traceparent,
+                tracestate,
+                actor,
+            };
+        }
     }
     let header = |name: &str| {
         metadata

@@ -16,7 +16,8 @@ use tokio::sync::Mutex;
 
 use crate::{
     domain::{self, Command, PostState},
-    error::{is_retryable_conflict, is_unique_violation, Error},
+    error::{is_retryable_conflict, is_unavailable, is_unique_violation, Error},
+    outbox::InFlight,
 };
 use entities::{idempotency_key, outbox, post_event, post_stream};
 use postmesh_proto::v1::{EventType, PostEvent};
@@ -52,7 +53,7 @@ pub struct Appended {
     pub position: i64,
 }
 
-/// An outbox row joined with its event, ready to publish.
+/// An outbox row with its event, ready to publish.
 #[derive(Clone, Debug)]
 pub struct Pending {
     /// Outbox row id, deleted once published.
@@ -70,7 +71,23 @@ pub struct EventStore {
     write_gate: Option<std::sync::Arc<Mutex<()>>>,
 }
 
+/// What a command committed.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// The answer to the command.
+    pub appended: Appended,
+    /// The event appended and its outbox row, for the publisher; None when an
+    /// idempotent replay appended nothing.
+    pub pending: Option<Pending>,
+}
+
 const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// How often a transaction is started again when its connection turns out
+/// dead: the pool does not test connections before handing them out, so one
+/// that died while idle (a database restart) fails the `BEGIN`, is discarded,
+/// and the next one is tried. Nothing ran, so starting again is safe.
+const MAX_BEGIN_RETRIES: usize = 2;
 
 impl EventStore {
     /// Connects to `url` (sqlite:// or mysql://) with a bounded pool.
@@ -81,6 +98,10 @@ impl EventStore {
             .min_connections(1)
             .connect_timeout(timeout)
             .acquire_timeout(timeout)
+            // sqlx would PING every connection it hands out: one more round trip
+            // per transaction. A dead connection fails its BEGIN instead, which
+            // `append` retries on another connection.
+            .test_before_acquire(false)
             .sqlx_logging(false);
         let db = Database::connect(options).await?;
         let write_gate = match db.get_database_backend() {
@@ -142,6 +163,20 @@ impl EventStore {
         meta: &EventMeta,
         idempotency: Option<&Idempotency>,
     ) -> Result<Appended, Error> {
+        Ok(self.append(command, meta, idempotency, None).await?.appended)
+    }
+
+    /// [`execute`](Self::execute), also returning the event and its outbox
+    /// row so the caller can hand them to the publisher. The outbox row id is
+    /// registered in `in_flight` before the transaction commits (and released
+    /// if it does not), so the outbox poller never sees the row unregistered.
+    pub async fn append(
+        &self,
+        command: &Command,
+        meta: &EventMeta,
+        idempotency: Option<&Idempotency>,
+        in_flight: Option<&InFlight>,
+    ) -> Result<Committed, Error> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -149,7 +184,7 @@ impl EventStore {
                 Some(gate) => Some(gate.lock().await),
                 None => None,
             };
-            match self.try_execute(command, meta, idempotency).await {
+            match self.try_execute(command, meta, idempotency, in_flight).await {
                 Err(Attempt::Retry(error)) if attempt < MAX_CONFLICT_RETRIES => {
                     tracing::debug!(attempt, %error, "write conflict; retrying");
                     drop(_gate);
@@ -159,8 +194,12 @@ impl EventStore {
                     tracing::warn!(attempt, %error, "write conflict persisted");
                     return Err(Error::Contention(command.post_id().unwrap_or(0)));
                 }
+                Err(Attempt::Begin(error)) if attempt <= MAX_BEGIN_RETRIES => {
+                    tracing::debug!(attempt, %error, "dead database connection; starting again");
+                }
+                Err(Attempt::Begin(error)) => return Err(error.into()),
                 Err(Attempt::Fail(error)) => return Err(error),
-                Ok(appended) => return Ok(appended),
+                Ok(committed) => return Ok(committed),
             }
         }
     }
@@ -170,37 +209,35 @@ impl EventStore {
         command: &Command,
         meta: &EventMeta,
         idempotency: Option<&Idempotency>,
-    ) -> Result<Appended, Attempt> {
-        let txn = self.db.begin().await.map_err(Attempt::from_db)?;
-        let now_us = chrono::Utc::now().timestamp_micros();
-
-        if let Some(idem) = idempotency {
-            // Claim the key first: a concurrent duplicate blocks on it (MySQL) or is
-            // serialised (SQLite), then sees the first answer below.
-            let claim = idempotency_key::ActiveModel {
-                idem_key: Set(idem.key.clone()),
-                request_hash: Set(idem.request_hash.clone()),
-                post_id: Set(0),
-                version: Set(0),
-                created_at_us: Set(now_us),
-            };
-            if let Err(error) = idempotency_key::Entity::insert(claim)
-                .exec_without_returning(&txn)
-                .await
-            {
-                drop(txn);
-                if !is_unique_violation(&error) {
-                    return Err(Attempt::from_db(error));
-                }
-                return self.replay(idem).await;
+        in_flight: Option<&InFlight>,
+    ) -> Result<Committed, Attempt> {
+        let txn = self.db.begin().await.map_err(|error| {
+            if is_unavailable(&error) && !matches!(error, DbErr::ConnectionAcquire(_)) {
+                Attempt::Begin(error)
+            } else {
+                Attempt::from_db(error)
             }
-        }
+        })?;
+        let now_us = chrono::Utc::now().timestamp_micros();
 
         let current = match command.post_id() {
             Some(post_id) => self.head(&txn, post_id).await.map_err(Attempt::from_db)?,
             None => None,
         };
-        let (event_type, mut state) = domain::decide(current.as_ref(), command, now_us).map_err(Attempt::Fail)?;
+        let (event_type, mut state) = match domain::decide(current.as_ref(), command, now_us) {
+            Ok(decided) => decided,
+            Err(error) => {
+                drop(txn);
+                // A retry of a command that went through finds the post moved on
+                // (or deleted): its key answers, not the rules.
+                if let Some(idem) = idempotency {
+                    if let Some(first) = self.first_answer(idem).await? {
+                        return Ok(first);
+                    }
+                }
+                return Err(Attempt::Fail(error));
+            }
+        };
 
         match current {
             None => {
@@ -243,6 +280,27 @@ impl EventStore {
             }
         }
 
+        if let Some(idem) = idempotency {
+            // The key goes in with its answer, once the post id is known. A
+            // concurrent duplicate blocks on it (MySQL; on SQLite writers are
+            // serialised) until this transaction ends, then fails on it and
+            // answers from it; a duplicate after the commit does the same.
+            let key = idempotency_key::ActiveModel {
+                idem_key: Set(idem.key.clone()),
+                request_hash: Set(idem.request_hash.clone()),
+                post_id: Set(state.post_id),
+                version: Set(state.version),
+                created_at_us: Set(now_us),
+            };
+            if let Err(error) = idempotency_key::Entity::insert(key).exec_without_returning(&txn).await {
+                drop(txn);
+                if !is_unique_violation(&error) {
+                    return Err(Attempt::from_db(error));
+                }
+                return self.replay(idem).await;
+            }
+        }
+
         let event = post_event::ActiveModel {
             position: sea_orm::ActiveValue::NotSet,
             post_id: Set(state.post_id),
@@ -268,42 +326,82 @@ impl EventStore {
             position: Set(position),
             created_at_us: Set(now_us),
         };
-        outbox::Entity::insert(row)
-            .exec_without_returning(&txn)
+        let outbox_id = outbox::Entity::insert(row)
+            .exec(&txn)
             .await
-            .map_err(Attempt::from_db)?;
-        if let Some(idem) = idempotency {
-            idempotency_key::Entity::update_many()
-                .col_expr(idempotency_key::Column::PostId, Expr::value(state.post_id))
-                .col_expr(idempotency_key::Column::Version, Expr::value(state.version))
-                .filter(idempotency_key::Column::IdemKey.eq(idem.key.clone()))
-                .exec(&txn)
-                .await
-                .map_err(Attempt::from_db)?;
+            .map_err(Attempt::from_db)?
+            .last_insert_id;
+        if let Some(in_flight) = in_flight {
+            in_flight.insert(outbox_id);
         }
-        txn.commit().await.map_err(Attempt::from_db)?;
-        Ok(Appended {
+        if let Err(error) = txn.commit().await {
+            // Whether a failed COMMIT committed is unknown: releasing the row
+            // lets the poller publish it if it exists.
+            if let Some(in_flight) = in_flight {
+                in_flight.remove([outbox_id]);
+            }
+            return Err(Attempt::from_db(error));
+        }
+        let appended = Appended {
             post_id: state.post_id,
             version: state.version,
             position,
+        };
+        // The event exactly as `read_all` returns it from the rows just written.
+        let event = PostEvent {
+            position,
+            post_id: state.post_id,
+            version: state.version,
+            event_type: event_type as i32,
+            post: Some(postmesh_proto::v1::Post {
+                post_id: state.post_id,
+                version: state.version,
+                title: state.title,
+                content: state.content,
+                author_name: state.author_name,
+                created_at: Some(timestamp(state.created_at_us)),
+                updated_at: Some(timestamp(now_us)),
+                deleted: state.deleted,
+            }),
+            occurred_at: Some(timestamp(now_us)),
+            traceparent: meta.traceparent.clone(),
+            tracestate: meta.tracestate.clone(),
+            actor: meta.actor.clone(),
+        };
+        Ok(Committed {
+            appended,
+            pending: Some(Pending { outbox_id, event }),
         })
     }
 
     /// Answers a repeated idempotency key from its first response.
-    async fn replay(&self, idem: &Idempotency) -> Result<Appended, Attempt> {
-        let first = idempotency_key::Entity::find_by_id(idem.key.clone())
+    async fn replay(&self, idem: &Idempotency) -> Result<Committed, Attempt> {
+        self.first_answer(idem)
+            .await?
+            .ok_or_else(|| Attempt::Retry(format!("idempotency key {:?} vanished", idem.key)))
+    }
+
+    /// The first response to an idempotency key, None when the key is new;
+    /// the key with another request is an error.
+    async fn first_answer(&self, idem: &Idempotency) -> Result<Option<Committed>, Attempt> {
+        let Some(first) = idempotency_key::Entity::find_by_id(idem.key.clone())
             .one(&self.db)
             .await
             .map_err(Attempt::from_db)?
-            .ok_or_else(|| Attempt::Retry(format!("idempotency key {:?} vanished", idem.key)))?;
+        else {
+            return Ok(None);
+        };
         if first.request_hash != idem.request_hash {
             return Err(Attempt::Fail(Error::IdempotencyKeyReused(idem.key.clone())));
         }
-        Ok(Appended {
-            post_id: first.post_id,
-            version: first.version,
-            position: 0,
-        })
+        Ok(Some(Committed {
+            appended: Appended {
+                post_id: first.post_id,
+                version: first.version,
+                position: 0,
+            },
+            pending: None,
+        }))
     }
 
     async fn head(&self, txn: &DatabaseTransaction, post_id: i64) -> Result<Option<PostState>, DbErr> {
@@ -353,13 +451,18 @@ impl EventStore {
         Ok(post_stream::Entity::find_by_id(post_id).one(&self.db).await?.is_some())
     }
 
-    /// The oldest unpublished events, at most `limit`.
-    pub async fn outbox_batch(&self, limit: u64) -> Result<Vec<Pending>, Error> {
-        let rows = outbox::Entity::find()
+    /// Outbox rows after row `after_id`, oldest first, at most `limit`.
+    pub async fn outbox_rows(&self, after_id: i64, limit: u64) -> Result<Vec<outbox::Model>, Error> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Id.gt(after_id))
             .order_by_asc(outbox::Column::Id)
             .limit(limit)
             .all(&self.db)
-            .await?;
+            .await?)
+    }
+
+    /// The events of outbox rows, in the rows' order.
+    pub async fn outbox_events(&self, rows: Vec<outbox::Model>) -> Result<Vec<Pending>, Error> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -388,8 +491,8 @@ impl EventStore {
         Ok(pending)
     }
 
-    /// Removes published outbox rows.
-    pub async fn outbox_remove(&self, ids: Vec<i64>) -> Result<(), Error> {
+    /// Removes published outbox rows, at most 512 per statement.
+    pub async fn outbox_remove(&self, ids: &[i64]) -> Result<(), Error> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -397,10 +500,12 @@ impl EventStore {
             Some(gate) => Some(gate.lock().await),
             None => None,
         };
-        outbox::Entity::delete_many()
-            .filter(outbox::Column::Id.is_in(ids))
-            .exec(&self.db)
-            .await?;
+        for chunk in ids.chunks(512) {
+            outbox::Entity::delete_many()
+                .filter(outbox::Column::Id.is_in(padded(chunk)))
+                .exec(&self.db)
+                .await?;
+        }
         Ok(())
     }
 
@@ -415,10 +520,12 @@ impl EventStore {
     }
 }
 
-/// One attempt's outcome: give up with an error, or retry a transient conflict.
+/// One attempt's outcome: give up with an error, retry a transient conflict,
+/// or start again because the connection was dead before anything ran.
 enum Attempt {
     Fail(Error),
     Retry(String),
+    Begin(DbErr),
 }
 
 impl Attempt {
@@ -429,6 +536,17 @@ impl Attempt {
             Self::Fail(error.into())
         }
     }
+}
+
+/// `ids` repeated at the end up to the next power of two: `id IN (...)` then
+/// comes in a few shapes only, and each stays in the connection's prepared
+/// statement cache instead of being prepared again for every batch size.
+fn padded(ids: &[i64]) -> Vec<i64> {
+    let mut padded = ids.to_vec();
+    if let Some(&last) = ids.last() {
+        padded.resize(ids.len().next_power_of_two(), last);
+    }
+    padded
 }
 
 /// Microseconds since the epoch to a protobuf timestamp.
@@ -460,5 +578,16 @@ fn to_proto(row: post_event::Model) -> PostEvent {
         traceparent: row.traceparent,
         tracestate: row.tracestate,
         actor: row.actor,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn id_lists_are_padded_to_a_power_of_two_with_the_last_id() {
+        assert_eq!(super::padded(&[4, 5, 6]), [4, 5, 6, 6]);
+        assert_eq!(super::padded(&[4]), [4]);
+        assert_eq!(super::padded(&[1, 2, 3, 4]), [1, 2, 3, 4]);
+        assert!(super::padded(&[]).is_empty());
     }
 }
