@@ -84,6 +84,19 @@ async fn snapshot(store: &ReadStore) -> (Vec<postmesh_proto::v1::Post>, Vec<quer
     )
 }
 
+/// Three fresh pairs of collections: the first with `in_order` applied one
+/// by one (the state every other order must converge on), the other two empty.
+async fn stores_with_expected(base: &ReadStore, in_order: &[PostEvent]) -> [ReadStore; 3] {
+    let stores = [(); 3].map(|()| base.with_collections(&unique("p"), &unique("v")));
+    for store in &stores {
+        store.ensure_indexes().await.expect("indexes");
+    }
+    for event in in_order {
+        assert_eq!(stores[0].apply(event).await.expect("apply"), Applied::Applied);
+    }
+    stores
+}
+
 #[test]
 fn any_order_with_duplicates_converges_to_in_order_state() {
     let rt = runtime();
@@ -95,15 +108,7 @@ fn any_order_with_duplicates_converges_to_in_order_state() {
     };
     proptest!(config, |((in_order, shuffled) in scenario())| {
         rt.block_on(async {
-            let expected = base.with_collections(&unique("p"), &unique("v"));
-            let sequential = base.with_collections(&unique("p"), &unique("v"));
-            let concurrent = base.with_collections(&unique("p"), &unique("v"));
-            for store in [&expected, &sequential, &concurrent] {
-                store.ensure_indexes().await.expect("indexes");
-            }
-            for event in &in_order {
-                assert_eq!(expected.apply(event).await.expect("apply"), Applied::Applied);
-            }
+            let [expected, sequential, concurrent] = stores_with_expected(&base, &in_order).await;
             for event in &shuffled {
                 sequential.apply(event).await.expect("apply");
             }
@@ -125,7 +130,7 @@ fn any_order_with_duplicates_converges_to_in_order_state() {
             assert_eq!(want.1.len(), in_order.len());
             assert_eq!(snapshot(&sequential).await, want, "sequential shuffled order diverged");
             assert_eq!(snapshot(&concurrent).await, want, "concurrent shuffled order diverged");
-            for store in [&expected, &sequential, &concurrent] {
+            for store in [expected, sequential, concurrent] {
                 store.drop_collections().await;
             }
         });
@@ -162,15 +167,7 @@ fn batches_in_any_order_with_duplicates_converge_to_in_order_state() {
     };
     proptest!(config, |((in_order, batches) in batch_scenario())| {
         rt.block_on(async {
-            let expected = base.with_collections(&unique("p"), &unique("v"));
-            let sequential = base.with_collections(&unique("p"), &unique("v"));
-            let concurrent = base.with_collections(&unique("p"), &unique("v"));
-            for store in [&expected, &sequential, &concurrent] {
-                store.ensure_indexes().await.expect("indexes");
-            }
-            for event in &in_order {
-                assert_eq!(expected.apply(event).await.expect("apply"), Applied::Applied);
-            }
+            let [expected, sequential, concurrent] = stores_with_expected(&base, &in_order).await;
             let mut applied = std::collections::HashSet::new();
             for batch in &batches {
                 let outcomes = sequential.apply_batch(batch).await.expect("apply_batch");
@@ -195,7 +192,7 @@ fn batches_in_any_order_with_duplicates_converge_to_in_order_state() {
             assert_eq!(want.1.len(), in_order.len());
             assert_eq!(snapshot(&sequential).await, want, "sequential batches diverged");
             assert_eq!(snapshot(&concurrent).await, want, "concurrent batches diverged");
-            for store in [&expected, &sequential, &concurrent] {
+            for store in [expected, sequential, concurrent] {
                 store.drop_collections().await;
             }
         });
