@@ -12,6 +12,7 @@ pub mod load;
 pub mod mariadb;
 pub mod mesh;
 pub mod proxy;
+pub mod security;
 pub mod servers;
 pub mod services;
 pub mod wire;

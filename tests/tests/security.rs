@@ -5,13 +5,15 @@
 //! Certificates are generated per test with rcgen (a CA, a server
 //! certificate for localhost/127.0.0.1, a client certificate); tokens are
 //! signed with jsonwebtoken (Ed25519 keys from rcgen, an RSA key from
-//! `openssl genrsa`).
+//! `openssl genrsa`). The helpers live in `postmesh_tests::security`, shared
+//! with `examples/tls_overhead.rs`, which measures what TLS, mTLS and a token
+//! cost.
 
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    path::Path,
+    time::{Duration, Instant},
 };
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -21,143 +23,21 @@ use postmesh_common::{
 };
 use postmesh_proto::v1::{
     event_store_client::EventStoreClient, post_command_client::PostCommandClient, post_query_client::PostQueryClient,
-    CreatePostRequest, GetPostRequest, ReadAllRequest, WatchPostsRequest,
+    GetPostRequest, ReadAllRequest, WatchPostsRequest,
 };
 use postmesh_tests::{
     mongodb_url, mysql_url, redis_url,
+    security::{
+        auth_args, command_svc, create, create_with, ed25519, now, plain_channel, rsa, server_tls, tls_channel, write,
+        Pki, AUDIENCE, ISSUER,
+    },
     servers::free_port,
     services::{health, ServiceProc},
     stream_len, unique, wait_until, Backend, TestDatabase,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use tokio::io::AsyncReadExt;
-use tonic::{
-    metadata::MetadataValue,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
-    Code, Request,
-};
+use tonic::{transport::Channel, Code, Request};
 use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
-
-// ------------------------------------------------------------------ PKI ----
-
-/// A CA and what it signed, as PEM strings and as files in `dir`.
-struct Pki {
-    ca_pem: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, ca).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let ca = ca(name);
-        let (server_cert, server_key) = leaf(
-            &ca,
-            &["localhost", "127.0.0.1", "command-svc"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) = leaf(&ca, &["event-relay"], ExtendedKeyUsagePurpose::ClientAuth);
-        Self {
-            ca_pem: ca.pem(),
-            server_cert,
-            server_key,
-            client_cert,
-            client_key,
-        }
-    }
-}
-
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path
-}
-
-/// Server TLS settings from `pki`'s files in `dir`; `mutual` adds the client CA.
-fn server_tls(dir: &Path, pki: &Pki, mutual: bool) -> ServerTlsArgs {
-    ServerTlsArgs {
-        tls_cert_file: Some(write(dir, "server.crt", &pki.server_cert)),
-        tls_key_file: Some(write(dir, "server.key", &pki.server_key)),
-        tls_client_ca_file: mutual.then(|| write(dir, "client-ca.crt", &pki.ca_pem)),
-        tls_reload_secs: 0.1,
-        tls_handshake_timeout_secs: 2.0,
-        health_probe_addr: None,
-    }
-}
-
-async fn tls_channel(
-    port: u16,
-    ca_pem: &str,
-    identity: Option<(&str, &str)>,
-) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name("localhost");
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-}
-
-async fn plain_channel(port: u16) -> Result<Channel, tonic::transport::Error> {
-    Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await
-}
-
-fn create(title: &str) -> CreatePostRequest {
-    CreatePostRequest {
-        title: title.into(),
-        content: "locked doors".into(),
-        author_name: "sec".into(),
-        idempotency_key: String::new(),
-    }
-}
-
-/// CreatePost over `channel`, with an optional bearer token.
-async fn create_with(channel: Channel, token: Option<&str>) -> Result<i64, tonic::Status> {
-    let mut request = Request::new(create("post"));
-    if let Some(token) = token {
-        let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-        request.metadata_mut().insert("authorization", value);
-    }
-    PostCommandClient::new(channel)
-        .create_post(request)
-        .await
-        .map(|r| r.into_inner().post_id)
-}
 
 /// Every event in command-svc's store (reads open), through `channel`.
 async fn events(channel: Channel, token: Option<&str>) -> Vec<postmesh_proto::v1::PostEvent> {
@@ -181,105 +61,6 @@ async fn events(channel: Channel, token: Option<&str>) -> Vec<postmesh_proto::v1
         out.extend(item.unwrap().event);
     }
     out
-}
-
-struct CommandSvc {
-    running: command_svc::startup::Running,
-    stream: String,
-    _db: TestDatabase,
-}
-
-async fn command_svc(tls: ServerTlsArgs, auth: AuthArgs) -> CommandSvc {
-    let db = TestDatabase::create(Backend::Sqlite).await;
-    let stream = unique("sec.events");
-    let mut config = command_svc::config::Config::for_tests(db.url.clone(), &redis_url(), &stream);
-    config.tls = tls;
-    config.auth = auth;
-    let running = command_svc::startup::spawn(config).await.expect("command-svc starts");
-    CommandSvc {
-        running,
-        stream,
-        _db: db,
-    }
-}
-
-// --------------------------------------------------------------- tokens ----
-
-const ISSUER: &str = "https://issuer.test";
-const AUDIENCE: &str = "postmesh";
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-/// A signing key and the PEM public key that verifies it.
-struct Signer {
-    algorithm: Algorithm,
-    key: EncodingKey,
-    public_pem: String,
-}
-
-fn ed25519() -> Signer {
-    let pair = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    Signer {
-        algorithm: Algorithm::EdDSA,
-        key: EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap(),
-        public_pem: pair.public_key_pem(),
-    }
-}
-
-fn rsa(dir: &Path) -> Signer {
-    let private = dir.join("rsa.key");
-    let public = dir.join("rsa.pub");
-    let ok = std::process::Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&private)
-        .arg("2048")
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl must be installed")
-        .success();
-    assert!(ok, "openssl genrsa failed");
-    let ok = std::process::Command::new("openssl")
-        .args(["rsa", "-pubout", "-in"])
-        .arg(&private)
-        .arg("-out")
-        .arg(&public)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl rsa -pubout failed");
-    Signer {
-        algorithm: Algorithm::RS256,
-        key: EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap(),
-        public_pem: std::fs::read_to_string(&public).unwrap(),
-    }
-}
-
-impl Signer {
-    fn token(&self, claims: serde_json::Value) -> String {
-        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key).unwrap()
-    }
-
-    /// A valid token for `sub` with `scope`.
-    fn good(&self, sub: &str, scope: &str) -> String {
-        self.token(serde_json::json!({
-            "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "scope": scope,
-            "iat": now(), "exp": now() + 300,
-        }))
-    }
-}
-
-fn auth_args(dir: &Path, public_pem: &str) -> AuthArgs {
-    AuthArgs {
-        auth_jwt_key_file: Some(write(dir, "jwt.pub", public_pem)),
-        auth_issuer: Some(ISSUER.into()),
-        auth_audience: Some(AUDIENCE.into()),
-        auth_leeway_secs: 0,
-        auth_reload_secs: 0.1,
-        ..AuthArgs::default()
-    }
 }
 
 // ------------------------------------------------------------------ TLS ----
@@ -1142,62 +923,4 @@ async fn tokens_and_keys_never_show_in_the_logs() {
     assert!(broken.wait_exit(Duration::from_secs(15)).await.is_some());
     assert!(broken.logs().contains("server.key"), "{}", broken.logs());
     assert_hidden(&broken, &["TOPSECRETKEYMATERIAL"]);
-}
-
-// ------------------------------------------------------------- overhead ----
-
-/// Not a pass/fail test: prints what TLS and mTLS cost per new connection and
-/// per call on an open connection (`cargo test --test security -- --ignored
-/// --nocapture overhead`).
-#[tokio::test]
-#[ignore]
-async fn overhead() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new("overhead-ca");
-    let plain = command_svc(ServerTlsArgs::default(), AuthArgs::default()).await;
-    let tls_dir = dir.path().join("tls");
-    std::fs::create_dir(&tls_dir).unwrap();
-    let tls = command_svc(server_tls(&tls_dir, &pki, false), AuthArgs::default()).await;
-    let mtls_dir = dir.path().join("mtls");
-    std::fs::create_dir(&mtls_dir).unwrap();
-    let mtls = command_svc(server_tls(&mtls_dir, &pki, true), AuthArgs::default()).await;
-    let signer = ed25519();
-    let auth = command_svc(ServerTlsArgs::default(), auth_args(dir.path(), &signer.public_pem)).await;
-    let token = signer.good("bench", "posts:write");
-
-    async fn connect(kind: &str, port: u16, pki: &Pki) -> Channel {
-        match kind {
-            "plain" | "token" => plain_channel(port).await.unwrap(),
-            "tls" => tls_channel(port, &pki.ca_pem, None).await.unwrap(),
-            _ => tls_channel(port, &pki.ca_pem, Some((&pki.client_cert, &pki.client_key)))
-                .await
-                .unwrap(),
-        }
-    }
-    for (kind, port) in [
-        ("plain", plain.running.addr.port()),
-        ("tls", tls.running.addr.port()),
-        ("mtls", mtls.running.addr.port()),
-        ("token", auth.running.addr.port()),
-    ] {
-        let n = 50;
-        let started = Instant::now();
-        for _ in 0..n {
-            let channel = connect(kind, port, &pki).await;
-            HealthClient::new(channel)
-                .check(HealthCheckRequest { service: String::new() })
-                .await
-                .unwrap();
-        }
-        let per_connection = started.elapsed() / n;
-        let channel = connect(kind, port, &pki).await;
-        let token = (kind == "token").then_some(token.as_str());
-        let calls = 200;
-        let started = Instant::now();
-        for _ in 0..calls {
-            create_with(channel.clone(), token).await.unwrap();
-        }
-        let per_call = started.elapsed() / calls;
-        println!("{kind:>6}: new connection + health check {per_connection:?}; CreatePost on an open connection {per_call:?}");
-    }
 }
