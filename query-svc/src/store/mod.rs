@@ -227,14 +227,16 @@ impl ReadStore {
     /// 3. The gate, per post, for its newest version of the batch only (the
     ///    older ones are in `post_versions`, for history and watchers): read
     ///    the stored version by `_id` (the posts' reads side by side), then
-    ///    unordered `update`s (64 statements each) replace, with `upsert: true`, the document
-    ///    of every post whose stored version is older. A duplicate key there
-    ///    means another writer inserted the post after our read: read and
-    ///    decide again (three times at most, like [`apply`](Self::apply) did).
+    ///    unordered `insert`s (64 documents each) of the posts that were
+    ///    absent, and unordered `update`s (64 statements each) that replace,
+    ///    with `upsert: true`, the document of every post whose stored
+    ///    version is older. A duplicate key in either means another writer
+    ///    inserted the post after our read: read and decide again (three
+    ///    times at most, like [`apply`](Self::apply) did).
     /// 4. On FerretDB, [`settle`](Self::settle) every post of the batch, the
     ///    probes side by side.
     ///
-    /// So a batch costs two write commands per 64 events, one read per post
+    /// So a batch costs two or three write commands per 64 events, one read per post
     /// and, on FerretDB, one probe per post, instead of four round trips per
     /// event.
     ///
@@ -369,25 +371,47 @@ impl ReadStore {
             if newer.is_empty() {
                 break;
             }
-            let updates = newer
+            // Posts that were absent are inserted, not upserted: the inserts of
+            // one command share one write transaction on FerretDB, where every
+            // update statement is a transaction of its own, and an insert can
+            // never overwrite what another writer put there since our read.
+            let (absent, present): (Vec<_>, Vec<_>) = newer.into_iter().partition(|(_, before)| before.is_none());
+            let document_of = |i: usize| {
+                let post = &posts[i];
+                let mut document = to_document(post).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
+                document.insert("_id", post_key(post.post_id));
+                Ok::<_, StoreError>(document)
+            };
+            let inserts = absent
+                .iter()
+                .map(|&(i, _)| document_of(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let updates = present
                 .iter()
                 .map(|&(i, _)| {
-                    let post = &posts[i];
-                    let mut document = to_document(post).map_err(|e| StoreError::InvalidEvent(e.to_string()))?;
-                    let key = post_key(post.post_id);
-                    document.insert("_id", key.clone());
+                    let key = post_key(posts[i].post_id);
                     let filter = if atomic {
-                        doc! { "_id": key, "version": { "$lt": post.version } }
+                        doc! { "_id": key, "version": { "$lt": posts[i].version } }
                     } else {
                         doc! { "_id": key }
                     };
-                    Ok(doc! { "q": filter, "u": document, "upsert": true })
+                    Ok(doc! { "q": filter, "u": document_of(i)?, "upsert": true })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
-            let failed = self
-                .write_command("update posts", "update", &self.names.0, "updates", updates)
-                .await?;
-            for ((i, before), error) in newer.into_iter().zip(failed) {
+            let mut failed = Vec::with_capacity(posts.len());
+            if !inserts.is_empty() {
+                failed.extend(
+                    self.write_command("insert into posts", "insert", &self.names.0, "documents", inserts)
+                        .await?,
+                );
+            }
+            if !updates.is_empty() {
+                failed.extend(
+                    self.write_command("update posts", "update", &self.names.0, "updates", updates)
+                        .await?,
+                );
+            }
+            for ((i, before), error) in absent.into_iter().chain(present).zip(failed) {
                 match error {
                     None => gated[i] = Gate::Written { before },
                     Some(WriteError {
@@ -395,7 +419,7 @@ impl ReadStore {
                     }) => pending.push(i),
                     Some(WriteError { code, message }) => {
                         return Err(StoreError::Write {
-                            op: "update posts",
+                            op: "write posts",
                             code,
                             message,
                         })
