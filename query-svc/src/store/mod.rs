@@ -23,9 +23,9 @@
 //! `_id` index in SQLite, so even `_id` lookups scan, inside SQLite: see
 //! docs/performance.md.) On MongoDB `_id` is the primary index. The writer
 //! works a batch at a time ([`ReadStore::apply_batch`]): `insert` commands of
-//! up to 64 version documents, one point read per post, `update` commands of
-//! up to 64 posts and, on FerretDB only, one point probe per post; the reads
-//! go side by side. The
+//! up to 64 version documents, one point read per post, `insert` commands of
+//! up to 64 new posts, `update` commands of up to 64 existing ones and, on
+//! FerretDB only, one point probe per post; the reads go side by side. The
 //! `post_id` indexes stay: MongoDB uses them for history and listing, and
 //! they keep one document per post.
 
