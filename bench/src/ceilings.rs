@@ -77,6 +77,8 @@ pub async fn prepare_database(url: &str, pool: u32) -> anyhow::Result<DatabaseCo
         .max_connections(pool)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
+        // As command-svc: no PING before each transaction.
+        .test_before_acquire(false)
         .sqlx_logging(false);
     Ok(Database::connect(options).await?)
 }
