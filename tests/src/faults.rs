@@ -4,16 +4,12 @@
 //! the end-of-scenario check, and a lock that runs the scenarios one at a
 //! time.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use crate::{
     compare::{assert_converges, read_all_events},
     load::{check_event_store, wait_outbox_empty, Ledger},
     mesh::Names,
-    servers::free_port,
     services::ServiceProc,
 };
 
@@ -123,79 +119,4 @@ pub async fn assert_settled(
     // Read once more: nothing arrived late.
     assert_eq!(read_all_events(command_endpoint).await.len(), events.len());
     events.len()
-}
-
-/// A redis-server of the test's own with an append-only file fsynced on
-/// every write: SIGKILL loses nothing Redis acknowledged, as with a
-/// production Redis configured for durability. (A Redis without persistence
-/// loses every stream entry not yet projected when it dies; `event-relay
-/// rebuild` is the repair for that.)
-pub struct DurableRedis {
-    /// Its port.
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl DurableRedis {
-    /// Starts it and waits for PING.
-    pub async fn start() -> Self {
-        let mut redis = Self {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        redis.restart().await;
-        redis
-    }
-
-    /// `redis://127.0.0.1:port`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port and data, and waits for PING.
-    pub async fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed: scripts/install-deps.sh");
-        self.child = Some(child);
-        let url = self.url();
-        let up = crate::wait_until(Duration::from_secs(15), || {
-            let url = url.clone();
-            async move {
-                let Ok(client) = redis::Client::open(url) else {
-                    return false;
-                };
-                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-                    return false;
-                };
-                // LOADING while the AOF is replayed; PONG once it serves.
-                redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
-            }
-        })
-        .await;
-        assert!(up, "redis-server on port {} did not start", self.port);
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

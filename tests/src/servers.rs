@@ -29,14 +29,30 @@ pub fn go_bin(name: &str) -> PathBuf {
 pub struct RedisProc {
     /// Its port.
     pub port: u16,
+    /// With [`start_durable`](Self::start_durable): where its append-only file lives.
+    aof_dir: Option<tempfile::TempDir>,
     child: Option<Child>,
 }
 
 impl RedisProc {
-    /// Starts it and waits until it answers PING.
+    /// Starts one without persistence and waits until it answers PING.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts one with an append-only file fsynced on every write, so a
+    /// SIGKILL loses nothing Redis acknowledged, as with a production Redis
+    /// configured for durability. (A Redis without persistence loses every
+    /// stream entry not yet projected when it dies; `event-relay rebuild` is
+    /// the repair for that.)
+    pub async fn start_durable() -> Self {
+        Self::start_with(Some(tempfile::tempdir().unwrap())).await
+    }
+
+    async fn start_with(aof_dir: Option<tempfile::TempDir>) -> Self {
         let mut redis = Self {
             port: free_port(),
+            aof_dir,
             child: None,
         };
         redis.restart().await;
@@ -48,7 +64,7 @@ impl RedisProc {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills it (SIGKILL; nothing is persisted).
+    /// Kills it (SIGKILL).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -56,27 +72,25 @@ impl RedisProc {
         }
     }
 
-    /// Starts it again on the same port and waits for PING.
+    /// Starts it again on the same port (and append-only file) and waits for PING.
     pub async fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        match &self.aof_dir {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir.path()),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed: scripts/install-deps.sh");
         self.child = Some(child);
         let url = self.url();
-        let up = crate::wait_until(Duration::from_secs(10), || {
+        let up = crate::wait_until(Duration::from_secs(15), || {
             let url = url.clone();
             async move {
                 let Ok(client) = redis::Client::open(url) else {
@@ -85,6 +99,7 @@ impl RedisProc {
                 let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
                     return false;
                 };
+                // LOADING while an append-only file is replayed; PONG once it serves.
                 redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
             }
         })
