@@ -26,12 +26,12 @@ use postmesh_proto::v1::{
     WatchPostsRequest,
 };
 use postmesh_tests::{
-    faults::{assert_settled, command_svc, dlq_len, event_relay, pending_of, serial, DurableRedis},
+    faults::{assert_settled, command_svc, dlq_len, event_relay, pending_of, serial},
     load::{outbox_len, Ledger, Load, LoadOptions},
     mariadb::MariaDbProc,
     mesh::Names,
     mongodb_url, redis, redis_url,
-    servers::{free_port, FerretProc},
+    servers::{free_port, FerretProc, RedisProc},
     services::{health, ServiceProc},
     stream_entries, wait_until,
     wire::{self, pb},
@@ -61,6 +61,21 @@ fn report(name: &str, started: Instant, ledger: &Ledger, events: usize) {
 
 async fn read_store(url: &str, names: &Names) -> ReadStore {
     ReadStore::connect(url, &names.database).await.unwrap()
+}
+
+/// command-svc and one event-relay ("relay-1") on `names`, both healthy, and
+/// the read model they fill.
+async fn command_and_relay(
+    database_url: &str,
+    redis_url: &str,
+    mongodb_url: &str,
+    names: &Names,
+) -> (ServiceProc, ServiceProc, ReadStore) {
+    let mut command = command_svc(free_port(), database_url, redis_url, names);
+    command.wait_healthy(START).await;
+    let mut relay = event_relay(free_port(), redis_url, mongodb_url, names, "relay-1");
+    relay.wait_healthy(START).await;
+    (command, relay, read_store(mongodb_url, names).await)
 }
 
 /// command-svc is SIGKILLed three times while commands flow, and restarted
@@ -137,19 +152,15 @@ async fn a_redis_outage_of_15_seconds_keeps_commands_succeeding_and_the_outbox_d
     let _serial = serial().await;
     let started = Instant::now();
     let names = Names::fresh();
-    let mut redis_proc = DurableRedis::start().await;
+    let mut redis_proc = RedisProc::start_durable().await;
     let db = TestDatabase::create(Backend::Mysql).await;
-    let mut command = command_svc(free_port(), &db.url, &redis_proc.url(), &names);
-    command.wait_healthy(START).await;
-    let mut relay = event_relay(free_port(), &redis_proc.url(), &mongodb_url(), &names, "relay-1");
-    relay.wait_healthy(START).await;
-    let store = read_store(&mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&db.url, &redis_proc.url(), &mongodb_url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
     let down_at = Instant::now();
     let acked_at_kill = load.acked();
-    redis_proc.kill();
+    redis_proc.stop();
     tokio::time::sleep(OUTAGE).await; // the outage itself
     let during = load.acked() - acked_at_kill;
     let backlog = outbox_len(&db.url).await.unwrap_or(0);
@@ -190,11 +201,7 @@ async fn a_ferretdb_outage_of_15_seconds_under_load_loses_nothing() {
     let names = Names::fresh();
     let mut ferret = FerretProc::start().await;
     let db = TestDatabase::create(Backend::Mysql).await;
-    let mut command = command_svc(free_port(), &db.url, &redis_url(), &names);
-    command.wait_healthy(START).await;
-    let mut relay = event_relay(free_port(), &redis_url(), &ferret.url(), &names, "relay-1");
-    relay.wait_healthy(START).await;
-    let store = read_store(&ferret.url(), &names).await;
+    let (command, mut relay, store) = command_and_relay(&db.url, &redis_url(), &ferret.url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
@@ -276,7 +283,9 @@ async fn one_of_two_relays_killed_mid_batch_loses_nothing() {
     })
     .await;
     assert!(claimed, "relay B claimed what A left pending");
-    assert!(b.logs().contains("claimed idle pending entries"), "{}", b.logs());
+    // B logs the claim just after Redis moved the entries: wait for the line.
+    let logged = wait_until(SETTLE, || async { b.logs().contains("claimed idle pending entries") }).await;
+    assert!(logged, "{}", b.logs());
     assert_eq!(dlq_len(&redis_url(), &names).await, 0);
     command.terminate();
     b.terminate();
@@ -297,11 +306,7 @@ async fn a_mariadb_restart_under_load_answers_unavailable_and_half_applies_nothi
     let names = Names::fresh();
     let mut mariadb = MariaDbProc::start().await;
     let database_url = mariadb.create_database("events").await;
-    let mut command = command_svc(free_port(), &database_url, &redis_url(), &names);
-    command.wait_healthy(START).await;
-    let mut relay = event_relay(free_port(), &redis_url(), &mongodb_url(), &names, "relay-1");
-    relay.wait_healthy(START).await;
-    let store = read_store(&mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&database_url, &redis_url(), &mongodb_url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
@@ -352,11 +357,7 @@ async fn duplicate_and_reordered_entries_injected_under_load_converge() {
     let started = Instant::now();
     let names = Names::fresh();
     let db = TestDatabase::create(Backend::Mysql).await;
-    let mut command = command_svc(free_port(), &db.url, &redis_url(), &names);
-    command.wait_healthy(START).await;
-    let mut relay = event_relay(free_port(), &redis_url(), &mongodb_url(), &names, "relay-1");
-    relay.wait_healthy(START).await;
-    let store = read_store(&mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&db.url, &redis_url(), &mongodb_url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
@@ -404,11 +405,7 @@ async fn poison_entries_under_load_are_dead_lettered_and_the_rest_flow() {
     let started = Instant::now();
     let names = Names::fresh();
     let db = TestDatabase::create(Backend::Mysql).await;
-    let mut command = command_svc(free_port(), &db.url, &redis_url(), &names);
-    command.wait_healthy(START).await;
-    let mut relay = event_relay(free_port(), &redis_url(), &mongodb_url(), &names, "relay-1");
-    relay.wait_healthy(START).await;
-    let store = read_store(&mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&db.url, &redis_url(), &mongodb_url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
