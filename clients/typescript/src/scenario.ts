@@ -1,41 +1,40 @@
-// Minimal TypeScript (Node) client for postmesh (posts.v1), run as the interop
-// scenario described in clients/README.md: it exits 1 at the first deviation
-// from the contract, 0 when every check passed.
+#!/usr/bin/env node
+// postmesh-scenario: the interop scenario described in clients/README.md
+// against a live mesh, from TypeScript on Node; it exits 1 at the first
+// deviation from the contract, 0 when every check passed.
 //
-//   npm run build && COMMAND_ADDR=localhost:50051 QUERY_ADDR=localhost:50052 npm run scenario
+//   COMMAND_ADDR=localhost:50051 QUERY_ADDR=localhost:50052 npx postmesh-scenario
 //
-// src/gen is generated from proto/ by scripts/gen-clients.sh (ts-proto with
-// grpc-js services), including google.rpc.Status and BadRequest, which decode
-// the grpc-status-details-bin trailer.
+// It uses the package's public API (./index.js) as any user would.
 
 import { randomBytes } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 
-import { BadRequest } from "./gen/google/rpc/error_details";
-import { Status as RpcStatus } from "./gen/google/rpc/status";
 import {
+  badRequestFields,
+  createClients,
   CreatePostRequest,
-  CreatePostResponse,
+  type CreatePostResponse,
   DeletePostRequest,
-  PostCommandClient,
-  UpdatePostRequest,
-} from "./gen/posts/v1/command";
-import { EventType, Post } from "./gen/posts/v1/post";
-import {
+  EventType,
   GetPostRequest,
   ListPostsRequest,
-  ListPostsResponse,
-  PostQueryClient,
+  type ListPostsResponse,
+  type Post,
+  type PostCommandClient,
+  type PostQueryClient,
+  UpdatePostRequest,
   WatchPostsRequest,
-  WatchPostsResponse,
-} from "./gen/posts/v1/query";
+  unary,
+  type WatchPostsResponse,
+} from "./index.js";
 
 const LANG = "typescript";
 // Longer than any step should take; the deadline checks use their own short ones.
 const STEP_TIMEOUT_MS = 10_000;
+const STEP = { timeoutMs: STEP_TIMEOUT_MS };
 // A request larger than the servers' default MAX_MESSAGE_BYTES (4 MiB).
 const TOO_LARGE = 5 * 1024 * 1024;
-const BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest";
 
 class Deviation extends Error {}
 
@@ -56,25 +55,6 @@ function deadline(ms: number): Partial<grpc.CallOptions> {
   return { deadline: new Date(Date.now() + ms) };
 }
 
-/** Awaits a callback-style unary call. */
-function unary<Req, Res>(
-  method: (
-    request: Req,
-    metadata: grpc.Metadata,
-    options: Partial<grpc.CallOptions>,
-    callback: (error: grpc.ServiceError | null, response: Res) => void,
-  ) => grpc.ClientUnaryCall,
-  client: grpc.Client,
-  request: Req,
-  timeoutMs = STEP_TIMEOUT_MS,
-): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    method.call(client, request, new grpc.Metadata(), deadline(timeoutMs), (error, response) =>
-      error ? reject(error) : resolve(response),
-    );
-  });
-}
-
 /** Runs call, which must fail with `code`; returns the error. */
 async function expectCode(call: Promise<unknown>, code: grpc.status): Promise<grpc.ServiceError> {
   try {
@@ -85,17 +65,6 @@ async function expectCode(call: Promise<unknown>, code: grpc.status): Promise<gr
     return error;
   }
   throw new Deviation(`expected ${codeName(code)}, but the call succeeded`);
-}
-
-/** Field names of the google.rpc.BadRequest in the grpc-status-details-bin trailer. */
-function badRequestFields(error: grpc.ServiceError): string[] {
-  const [raw] = error.metadata.get("grpc-status-details-bin");
-  expect(raw instanceof Buffer, "no grpc-status-details-bin trailer");
-  const status = RpcStatus.decode(raw);
-  expect(status.code === grpc.status.INVALID_ARGUMENT, `google.rpc.Status has code ${status.code}`);
-  return status.details
-    .filter((any) => any.typeUrl === BAD_REQUEST_TYPE)
-    .flatMap((any) => BadRequest.decode(any.value).fieldViolations.map((v) => v.field));
 }
 
 /** Resolves with the next message of a stream, or rejects with its error. */
@@ -164,12 +133,12 @@ class Scenario {
 
   create(title: string): Promise<CreatePostResponse> {
     const request = CreatePostRequest.fromPartial({ title, content: `body of ${title}`, authorName: this.author });
-    return unary(this.commands.createPost, this.commands, request);
+    return unary(this.commands, this.commands.createPost, request, STEP);
   }
 
   async get(postId: number, minVersion = 0, includeDeleted = false, timeoutMs = STEP_TIMEOUT_MS): Promise<Post> {
     const request = GetPostRequest.fromPartial({ postId, minVersion, includeDeleted });
-    const response = await unary(this.queries.getPost, this.queries, request, timeoutMs);
+    const response = await unary(this.queries, this.queries.getPost, request, { timeoutMs });
     expect(response.post !== undefined, "GetPost answered without a post");
     return response.post;
   }
@@ -199,13 +168,13 @@ class Scenario {
 
     await this.check("update with expected_version", async () => {
       const request = UpdatePostRequest.fromPartial({ postId, expectedVersion: 1, title: "first, edited" });
-      const updated = await unary(this.commands.updatePost, this.commands, request);
+      const updated = await unary(this.commands, this.commands.updatePost, request, STEP);
       expect(updated.version === 2, `version after one update is 2, got ${updated.version}`);
     });
 
     await this.check("stale update is ABORTED", async () => {
       const request = UpdatePostRequest.fromPartial({ postId, expectedVersion: 1, title: "lost update" });
-      await expectCode(unary(this.commands.updatePost, this.commands, request), grpc.status.ABORTED);
+      await expectCode(unary(this.commands, this.commands.updatePost, request, STEP), grpc.status.ABORTED);
     });
 
     await this.check("GetPost min_version sees the update", async () => {
@@ -241,7 +210,7 @@ class Scenario {
       let pages = 0;
       for (;;) {
         const request = ListPostsRequest.fromPartial({ authorName: this.author, pageSize: 2, pageToken: token });
-        const page: ListPostsResponse = await unary(this.queries.listPosts, this.queries, request);
+        const page: ListPostsResponse = await unary(this.queries, this.queries.listPosts, request, STEP);
         pages += 1;
         expect(page.posts.length <= 2, `page of ${page.posts.length} posts, page_size was 2`);
         seen.push(...page.posts.map((p) => p.postId));
@@ -256,7 +225,7 @@ class Scenario {
 
     await this.check("bad input is INVALID_ARGUMENT naming the field", async () => {
       const request = CreatePostRequest.fromPartial({ title: "", content: "body", authorName: this.author });
-      const error = await expectCode(unary(this.commands.createPost, this.commands, request), grpc.status.INVALID_ARGUMENT);
+      const error = await expectCode(unary(this.commands, this.commands.createPost, request, STEP), grpc.status.INVALID_ARGUMENT);
       const fields = badRequestFields(error);
       expect(JSON.stringify(fields) === '["title"]', `expected a BadRequest violation for 'title', got ${JSON.stringify(fields)}`);
     });
@@ -291,12 +260,12 @@ class Scenario {
 
     await this.check("message over the limit is RESOURCE_EXHAUSTED", async () => {
       const request = CreatePostRequest.fromPartial({ title: "huge", content: "x".repeat(TOO_LARGE), authorName: this.author });
-      await expectCode(unary(this.commands.createPost, this.commands, request), grpc.status.RESOURCE_EXHAUSTED);
+      await expectCode(unary(this.commands, this.commands.createPost, request, STEP), grpc.status.RESOURCE_EXHAUSTED);
     });
 
     await this.check("delete", async () => {
       const request = DeletePostRequest.fromPartial({ postId, expectedVersion: 2 });
-      const deleted = await unary(this.commands.deletePost, this.commands, request);
+      const deleted = await unary(this.commands, this.commands.deletePost, request, STEP);
       expect(deleted.version === 3, `version after the delete is 3, got ${deleted.version}`);
     });
 
@@ -313,13 +282,10 @@ async function main(): Promise<void> {
   const commandAddr = process.env.COMMAND_ADDR || "localhost:50051";
   const queryAddr = process.env.QUERY_ADDR || "localhost:50052";
   console.log(`${LANG} client: command-svc ${commandAddr}, query-svc ${queryAddr}`);
-  const credentials = grpc.credentials.createInsecure();
-  const commands = new PostCommandClient(commandAddr, credentials);
-  const queries = new PostQueryClient(queryAddr, credentials);
-  const scenario = new Scenario(commands, queries);
+  const clients = createClients({ commandAddr, queryAddr });
+  const scenario = new Scenario(clients.commands, clients.queries);
   await scenario.run();
-  commands.close();
-  queries.close();
+  clients.close();
   console.log(`${LANG} client: all ${scenario.passed} checks passed`);
 }
 

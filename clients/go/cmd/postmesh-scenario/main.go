@@ -1,11 +1,12 @@
-// Command postmesh-client is a minimal Go client for postmesh (posts.v1),
-// run as the interop scenario described in clients/README.md: it exits 1 at
-// the first deviation from the contract, 0 when every check passed.
+// Command postmesh-scenario runs the interop scenario described in
+// clients/README.md against a live mesh, from Go: it exits 1 at the first
+// deviation from the contract, 0 when every check passed.
 //
-//	COMMAND_ADDR=localhost:50051 QUERY_ADDR=localhost:50052 go run .
+//	go install github.com/postmesh/postmesh/clients/go/cmd/postmesh-scenario@latest
+//	COMMAND_ADDR=localhost:50051 QUERY_ADDR=localhost:50052 postmesh-scenario
 //
-// The code in gen/ is generated from proto/ by scripts/gen-clients.sh;
-// google.rpc.BadRequest comes from google.golang.org/genproto's errdetails.
+// It uses the module's generated package (posts/v1, imported as postsv1) as
+// any user would; google.rpc.BadRequest comes from genproto's errdetails.
 package main
 
 import (
@@ -26,7 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	postsv1 "postmesh/clients/go/gen/posts/v1"
+	postsv1 "github.com/postmesh/postmesh/clients/go/posts/v1"
 )
 
 const (

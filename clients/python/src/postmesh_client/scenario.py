@@ -1,28 +1,26 @@
-#!/usr/bin/env python3
-"""Minimal Python client for postmesh (posts.v1), run as the interop scenario.
+"""The interop scenario (clients/README.md) against a live mesh, from Python.
 
-Runs the scenario described in clients/README.md against a live mesh and
-exits 1 at the first deviation (0 when every check passed).
+Exits 1 at the first deviation from the contract, 0 when every check passed::
 
-    COMMAND_ADDR=localhost:50051 QUERY_ADDR=localhost:50052 \
-        .run/venv-interop/bin/python clients/python/postmesh_client.py
+    pip install ./clients/python
+    COMMAND_ADDR=localhost:50051 QUERY_ADDR=localhost:50052 postmesh-scenario
 
-Code generated from proto/ lives in ./gen (scripts/gen-clients.sh); the
-google.rpc types come from the googleapis-common-protos package.
+(or ``python -m postmesh_client.scenario``). It uses the package as any user
+would: :class:`postmesh_client.Client` and the generated messages.
 """
+
+from __future__ import annotations
 
 import os
 import secrets
 import sys
 import time
+from types import TracebackType
+from typing import Callable, Literal, NoReturn, Optional, Type
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen"))
+import grpc
 
-import grpc  # noqa: E402
-from google.rpc import error_details_pb2  # noqa: E402
-from grpc_status import rpc_status  # noqa: E402
-
-from posts.v1 import command_pb2, command_pb2_grpc, post_pb2, query_pb2, query_pb2_grpc  # noqa: E402
+from postmesh_client import Client, bad_request_fields, command_pb2, command_pb2_grpc, post_pb2, query_pb2, query_pb2_grpc
 
 LANG = "python"
 # Longer than any step should take; the deadline checks use their own short ones.
@@ -30,40 +28,26 @@ TIMEOUT = 10.0
 # A request larger than the servers' default MAX_MESSAGE_BYTES (4 MiB).
 TOO_LARGE = 5 * 1024 * 1024
 
-
 class Deviation(Exception):
     """The mesh answered something the contract does not allow."""
 
 
-def expect(condition, message):
+def expect(condition: bool, message: str) -> None:
     if not condition:
         raise Deviation(message)
 
 
-def expect_code(call, code, *args, **kwargs):
-    """Calls call(*args, **kwargs), which must fail with `code`; returns the RpcError."""
+def expect_code(code: grpc.StatusCode, call: Callable[[], object]) -> grpc.RpcError:
+    """Runs call(), which must fail with `code`; returns the RpcError."""
     try:
-        call(*args, **kwargs)
+        call()
     except grpc.RpcError as error:
         expect(error.code() == code, f"expected {code.name}, got {error.code().name}: {error.details()}")
         return error
     raise Deviation(f"expected {code.name}, but the call succeeded")
 
 
-def bad_request_fields(error):
-    """Field names of the google.rpc.BadRequest in the grpc-status-details-bin trailer."""
-    status = rpc_status.from_call(error)
-    expect(status is not None, "no google.rpc.Status in the grpc-status-details-bin trailer")
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            fields += [v.field for v in bad_request.field_violations]
-    return fields
-
-
-def timed(function):
+def timed(function: Callable[[], object]) -> tuple[Optional[grpc.RpcError], float]:
     """Runs function(); returns (its RpcError or None, seconds taken)."""
     started = time.monotonic()
     try:
@@ -73,16 +57,16 @@ def timed(function):
     return None, time.monotonic() - started
 
 
-def scenario(commands, queries, check):
+def scenario(
+    commands: command_pb2_grpc.PostCommandStub, queries: query_pb2_grpc.PostQueryStub, check: Checker
+) -> None:
     author = f"interop-{LANG}-{secrets.token_hex(4)}"
 
-    def create(title):
-        return commands.CreatePost(
-            command_pb2.CreatePostRequest(title=title, content=f"body of {title}", author_name=author),
-            timeout=TIMEOUT,
-        )
+    def create(title: str) -> command_pb2.CreatePostResponse:
+        request = command_pb2.CreatePostRequest(title=title, content=f"body of {title}", author_name=author)
+        return commands.CreatePost(request, timeout=TIMEOUT)
 
-    def get(post_id, min_version=0, include_deleted=False, timeout=TIMEOUT):
+    def get(post_id: int, min_version: int = 0, include_deleted: bool = False, timeout: float = TIMEOUT) -> post_pb2.Post:
         request = query_pb2.GetPostRequest(post_id=post_id, min_version=min_version, include_deleted=include_deleted)
         return queries.GetPost(request, timeout=timeout).post
 
@@ -101,18 +85,13 @@ def scenario(commands, queries, check):
 
     with check("update with expected_version"):
         updated = commands.UpdatePost(
-            command_pb2.UpdatePostRequest(post_id=post_id, expected_version=1, title="first, edited"),
-            timeout=TIMEOUT,
+            command_pb2.UpdatePostRequest(post_id=post_id, expected_version=1, title="first, edited"), timeout=TIMEOUT
         )
         expect(updated.version == 2, f"version after one update is 2, got {updated.version}")
 
     with check("stale update is ABORTED"):
-        expect_code(
-            commands.UpdatePost,
-            grpc.StatusCode.ABORTED,
-            command_pb2.UpdatePostRequest(post_id=post_id, expected_version=1, title="lost update"),
-            timeout=TIMEOUT,
-        )
+        stale = command_pb2.UpdatePostRequest(post_id=post_id, expected_version=1, title="lost update")
+        expect_code(grpc.StatusCode.ABORTED, lambda: commands.UpdatePost(stale, timeout=TIMEOUT))
 
     with check("GetPost min_version sees the update"):
         post = get(post_id, min_version=2)
@@ -136,7 +115,8 @@ def scenario(commands, queries, check):
         third = create("third").post_id
         for pid in (second, third):
             get(pid, min_version=1)
-        seen, token, pages = [], "", 0
+        seen: list[int] = []
+        token, pages = "", 0
         while True:
             page = queries.ListPosts(
                 query_pb2.ListPostsRequest(author_name=author, page_size=2, page_token=token), timeout=TIMEOUT
@@ -152,44 +132,39 @@ def scenario(commands, queries, check):
         expect(pages >= 2, f"3 posts with page_size 2 need 2 pages, got {pages}")
 
     with check("bad input is INVALID_ARGUMENT naming the field"):
-        error = expect_code(
-            commands.CreatePost,
-            grpc.StatusCode.INVALID_ARGUMENT,
-            command_pb2.CreatePostRequest(title="", content="body", author_name=author),
-            timeout=TIMEOUT,
-        )
+        bad = command_pb2.CreatePostRequest(title="", content="body", author_name=author)
+        error = expect_code(grpc.StatusCode.INVALID_ARGUMENT, lambda: commands.CreatePost(bad, timeout=TIMEOUT))
         fields = bad_request_fields(error)
         expect(fields == ["title"], f"expected a BadRequest violation for 'title', got {fields}")
 
     with check("deadline bounds a min_version wait"):
-        error, took = timed(lambda: get(post_id, min_version=1_000_000, timeout=0.3))
-        expect(error is not None, "GetPost for a version that never comes succeeded")
+        failure, took = timed(lambda: get(post_id, min_version=1_000_000, timeout=0.3))
+        expect(failure is not None, "GetPost for a version that never comes succeeded")
+        assert failure is not None
         # The server answers UNAVAILABLE just before the deadline, naming the versions;
         # if that reply loses the race, the client's own DEADLINE_EXCEEDED wins.
         expect(
-            error.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE),
-            f"expected DEADLINE_EXCEEDED or UNAVAILABLE, got {error.code().name}: {error.details()}",
+            failure.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE),
+            f"expected DEADLINE_EXCEEDED or UNAVAILABLE, got {failure.code().name}: {failure.details()}",
         )
         expect(0.15 <= took <= 0.8, f"a 300 ms deadline ended the call after {took * 1000:.0f} ms")
 
     with check("deadline cancels a quiet WatchPosts"):
 
-        def drain():
+        def drain() -> None:
             for _ in queries.WatchPosts(query_pb2.WatchPostsRequest(post_id=post_id), timeout=0.3):
                 pass
 
-        error, took = timed(drain)
-        expect(error is not None, "a watch with a 300 ms deadline ended without an error")
-        expect(error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"expected DEADLINE_EXCEEDED, got {error.code().name}")
+        failure, took = timed(drain)
+        expect(failure is not None, "a watch with a 300 ms deadline ended without an error")
+        assert failure is not None
+        code = failure.code()
+        expect(code == grpc.StatusCode.DEADLINE_EXCEEDED, f"expected DEADLINE_EXCEEDED, got {code.name}")
         expect(0.25 <= took <= 1.0, f"a 300 ms deadline ended the watch after {took * 1000:.0f} ms")
 
     with check("message over the limit is RESOURCE_EXHAUSTED"):
-        expect_code(
-            commands.CreatePost,
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            command_pb2.CreatePostRequest(title="huge", content="x" * TOO_LARGE, author_name=author),
-            timeout=TIMEOUT,
-        )
+        huge = command_pb2.CreatePostRequest(title="huge", content="x" * TOO_LARGE, author_name=author)
+        expect_code(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: commands.CreatePost(huge, timeout=TIMEOUT))
 
     with check("delete"):
         deleted = commands.DeletePost(command_pb2.DeletePostRequest(post_id=post_id, expected_version=2), timeout=TIMEOUT)
@@ -197,29 +172,32 @@ def scenario(commands, queries, check):
 
     with check("GetPost after delete is NOT_FOUND"):
         # min_version 3 waits for the read model to apply the delete.
-        expect_code(
-            queries.GetPost, grpc.StatusCode.NOT_FOUND, query_pb2.GetPostRequest(post_id=post_id, min_version=3), timeout=TIMEOUT
-        )
+        expect_code(grpc.StatusCode.NOT_FOUND, lambda: get(post_id, min_version=3))
         post = get(post_id, include_deleted=True)
         expect(post.deleted and post.version == 3, f"include_deleted shows {post.version}, deleted={post.deleted}")
 
 
 class Checker:
-    def __init__(self):
+    """Runs each step as `with check(name):`, printing one line; exits 1 at the first deviation."""
+
+    def __init__(self) -> None:
         self.passed = 0
 
-    def __call__(self, name):
+    def __call__(self, name: str) -> _Check:
         return _Check(self, name)
 
 
 class _Check:
-    def __init__(self, checker, name):
+    def __init__(self, checker: Checker, name: str) -> None:
         self.checker, self.name = checker, name
+        self.started = 0.0
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.started = time.monotonic()
 
-    def __exit__(self, kind, error, _traceback):
+    def __exit__(
+        self, kind: Optional[Type[BaseException]], error: Optional[BaseException], traceback: Optional[TracebackType]
+    ) -> Literal[False]:
         took = (time.monotonic() - self.started) * 1000
         if error is None:
             self.checker.passed += 1
@@ -230,17 +208,21 @@ class _Check:
         else:
             reason = str(error)
         print(f"FAIL  {self.name}: {reason}", flush=True)
-        print(f"{LANG} client: {self.checker.passed} checks passed, then a deviation", flush=True)
-        sys.exit(1)
+        fail(f"{LANG} client: {self.checker.passed} checks passed, then a deviation")
 
 
-def main():
+def fail(message: str) -> NoReturn:
+    print(message, flush=True)
+    sys.exit(1)
+
+
+def main() -> None:
     command_addr = os.environ.get("COMMAND_ADDR", "localhost:50051")
     query_addr = os.environ.get("QUERY_ADDR", "localhost:50052")
     print(f"{LANG} client: command-svc {command_addr}, query-svc {query_addr}", flush=True)
-    with grpc.insecure_channel(command_addr) as command_channel, grpc.insecure_channel(query_addr) as query_channel:
-        checker = Checker()
-        scenario(command_pb2_grpc.PostCommandStub(command_channel), query_pb2_grpc.PostQueryStub(query_channel), checker)
+    checker = Checker()
+    with Client(command_addr, query_addr) as client:
+        scenario(client.commands, client.queries, checker)
     print(f"{LANG} client: all {checker.passed} checks passed", flush=True)
 
 
