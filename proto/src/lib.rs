@@ -1,6 +1,11 @@
 //! The `posts.v1` contract: generated message types, clients and servers for
 //! `PostCommand`, `EventStore` and `PostQuery`, plus the encoded file
-//! descriptor set that every server hands to gRPC reflection.
+//! descriptor set that every server hands to gRPC reflection, and
+//! [`PostId`], the id every crate checks the same way.
+
+mod post_id;
+
+pub use post_id::{InvalidPostId, PostId};
 
 /// Generated code for package `posts.v1`.
 pub mod posts {
