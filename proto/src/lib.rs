@@ -1,6 +1,8 @@
 //! The `posts.v1` contract: generated message types, clients and servers for
 //! `PostCommand`, `EventStore` and `PostQuery`, plus the encoded file
-//! descriptor set that every server hands to gRPC reflection.
+//! descriptor set that every server hands to gRPC reflection. The set also
+//! carries the `google.api.http` annotations (google/api/*.proto, vendored
+//! under proto/): the HTTP/JSON routes postmesh-gateway serves.
 
 /// Generated code for package `posts.v1`.
 pub mod posts {
