@@ -15,6 +15,16 @@ pub mod posts {
 
 pub use posts::v1;
 
+/// The OpenAPI (Swagger 2.0) documents of the HTTP/JSON API, generated from
+/// the `google.api.http` annotations by scripts/gen-openapi.sh (committed;
+/// CI checks they match the protos).
+pub mod openapi {
+    /// `PostCommand` and `EventStore`, as command-svc serves them.
+    pub const COMMAND: &str = include_str!("../openapi/command.swagger.json");
+    /// `PostQuery`, as query-svc serves it.
+    pub const QUERY: &str = include_str!("../openapi/query.swagger.json");
+}
+
 /// Encoded `FileDescriptorSet` for tonic-reflection: `posts.v1`, plus
 /// `google.rpc.Status` and the error details (`google.rpc.BadRequest`, ...)
 /// that the servers put in `grpc-status-details-bin`, so a reflection client
