@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Generates the client code in clients/ from proto/ (the only source of the
-# contract), for the three interop clients:
+# Generates the client packages' code in clients/ from proto/ (the only source
+# of the contract):
 #
-#   clients/python/gen/posts/v1/        grpcio-tools (its bundled protoc, matched to
-#                                        the pinned protobuf runtime): *_pb2.py, *_pb2.pyi, *_pb2_grpc.py
-#   clients/go/gen/posts/v1/            protoc + protoc-gen-go + protoc-gen-go-grpc: *.pb.go, *_grpc.pb.go
-#   clients/typescript/src/gen/         protoc + ts-proto (grpc-js services): posts/v1/*.ts and
-#                                        google/rpc/{status,error_details}.ts for the error details
+#   clients/python/src/postmesh_client/posts/   grpcio-tools (its bundled protoc, matched to the
+#                                                pinned protobuf runtime): *_pb2.py, *_pb2_grpc.py;
+#                                                mypy-protobuf: *_pb2.pyi, *_pb2_grpc.pyi (typed stubs)
+#   clients/go/posts/v1/                         protoc + protoc-gen-go + protoc-gen-go-grpc, at the
+#                                                protos' go_package: *.pb.go, *_grpc.pb.go
+#   clients/typescript/src/gen/                  protoc + ts-proto (grpc-js services): posts/v1/*.ts and
+#                                                google/rpc/{status,error_details}.ts for the error details
 #
 # The generated code is committed; CI runs `--check`, which regenerates into a
 # scratch directory and fails on any difference, so a proto change without a
@@ -17,10 +19,10 @@
 #        scripts/gen-clients.sh --install  only install the toolchains (used by scripts/interop.sh)
 #
 # Installs (only what is missing or outdated; all pinned, all from package registries):
-#   - Python: a venv in .run/venv-interop (INTEROP_VENV) from clients/python/requirements.txt
+#   - Python: a venv in .run/venv-interop (INTEROP_VENV) from clients/python/requirements-gen.txt
 #   - Go:     protoc-gen-go and protoc-gen-go-grpc into .run/bin, versions below
 #   - npm:    `npm ci` in clients/typescript (package-lock.json)
-#   - protoc: Debian's protobuf-compiler + libprotobuf-dev (scripts/install-deps.sh)
+#   - protoc: Debian's protobuf-compiler + libprotobuf-dev (scripts/install-deps.sh --tests)
 #   The google/rpc protos come from the googleapis-common-protos wheel in the venv.
 set -euo pipefail
 
@@ -31,7 +33,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 VENV=${INTEROP_VENV:-$ROOT/.run/venv-interop}
 BIN=$ROOT/.run/bin
-GO_MODULE=postmesh/clients/go
 PROTOS=(posts/v1/post.proto posts/v1/command.proto posts/v1/query.proto)
 
 log() { printf '[gen-clients] %s\n' "$*"; }
@@ -46,7 +47,7 @@ case "${1:-}" in
     --check) MODE=check ;;
     --install) MODE=install ;;
     -h | --help)
-        sed -n '2,27p' "$0"
+        sed -n '2,26p' "$0"
         exit 0
         ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -57,15 +58,18 @@ hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 # ---------------------------------------------------------------- tools
 install_python() {
-    local req=$ROOT/clients/python/requirements.txt stamp=$VENV/.postmesh-requirements
-    if [[ -x "$VENV/bin/python" && "$(cat "$stamp" 2>/dev/null)" == "$(hash_of "$req")" ]]; then
+    local req=$ROOT/clients/python/requirements-gen.txt con=$ROOT/clients/python/constraints.txt
+    local stamp=$VENV/.postmesh-requirements
+    if [[ -x "$VENV/bin/python" && "$(cat "$stamp" 2>/dev/null)" == "$(hash_of "$req" "$con")" ]]; then
         return 0
     fi
     command -v python3 >/dev/null || die "python3 is not installed"
-    log "python: installing clients/python/requirements.txt into $VENV"
+    log "python: installing clients/python/requirements-gen.txt into $VENV"
     [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-virtualenv -r "$req"
-    hash_of "$req" >"$stamp"
+    # -r from the package directory, so the file's `-c constraints.txt` resolves.
+    (cd "$ROOT/clients/python" && "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --require-virtualenv -r requirements-gen.txt)
+    hash_of "$req" "$con" >"$stamp"
 }
 
 # go_bin_is BIN MODULE VERSION: BIN in .run/bin was built from MODULE@VERSION.
@@ -117,26 +121,51 @@ install_all() {
 }
 
 # ---------------------------------------------------------------- generation
+# Where each language's generated tree lives, relative to clients/ (and to OUT).
+PY_GEN=python/src/postmesh_client/posts
+GO_GEN=go/posts
+TS_GEN=typescript/src/gen
+GENERATED=("$PY_GEN" "$GO_GEN" "$TS_GEN")
+
+# quiet_plugin CMD...: runs CMD, dropping mypy-protobuf's "Writing mypy to FILE" lines.
+quiet_plugin() {
+    local errors rc=0
+    errors="$(mktemp)"
+    "$@" 2>"$errors" || rc=$?
+    grep -v '^Writing mypy to ' "$errors" >&2 || true
+    rm -f "$errors"
+    return "$rc"
+}
+
 # generate OUT: writes the three generated trees under OUT, laid out as in clients/.
 generate() {
-    local out=$1 rpc_protos go_opts=() p
-    mkdir -p "$out/python/gen" "$out/go/gen" "$out/typescript/src/gen"
+    local out=$1 rpc_protos py
+    mkdir -p "$out/$PY_GEN" "$out/$GO_GEN" "$out/$TS_GEN"
 
-    # Python: grpcio-tools' own protoc, so the code matches the pinned protobuf runtime.
-    (cd proto && "$VENV/bin/python" -m grpc_tools.protoc -I . \
-        --python_out="$out/python/gen" --pyi_out="$out/python/gen" --grpc_python_out="$out/python/gen" \
+    # Python: grpcio-tools' own protoc, so the code matches the pinned protobuf
+    # runtime; mypy-protobuf's stubs carry the proto comments as docstrings.
+    # protoc names modules after the proto paths (posts.v1.post_pb2); in the
+    # package they live under postmesh_client, so the imports are rewritten,
+    # and each directory gets an __init__.py (a regular package, for mypy too).
+    py="$out/python/src/postmesh_client"
+    (cd proto && quiet_plugin "$VENV/bin/python" -m grpc_tools.protoc -I . \
+        --plugin=protoc-gen-mypy="$VENV/bin/protoc-gen-mypy" \
+        --plugin=protoc-gen-mypy_grpc="$VENV/bin/protoc-gen-mypy_grpc" \
+        --python_out="$py" --grpc_python_out="$py" --mypy_out="$py" --mypy_grpc_out="$py" \
         "${PROTOS[@]}")
+    sed -i 's/^from posts\.v1 import /from postmesh_client.posts.v1 import /' "$py"/posts/v1/*.py "$py"/posts/v1/*.pyi
+    if grep -n '^\(from\|import\) posts\b' "$py"/posts/v1/*.py "$py"/posts/v1/*.pyi; then
+        die "generated Python code imports posts.* in a form the rewrite above does not cover"
+    fi
+    printf '"""Generated from proto/posts by scripts/gen-clients.sh."""\n' >"$py/posts/__init__.py"
+    printf '"""posts.v1, generated from proto/posts/v1 by scripts/gen-clients.sh."""\n' >"$py/posts/v1/__init__.py"
 
-    # Go: the protos carry no go_package option (the contract stays language-neutral),
-    # so the import path is given here.
-    for p in "${PROTOS[@]}"; do
-        go_opts+=("--go_opt=M$p=$GO_MODULE/gen/posts/v1;postsv1" "--go-grpc_opt=M$p=$GO_MODULE/gen/posts/v1;postsv1")
-    done
+    # Go: the import path is the protos' go_package (the module's posts/v1 package).
     (cd proto && protoc -I . \
         --plugin=protoc-gen-go="$BIN/protoc-gen-go" --plugin=protoc-gen-go-grpc="$BIN/protoc-gen-go-grpc" \
-        --go_out="$out/go/gen" --go_opt=paths=source_relative \
-        --go-grpc_out="$out/go/gen" --go-grpc_opt=paths=source_relative \
-        "${go_opts[@]}" "${PROTOS[@]}")
+        --go_out="$out/go" --go_opt=paths=source_relative \
+        --go-grpc_out="$out/go" --go-grpc_opt=paths=source_relative \
+        "${PROTOS[@]}")
 
     # TypeScript: ts-proto, plus google.rpc.Status and BadRequest (from the
     # googleapis-common-protos wheel) to decode grpc-status-details-bin.
@@ -148,8 +177,8 @@ generate() {
     cp "$rpc_protos/google/rpc/status.proto" "$rpc_protos/google/rpc/error_details.proto" "$rpc_include/google/rpc/"
     (cd proto && protoc -I . -I "$rpc_include" \
         --plugin=protoc-gen-ts_proto="$ROOT/clients/typescript/node_modules/.bin/protoc-gen-ts_proto" \
-        --ts_proto_out="$out/typescript/src/gen" \
-        --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true \
+        --ts_proto_out="$out/$TS_GEN" \
+        --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,exportCommonSymbols=false \
         "${PROTOS[@]}" google/rpc/status.proto google/rpc/error_details.proto)
     rm -rf "$rpc_include"
 }
@@ -161,19 +190,19 @@ case "$MODE" in
         scratch="$(mktemp -d)"
         trap 'rm -rf "$scratch"' EXIT
         generate "$scratch"
-        rm -rf clients/python/gen clients/go/gen clients/typescript/src/gen
-        mkdir -p clients/typescript/src
-        cp -R "$scratch/python/gen" clients/python/gen
-        cp -R "$scratch/go/gen" clients/go/gen
-        cp -R "$scratch/typescript/src/gen" clients/typescript/src/gen
-        log "regenerated clients/python/gen, clients/go/gen, clients/typescript/src/gen"
+        for dir in "${GENERATED[@]}"; do
+            rm -rf "clients/$dir"
+            mkdir -p "$(dirname "clients/$dir")"
+            cp -R "$scratch/$dir" "clients/$dir"
+        done
+        log "regenerated ${GENERATED[*]/#/clients/}"
         ;;
     check)
         scratch="$(mktemp -d)"
         trap 'rm -rf "$scratch"' EXIT
         generate "$scratch"
         drift=0
-        for dir in python/gen go/gen typescript/src/gen; do
+        for dir in "${GENERATED[@]}"; do
             if ! diff -ru --exclude=__pycache__ "clients/$dir" "$scratch/$dir" >"$scratch/diff.txt" 2>&1; then
                 drift=1
                 printf '[gen-clients] clients/%s differs from what proto/ generates:\n' "$dir" >&2

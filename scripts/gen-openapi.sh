@@ -54,13 +54,8 @@ fi
 
 # generate DIR: writes command.swagger.json and query.swagger.json into DIR.
 generate() {
-    local dir=$1 scratch opts=openapi_naming_strategy=simple p
+    local dir=$1 scratch opts=openapi_naming_strategy=simple
     scratch="$(mktemp -d)"
-    # The generator wants a Go import path for every file; any will do, it
-    # only shapes nothing in the output.
-    for p in posts/v1/post.proto posts/v1/command.proto posts/v1/query.proto; do
-        opts+=",M$p=postmesh/posts/v1"
-    done
     (cd proto && protoc -I . --plugin=protoc-gen-openapiv2="$BIN/protoc-gen-openapiv2" \
         --openapiv2_out="$scratch" --openapiv2_opt="$opts" posts/v1/command.proto posts/v1/query.proto)
     mkdir -p "$dir"

@@ -4,11 +4,20 @@
 #   1. generated clients    scripts/gen-clients.sh --check: the code in clients/
 #                           is what proto/ generates (installs the toolchains first)
 #   2. buf                  scripts/buf-check.sh: lint, format, breaking vs the previous commit
-#   3. mesh up              scripts/up.sh: the whole mesh on the default ports
-#   4. grpcurl examples     every example of docs/grpcurl-examples.md (and of
-#                           README.md's grpcurl section), run verbatim, output checked
-#   5-7. clients            the same scenario from Python, Go and TypeScript
-#                           (clients/README.md); each exits non-zero on any deviation
+#   3. mesh up              scripts/up.sh: the whole mesh (ports PM_COMMAND_PORT, PM_QUERY_PORT,
+#                           PM_RELAY_PORT; 50051-50053 by default)
+#   4. grpcurl examples     every example of docs/grpcurl-examples.md (and of README.md's
+#                           grpcurl section), run verbatim, output checked
+#   5-7. client packages    each installed the way its users install it, outside the
+#                           repository, then clients/examples/<lang> and the scenario of
+#                           clients/README.md run against the mesh; each exits non-zero on
+#                           any deviation:
+#                           python: `pip install ./clients/python[typing]` into a fresh venv,
+#                                   `mypy --strict` over the installed package and the example
+#                           go:     clients/examples/go, a module of its own requiring the
+#                                   module by its public path (a replace points at clients/go)
+#                           npm:    `npm pack` of clients/typescript, installed into a copy of
+#                                   clients/examples/typescript; ESM and CommonJS, type-checked
 #
 # Then the services it started are stopped again (servers stay up, as after
 # scripts/test.sh); a mesh that was already running is restarted by up.sh and
@@ -16,9 +25,9 @@
 # exits non-zero when a step failed.
 #
 # usage: scripts/interop.sh
-# Needs the default ports 50051-50053 free (or held by an earlier up.sh).
 # Everything it installs is pinned and comes from the package registries
-# (see scripts/gen-clients.sh); later runs take well under a minute.
+# (see scripts/gen-clients.sh, clients/python/constraints.txt, the lockfile and
+# go.sum files); later runs take about a minute.
 set -euo pipefail
 
 PM_SCRIPT=interop
@@ -26,9 +35,12 @@ PM_SCRIPT=interop
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-VENV=${INTEROP_VENV:-$RUN_DIR/venv-interop}
-export INTEROP_VENV=$VENV
-export COMMAND_ADDR=localhost:50051 QUERY_ADDR=localhost:50052
+export PM_COMMAND_PORT="${PM_COMMAND_PORT:-50051}" PM_QUERY_PORT="${PM_QUERY_PORT:-50052}"
+export PM_RELAY_PORT="${PM_RELAY_PORT:-50053}"
+export COMMAND_ADDR="localhost:$PM_COMMAND_PORT" QUERY_ADDR="localhost:$PM_QUERY_PORT"
+# Where the packages are installed and their examples built: outside the
+# repository, so nothing resolves from the source tree by accident.
+SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/postmesh-interop.XXXXXX")"
 
 results=()
 passed=0
@@ -59,6 +71,7 @@ done
 
 finish() {
     local rc=$?
+    rm -rf "$SCRATCH"
     if [[ -z "$mesh_was_up" ]]; then
         "$ROOT/scripts/down.sh" --keep-servers >/dev/null 2>&1 || true
         if [[ -n "${run_id:-}" ]]; then rm -f "$RUN_DIR/$run_id".db*; fi
@@ -71,10 +84,39 @@ finish() {
 }
 trap finish EXIT
 
-build_go_client() { (cd clients/go && go build -o "$RUN_DIR/bin/postmesh-client-go" .); }
-go_client() { build_go_client && "$RUN_DIR/bin/postmesh-client-go"; }
-ts_client() {
-    (cd clients/typescript && node_modules/.bin/tsc -p tsconfig.json) && node clients/typescript/dist/main.js
+# python: a fresh venv, the package (with its typing extra) and mypy from
+# constraints.txt; mypy --strict proves the installed package's types resolve
+# (py.typed, the .pyi stubs); run from SCRATCH so only the installed copy imports.
+python_package() {
+    local venv=$SCRATCH/python-venv
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -c clients/python/constraints.txt "./clients/python[typing]" mypy
+    cp clients/examples/python/hello.py "$SCRATCH/hello.py"
+    (cd "$SCRATCH" && "$venv/bin/mypy" --strict --no-incremental -p postmesh_client &&
+        "$venv/bin/mypy" --strict --no-incremental hello.py) &&
+        (cd "$SCRATCH" && "$venv/bin/python" hello.py && "$venv/bin/postmesh-scenario")
+}
+
+# go: the example is a module of its own that requires the client module by
+# its public path; the scenario is built from there too, as `go install` would.
+go_module() {
+    (cd clients/go && go vet ./...) &&
+        (cd clients/examples/go && go build -o "$SCRATCH/hello-go" . &&
+            go build -o "$SCRATCH/postmesh-scenario-go" github.com/postmesh/postmesh/clients/go/cmd/postmesh-scenario) &&
+        "$SCRATCH/hello-go" && "$SCRATCH/postmesh-scenario-go"
+}
+
+# npm: the tarball `npm publish` would upload (npm pack runs the build), into a
+# copy of the example project; tsc checks the ESM and CommonJS imports' types.
+npm_package() {
+    local tarball project=$SCRATCH/npm-project
+    tarball="$(cd clients/typescript && npm pack --silent --pack-destination "$SCRATCH" | tail -n 1)"
+    mkdir -p "$project"
+    cp clients/examples/typescript/{package.json,tsconfig.json,hello.ts,hello-cjs.cts} "$project/"
+    (cd "$project" && npm install --no-audit --no-fund --loglevel=error "$SCRATCH/$tarball" &&
+        node_modules/.bin/tsc -p . && node out/hello.js && node out/hello-cjs.cjs &&
+        node_modules/.bin/postmesh-scenario)
 }
 
 # Without the tools or the mesh nothing else can run: stop at the first failure there.
@@ -103,6 +145,6 @@ need_jq() {
 grpcurl_examples() { need_jq && python3 clients/grpcurl/check_examples.py; }
 
 step "grpcurl examples" grpcurl_examples || true
-step "python client" "$VENV/bin/python" clients/python/postmesh_client.py || true
-step "go client" go_client || true
-step "typescript client" ts_client || true
+step "python package" python_package || true
+step "go module" go_module || true
+step "npm package" npm_package || true

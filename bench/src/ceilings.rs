@@ -204,8 +204,9 @@ pub async fn raw_database(
     .await
 }
 
-/// command-svc's own store code (validation, decide, sea-orm entities) without
-/// gRPC: splits the gap between the raw ceiling and the service.
+/// command-svc's own command path (validation, decide, sea-orm entities)
+/// without gRPC or a publisher: splits the gap between the raw ceiling and
+/// the service.
 pub async fn store_direct(
     url: &str,
     concurrency: usize,
@@ -213,15 +214,16 @@ pub async fn store_direct(
     mix: Mix,
     content_bytes: usize,
 ) -> Samples {
-    use command_svc::domain::{self, PostChanges};
+    use command_svc::{app::Commands, domain, outbox::Handoff};
     let Ok(store) = command_svc::store::EventStore::connect(url, 16, Duration::from_secs(5)).await else {
         return Samples::default();
     };
     if store.migrate().await.is_err() {
         return Samples::default();
     }
+    let commands = Commands::new(store, Handoff::unpublished());
     closed_loop(concurrency, duration, |n, deadline| {
-        let store = store.clone();
+        let commands = commands.clone();
         async move {
             let mut rng = StdRng::seed_from_u64(1000 + n as u64);
             let mut owned = Owned::default();
@@ -233,13 +235,13 @@ pub async fn store_direct(
                 let op = owned.next(mix, &mut rng);
                 let command = match op {
                     Op::Create => domain::validate_create(title(n, seq), content(content_bytes, seq), "bench".into()),
-                    Op::Update(i) => domain::validate_update(PostChanges {
-                        post_id: owned.posts[i].0,
-                        expected_version: owned.posts[i].1,
-                        title: Some(title(n, seq)),
-                        content: Some(content(content_bytes, seq)),
-                        author_name: None,
-                    }),
+                    Op::Update(i) => domain::validate_update(
+                        owned.posts[i].0,
+                        owned.posts[i].1,
+                        Some(title(n, seq)),
+                        Some(content(content_bytes, seq)),
+                        None,
+                    ),
                     Op::Delete(i) => domain::validate_delete(owned.posts[i].0, owned.posts[i].1),
                 };
                 let Ok(command) = command else {
@@ -247,10 +249,10 @@ pub async fn store_direct(
                     continue;
                 };
                 let start = Instant::now();
-                match store.execute(&command, &meta, None).await {
+                match commands.execute(&command, &meta, None).await {
                     Ok(appended) => {
                         samples.push(start.elapsed());
-                        owned.done(op, appended.post_id, appended.version);
+                        owned.done(op, appended.post_id.get(), appended.version);
                     }
                     Err(_) => samples.errors += 1,
                 }

@@ -1,4 +1,4 @@
-module postmesh/clients/go
+module github.com/postmesh/postmesh/clients/go
 
 go 1.26.0
 

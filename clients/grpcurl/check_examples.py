@@ -7,7 +7,9 @@ By default the examples come from docs/grpcurl-examples.md and, when README.md
 has a section whose heading mentions grpcurl, from that section too: each
 source runs in its own bash, every ```sh block verbatim and in order (so a
 variable one block sets is there for the next), against a mesh already
-running on the default ports (scripts/interop.sh starts one).
+running on the default ports (scripts/interop.sh starts one), or on the
+ports PM_COMMAND_PORT, PM_QUERY_PORT and PM_RELAY_PORT name (the overrides
+scripts/up.sh takes): `localhost:50051` and so on are rewritten to those.
 
 The fenced block that follows a ```sh block (before the next ```sh block),
 when its language is not sh, is the expected output of stdout and stderr
@@ -36,6 +38,8 @@ FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)[^\n]*$")
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
 PLACEHOLDER = re.compile(r"<[^<>\s][^<>]*>")
 TIMEOUT_SECONDS = 180
+# The ports the examples name, and the variable that moves each (as for scripts/up.sh).
+DEFAULT_PORTS = {"PM_COMMAND_PORT": "50051", "PM_QUERY_PORT": "50052", "PM_RELAY_PORT": "50053"}
 
 
 @dataclass
@@ -217,11 +221,20 @@ def check(example, output, code):
 
 
 # ---------------------------------------------------------------- running
+def with_ports(command):
+    """The command with each default port replaced by its PM_*_PORT override, if any."""
+    for variable, default in DEFAULT_PORTS.items():
+        port = os.environ.get(variable) or default
+        if port != default:
+            command = re.sub(rf"\blocalhost:{default}\b", f"localhost:{port}", command)
+    return command
+
+
 def run(examples, workdir):
     """Runs the examples in one bash; returns [(output, exit status)]."""
     script = ["set +e"]
     for k, example in enumerate(examples):
-        script.append(f"{{\n{example.command}\n}} >{workdir}/out.{k} 2>&1 </dev/null")
+        script.append(f"{{\n{with_ports(example.command)}\n}} >{workdir}/out.{k} 2>&1 </dev/null")
         script.append(f"echo $? >{workdir}/rc.{k}")
     # Background commands (a watch) write to their example's file until they end.
     script.append("wait")

@@ -1,7 +1,7 @@
 //! Command rules: validation and the decision of which event a command
 //! produces from the current state. Pure functions, no I/O.
 
-use postmesh_proto::v1::EventType;
+use postmesh_proto::{v1::EventType, PostId};
 use tonic_types::FieldViolation;
 
 use crate::error::Error;
@@ -15,11 +15,9 @@ pub const MAX_CONTENT_BYTES: usize = 100_000;
 /// Longest idempotency key, in characters.
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 
-/// A post's state as the event store holds it.
+/// A post's state as the event store holds it (its id is the key it is held under).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PostState {
-    /// Id; 0 until the store assigns one to a new post.
-    pub post_id: i64,
     /// Version after the latest event.
     pub version: i64,
     /// Title.
@@ -34,6 +32,17 @@ pub struct PostState {
     pub created_at_us: i64,
     /// Time of the latest change, microseconds since the Unix epoch.
     pub updated_at_us: i64,
+}
+
+/// What a command decided: the event to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The post it changes; None for a new post, whose id the store assigns.
+    pub post_id: Option<PostId>,
+    /// What happened.
+    pub event_type: EventType,
+    /// The post's state after the event; `updated_at_us` is the event's time.
+    pub state: PostState,
 }
 
 /// A validated CreatePost.
@@ -51,7 +60,7 @@ pub struct NewPost {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PostChanges {
     /// Target post.
-    pub post_id: i64,
+    pub post_id: PostId,
     /// 0 for any version.
     pub expected_version: i64,
     /// New title.
@@ -66,7 +75,7 @@ pub struct PostChanges {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Removal {
     /// Target post.
-    pub post_id: i64,
+    pub post_id: PostId,
     /// 0 for any version.
     pub expected_version: i64,
 }
@@ -84,7 +93,7 @@ pub enum Command {
 
 impl Command {
     /// The post a command targets; None for Create.
-    pub fn post_id(&self) -> Option<i64> {
+    pub fn post_id(&self) -> Option<PostId> {
         match self {
             Self::Create(_) => None,
             Self::Update(changes) => Some(changes.post_id),
@@ -128,10 +137,10 @@ impl Violations {
         }
     }
 
-    fn post_id(&mut self, post_id: i64) {
-        if post_id <= 0 {
-            self.add("post_id", format!("must be greater than 0 (got {post_id})"));
-        }
+    fn post_id(&mut self, post_id: i64) -> Option<PostId> {
+        PostId::from_field("post_id", post_id)
+            .map_err(|violation| self.0.push(violation))
+            .ok()
     }
 
     fn expected_version(&mut self, version: i64) {
@@ -143,11 +152,11 @@ impl Violations {
         }
     }
 
-    fn finish<T>(self, value: T) -> Result<T, Error> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(Error::InvalidArgument(self.0))
+    /// `value` when nothing was violated; None only comes with a violation.
+    fn finish<T>(self, value: Option<T>) -> Result<T, Error> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(Error::InvalidArgument(self.0)),
         }
     }
 }
@@ -173,59 +182,76 @@ pub fn validate_create(title: String, content: String, author_name: String) -> R
     v.text("title", &title, Some(MAX_TITLE_CHARS), None);
     v.text("content", &content, None, Some(MAX_CONTENT_BYTES));
     v.text("author_name", &author_name, Some(MAX_AUTHOR_CHARS), None);
-    v.finish(Command::Create(NewPost {
+    v.finish(Some(Command::Create(NewPost {
         title,
         content,
         author_name,
-    }))
+    })))
 }
 
 /// Validates UpdatePost fields; at least one field must be set.
-pub fn validate_update(changes: PostChanges) -> Result<Command, Error> {
+pub fn validate_update(
+    post_id: i64,
+    expected_version: i64,
+    title: Option<String>,
+    content: Option<String>,
+    author_name: Option<String>,
+) -> Result<Command, Error> {
     let mut v = Violations::default();
-    v.post_id(changes.post_id);
-    v.expected_version(changes.expected_version);
-    if let Some(title) = &changes.title {
+    let post_id = v.post_id(post_id);
+    v.expected_version(expected_version);
+    if let Some(title) = &title {
         v.text("title", title, Some(MAX_TITLE_CHARS), None);
     }
-    if let Some(content) = &changes.content {
+    if let Some(content) = &content {
         v.text("content", content, None, Some(MAX_CONTENT_BYTES));
     }
-    if let Some(author) = &changes.author_name {
+    if let Some(author) = &author_name {
         v.text("author_name", author, Some(MAX_AUTHOR_CHARS), None);
     }
-    if changes.title.is_none() && changes.content.is_none() && changes.author_name.is_none() {
+    if title.is_none() && content.is_none() && author_name.is_none() {
         v.add("title", "at least one of title, content or author_name must be set");
     }
-    v.finish(Command::Update(changes))
+    v.finish(post_id.map(|post_id| {
+        Command::Update(PostChanges {
+            post_id,
+            expected_version,
+            title,
+            content,
+            author_name,
+        })
+    }))
 }
 
 /// Validates DeletePost fields.
 pub fn validate_delete(post_id: i64, expected_version: i64) -> Result<Command, Error> {
     let mut v = Violations::default();
-    v.post_id(post_id);
+    let post_id = v.post_id(post_id);
     v.expected_version(expected_version);
-    v.finish(Command::Delete(Removal {
-        post_id,
-        expected_version,
+    v.finish(post_id.map(|post_id| {
+        Command::Delete(Removal {
+            post_id,
+            expected_version,
+        })
     }))
 }
 
 /// Validates the post id of an event-store read.
-pub fn validate_post_id(post_id: i64) -> Result<i64, Error> {
+pub fn validate_post_id(post_id: i64) -> Result<PostId, Error> {
     let mut v = Violations::default();
-    v.post_id(post_id);
+    let post_id = v.post_id(post_id);
     v.finish(post_id)
 }
 
-/// Decides the event a command produces. `current` is the post's state (None
-/// when it does not exist, and always None for Create); `now_us` the event time.
-pub fn decide(current: Option<&PostState>, command: &Command, now_us: i64) -> Result<(EventType, PostState), Error> {
+/// Decides the event a command produces. `current` is the state of the
+/// command's post (None when it does not exist, and always None for Create);
+/// `now_us` the event time.
+pub fn decide(current: Option<&PostState>, command: &Command, now_us: i64) -> Result<Decision, Error> {
     match command {
-        Command::Create(new) => Ok((
-            EventType::PostCreated,
-            PostState {
-                post_id: 0,
+        Command::Create(new) => Ok(Decision {
+            post_id: None,
+            event_type: EventType::PostCreated,
+            state: PostState {
                 version: 1,
                 title: new.title.clone(),
                 content: new.content.clone(),
@@ -234,7 +260,7 @@ pub fn decide(current: Option<&PostState>, command: &Command, now_us: i64) -> Re
                 created_at_us: now_us,
                 updated_at_us: now_us,
             },
-        )),
+        }),
         Command::Update(changes) => {
             let state = writable(current, changes.post_id, changes.expected_version)?;
             let mut next = state.clone();
@@ -249,7 +275,11 @@ pub fn decide(current: Option<&PostState>, command: &Command, now_us: i64) -> Re
             }
             next.version += 1;
             next.updated_at_us = now_us;
-            Ok((EventType::PostUpdated, next))
+            Ok(Decision {
+                post_id: Some(changes.post_id),
+                event_type: EventType::PostUpdated,
+                state: next,
+            })
         }
         Command::Delete(removal) => {
             let state = writable(current, removal.post_id, removal.expected_version)?;
@@ -257,12 +287,16 @@ pub fn decide(current: Option<&PostState>, command: &Command, now_us: i64) -> Re
             next.deleted = true;
             next.version += 1;
             next.updated_at_us = now_us;
-            Ok((EventType::PostDeleted, next))
+            Ok(Decision {
+                post_id: Some(removal.post_id),
+                event_type: EventType::PostDeleted,
+                state: next,
+            })
         }
     }
 }
 
-fn writable(current: Option<&PostState>, post_id: i64, expected_version: i64) -> Result<&PostState, Error> {
+fn writable(current: Option<&PostState>, post_id: PostId, expected_version: i64) -> Result<&PostState, Error> {
     let state = current.ok_or(Error::NotFound(post_id))?;
     if state.deleted {
         return Err(Error::Deleted(post_id));
@@ -283,7 +317,6 @@ mod tests {
 
     fn post(version: i64, deleted: bool) -> PostState {
         PostState {
-            post_id: 7,
             version,
             title: "t".into(),
             content: "c".into(),
@@ -295,27 +328,34 @@ mod tests {
     }
 
     fn update(expected_version: i64, title: Option<&str>) -> Command {
-        Command::Update(PostChanges {
-            post_id: 7,
-            expected_version,
-            title: title.map(str::to_owned),
-            content: None,
-            author_name: None,
-        })
+        validate_update(7, expected_version, title.map(str::to_owned), None, None).expect("valid")
     }
+
+    const SEVEN: PostId = match PostId::new(7) {
+        Ok(id) => id,
+        Err(_) => panic!("7 is positive"),
+    };
 
     #[test]
     fn given_nothing_when_created_then_version_one() {
         let cmd = validate_create("T".into(), "C".into(), "A".into()).expect("valid");
-        let (kind, state) = decide(None, &cmd, 42).expect("decided");
-        assert_eq!(kind, EventType::PostCreated);
+        let Decision {
+            post_id,
+            event_type: kind,
+            state,
+        } = decide(None, &cmd, 42).expect("decided");
+        assert_eq!((post_id, kind), (None, EventType::PostCreated));
         assert_eq!((state.version, state.created_at_us, state.updated_at_us), (1, 42, 42));
     }
 
     #[test]
     fn given_a_post_when_title_updated_then_only_title_changes() {
-        let (kind, state) = decide(Some(&post(3, false)), &update(0, Some("new")), 99).expect("decided");
-        assert_eq!(kind, EventType::PostUpdated);
+        let Decision {
+            post_id,
+            event_type: kind,
+            state,
+        } = decide(Some(&post(3, false)), &update(0, Some("new")), 99).expect("decided");
+        assert_eq!((post_id, kind), (Some(SEVEN), EventType::PostUpdated));
         assert_eq!(state.title, "new");
         assert_eq!((state.content.as_str(), state.author_name.as_str()), ("c", "a"));
         assert_eq!((state.version, state.created_at_us, state.updated_at_us), (4, 1, 99));
@@ -340,23 +380,27 @@ mod tests {
         let deleted = post(4, true);
         assert!(matches!(
             decide(Some(&deleted), &update(0, Some("x")), 0),
-            Err(Error::Deleted(7))
+            Err(Error::Deleted(SEVEN))
         ));
         let delete = validate_delete(7, 0).expect("valid");
-        assert!(matches!(decide(Some(&deleted), &delete, 0), Err(Error::Deleted(7))));
+        assert!(matches!(decide(Some(&deleted), &delete, 0), Err(Error::Deleted(SEVEN))));
     }
 
     #[test]
     fn given_no_post_when_deleted_then_not_found() {
         let delete = validate_delete(7, 0).expect("valid");
-        assert!(matches!(decide(None, &delete, 0), Err(Error::NotFound(7))));
+        assert!(matches!(decide(None, &delete, 0), Err(Error::NotFound(SEVEN))));
     }
 
     #[test]
     fn given_a_post_when_deleted_then_flagged_and_versioned() {
         let delete = validate_delete(7, 3).expect("valid");
-        let (kind, state) = decide(Some(&post(3, false)), &delete, 5).expect("decided");
-        assert_eq!(kind, EventType::PostDeleted);
+        let Decision {
+            post_id,
+            event_type: kind,
+            state,
+        } = decide(Some(&post(3, false)), &delete, 5).expect("decided");
+        assert_eq!((post_id, kind), (Some(SEVEN), EventType::PostDeleted));
         assert!(state.deleted);
         assert_eq!(state.version, 4);
     }
@@ -381,14 +425,7 @@ mod tests {
 
     #[test]
     fn update_needs_a_positive_id_and_some_field() {
-        let changes = PostChanges {
-            post_id: 0,
-            expected_version: -1,
-            title: None,
-            content: None,
-            author_name: None,
-        };
-        let Err(Error::InvalidArgument(violations)) = validate_update(changes) else {
+        let Err(Error::InvalidArgument(violations)) = validate_update(0, -1, None, None, None) else {
             panic!("expected InvalidArgument");
         };
         let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();

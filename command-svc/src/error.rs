@@ -1,5 +1,6 @@
 //! The one error type of command-svc and its single mapping to gRPC status.
 
+use postmesh_proto::PostId;
 use sea_orm::{DbErr, RuntimeErr, SqlErr};
 use tonic::Code;
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
@@ -12,21 +13,21 @@ pub enum Error {
     InvalidArgument(Vec<FieldViolation>),
     /// No post has this id.
     #[error("post {0} does not exist")]
-    NotFound(i64),
+    NotFound(PostId),
     /// The post was deleted, so it can no longer change.
     #[error("post {0} is deleted")]
-    Deleted(i64),
+    Deleted(PostId),
     /// The client's expected_version is not the current version.
     #[error("post {post_id} is at version {current}, not the expected version {expected}")]
     VersionMismatch {
         /// The post.
-        post_id: i64,
+        post_id: PostId,
         /// What the client expected.
         expected: i64,
         /// What the store holds.
         current: i64,
     },
-    /// Another writer won a race that retrying did not resolve.
+    /// Another writer won a race that retrying did not resolve (0: a new post).
     #[error("post {0} changed concurrently; retry the command")]
     Contention(i64),
     /// The idempotency key was used before with a different request.

@@ -2,7 +2,11 @@
 //! the resulting event, appends it with its outbox row in one SQL transaction,
 //! and publishes the outbox to Redis Streams. It also serves the event log
 //! (`EventStore`) so read models can be rebuilt from it.
+//!
+//! A command flows one way: `grpc` (validate) -> `app` (the use case) ->
+//! `domain` (decide) -> `store` (append, commit) -> `outbox` (publish).
 
+pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;

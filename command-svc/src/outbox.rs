@@ -2,9 +2,9 @@
 //!
 //! One task per process, fed two ways:
 //!
-//! - **The handoff.** After a commit the handler passes the committed event,
-//!   its outbox row id and its trace context over a bounded channel
-//!   ([`Handoff`]). The publisher takes everything queued at once and XADDs
+//! - **The handoff.** After a commit the use case (`crate::app`) passes the
+//!   committed event, its outbox row id and its trace context over a bounded
+//!   channel ([`Handoff`]). The publisher takes everything queued at once and XADDs
 //!   it in one pipeline per Redis; the published rows are deleted in one
 //!   statement every 20 ms (or per 500 rows). Nothing is read
 //!   back from the database. While Redis is failing, handed-off rows are left
@@ -14,8 +14,8 @@
 //!   publishes the rows the handoff does not carry: those left by a crash, by
 //!   a Redis outage, or by a full channel.
 //!
-//! An outbox row id is registered as *in flight* before its transaction
-//! commits and stays so until its row is deleted or the handoff gives it up;
+//! An outbox row id is registered as *in flight* ([`Handoff::reserve`])
+//! before its transaction commits and stays so until its row is deleted or the handoff gives it up;
 //! the poller skips in-flight rows, so the two paths do not publish the same
 //! row twice. A row is deleted only after Redis acknowledged its XADD, so
 //! delivery is at-least-once: a crash between XADD and delete republishes it,
@@ -55,16 +55,16 @@ const HANDOFF_CAPACITY: usize = 4096;
 /// transaction commits, released once the row is deleted or handed back to
 /// the poller.
 #[derive(Debug, Default)]
-pub struct InFlight(Mutex<HashSet<i64>>);
+struct InFlight(Mutex<HashSet<i64>>);
 
 impl InFlight {
     /// Registers a row the handoff will carry.
-    pub fn insert(&self, outbox_id: i64) {
+    fn insert(&self, outbox_id: i64) {
         self.lock().insert(outbox_id);
     }
 
     /// Releases rows: deleted, or left to the poller.
-    pub fn remove(&self, outbox_ids: impl IntoIterator<Item = i64>) {
+    fn remove(&self, outbox_ids: impl IntoIterator<Item = i64>) {
         let mut set = self.lock();
         for id in outbox_ids {
             set.remove(&id);
@@ -90,21 +90,66 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    /// The registry the store records an outbox row in before it commits.
-    pub fn in_flight(&self) -> &InFlight {
-        &self.in_flight
+    /// A handoff no publisher reads: every event stays in the outbox. For
+    /// tools that measure the store alone.
+    pub fn unpublished() -> Self {
+        let (sender, _) = mpsc::channel(1);
+        Self {
+            sender,
+            in_flight: Arc::default(),
+            wakeup: Arc::default(),
+        }
+    }
+
+    /// Claims an appended event's outbox row for the handoff. Call it before
+    /// the transaction that wrote the row commits: the poller skips claimed
+    /// rows, so it never publishes one the handoff carries too, and an
+    /// unclaimed committed row is the poller's. Send the reservation once
+    /// committed; dropping it (the commit failed, and whether it committed is
+    /// unknown) gives the row to the poller.
+    pub fn reserve(&self, pending: Pending) -> Reserved<'_> {
+        self.in_flight.insert(pending.outbox_id);
+        Reserved {
+            handoff: self,
+            pending: Some(pending),
+        }
     }
 
     /// Passes a committed event to the publisher. When the channel is full
     /// (the publisher is behind, or Redis is slow) the row is left to the
     /// poller, which is woken at once; the command never waits for Redis.
-    pub fn publish(&self, committed: Pending) {
+    fn publish(&self, committed: Pending) {
         if let Err(error) = self.sender.try_send(committed) {
             let committed = match error {
                 mpsc::error::TrySendError::Full(committed) | mpsc::error::TrySendError::Closed(committed) => committed,
             };
             self.in_flight.remove([committed.outbox_id]);
             self.wakeup.notify_one();
+        }
+    }
+}
+
+/// A committed-to-be event whose outbox row the handoff has claimed (see
+/// [`Handoff::reserve`]).
+#[derive(Debug)]
+pub struct Reserved<'a> {
+    handoff: &'a Handoff,
+    pending: Option<Pending>,
+}
+
+impl Reserved<'_> {
+    /// The transaction committed: hand the event to the publisher.
+    pub fn send(mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.handoff.publish(pending);
+        }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.handoff.in_flight.remove([pending.outbox_id]);
         }
     }
 }
@@ -498,6 +543,22 @@ mod tests {
             xadd("s", &event, &event.traceparent, "").get_packed_command(),
             expected.get_packed_command()
         );
+    }
+
+    #[test]
+    fn a_reservation_dropped_unsent_gives_the_row_to_the_poller() {
+        let handoff = Handoff::unpublished();
+        let pending = |outbox_id| Pending {
+            outbox_id,
+            event: PostEvent::default(),
+        };
+        let failed_commit = handoff.reserve(pending(9));
+        assert!(handoff.in_flight.contains(9), "claimed before the commit");
+        drop(failed_commit);
+        assert!(!handoff.in_flight.contains(9));
+        // Sent with no publisher behind the handoff: left to the poller too.
+        handoff.reserve(pending(10)).send();
+        assert!(!handoff.in_flight.contains(10));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::{
+    app::Commands,
     config::Config,
     grpc::{AuthInterceptor, CommandService, EventStoreService},
     outbox::{self, Handoff, Publisher},
@@ -134,7 +135,7 @@ impl Application {
             .build_v1alpha()?;
         let max = self.config.limits.max_message_bytes;
         let commands = InterceptedService::new(
-            PostCommandServer::new(CommandService::new(self.store.clone(), self.handoff))
+            PostCommandServer::new(CommandService::new(Commands::new(self.store.clone(), self.handoff)))
                 .max_decoding_message_size(max),
             AuthInterceptor::new(self.auth.clone(), Access::Write),
         );

@@ -1,8 +1,13 @@
 //! The `posts.v1` contract: generated message types, clients and servers for
 //! `PostCommand`, `EventStore` and `PostQuery`, plus the encoded file
-//! descriptor set that every server hands to gRPC reflection. The set also
-//! carries the `google.api.http` annotations (google/api/*.proto, vendored
-//! under proto/): the HTTP/JSON routes postmesh-gateway serves.
+//! descriptor set that every server hands to gRPC reflection, and
+//! [`PostId`], the id every crate checks the same way. The descriptor set
+//! also carries the `google.api.http` annotations (google/api/*.proto,
+//! vendored under proto/): the HTTP/JSON routes postmesh-gateway serves.
+
+mod post_id;
+
+pub use post_id::{InvalidPostId, PostId};
 
 /// Generated code for package `posts.v1`.
 pub mod posts {

@@ -10,37 +10,32 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::{
-    domain::{self, Command, PostChanges},
+    app::Commands,
+    domain::{self, Command},
     error::Error,
-    outbox::Handoff,
-    store::{Appended, EventStore, Idempotency},
+    store::{Appended, EventMeta, Idempotency},
 };
 
 /// Serves CreatePost, UpdatePost and DeletePost.
 #[derive(Clone, Debug)]
 pub struct CommandService {
-    store: EventStore,
-    handoff: Handoff,
+    commands: Commands,
     /// `append <backend>`, the transaction span's name, built once.
     append_name: String,
 }
 
 impl CommandService {
-    /// A service writing to `store` and handing each committed event to the publisher.
-    pub fn new(store: EventStore, handoff: Handoff) -> Self {
-        let append_name = format!("append {}", store.backend_name());
-        Self {
-            store,
-            handoff,
-            append_name,
-        }
+    /// A service running its commands through `commands`.
+    pub fn new(commands: Commands) -> Self {
+        let append_name = format!("append {}", commands.store().backend_name());
+        Self { commands, append_name }
     }
 
     async fn run(
         &self,
         command: Result<Command, Error>,
         idempotency: Result<Option<Idempotency>, Error>,
-        meta: crate::store::EventMeta,
+        meta: EventMeta,
     ) -> Result<Appended, Error> {
         let command = command?;
         let idempotency = idempotency?;
@@ -49,21 +44,15 @@ impl CommandService {
             "db.transaction",
             otel.name = %self.append_name,
             otel.kind = "client",
-            db.system = self.store.backend_name(),
+            db.system = self.commands.store().backend_name(),
             db.operation.name = "append",
             db.collection.name = "post_events",
         );
         let result = self
-            .store
-            .append(&command, &meta, idempotency.as_ref(), Some(self.handoff.in_flight()))
+            .commands
+            .execute(&command, &meta, idempotency.as_ref())
             .instrument(span)
-            .await
-            .map(|committed| {
-                if let Some(pending) = committed.pending {
-                    self.handoff.publish(pending);
-                }
-                committed.appended
-            });
+            .await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         // The caller's trace id, so the line can be found from a trace even
         // when this process exports no spans of its own.
@@ -73,7 +62,7 @@ impl CommandService {
                 tracing::info!(
                     domain = "posts",
                     action = command.action(),
-                    post_id = appended.post_id,
+                    post_id = appended.post_id.get(),
                     version = appended.version,
                     position = appended.position,
                     replayed = appended.position == 0,
@@ -86,7 +75,7 @@ impl CommandService {
             Err(error) => tracing::info!(
                 domain = "posts",
                 action = command.action(),
-                post_id = command.post_id().unwrap_or(0),
+                post_id = command.post_id().map_or(0, |id| id.get()),
                 code = ?error.code(),
                 %error,
                 trace_id,
@@ -131,7 +120,7 @@ impl PostCommand for CommandService {
         let command = domain::validate_create(req.title, req.content, req.author_name);
         let appended = self.run(command, idem, meta).await?;
         Ok(Response::new(CreatePostResponse {
-            post_id: appended.post_id,
+            post_id: appended.post_id.get(),
             version: appended.version,
         }))
     }
@@ -140,16 +129,16 @@ impl PostCommand for CommandService {
         let meta = super::event_meta(request.metadata(), request.extensions());
         let req = request.into_inner();
         let idem = idempotency("UpdatePost", &req.idempotency_key, &req, |r| r.idempotency_key.clear());
-        let command = domain::validate_update(PostChanges {
-            post_id: req.post_id,
-            expected_version: req.expected_version,
-            title: req.title,
-            content: req.content,
-            author_name: req.author_name,
-        });
+        let command = domain::validate_update(
+            req.post_id,
+            req.expected_version,
+            req.title,
+            req.content,
+            req.author_name,
+        );
         let appended = self.run(command, idem, meta).await?;
         Ok(Response::new(UpdatePostResponse {
-            post_id: appended.post_id,
+            post_id: appended.post_id.get(),
             version: appended.version,
         }))
     }
@@ -161,7 +150,7 @@ impl PostCommand for CommandService {
         let command = domain::validate_delete(req.post_id, req.expected_version);
         let appended = self.run(command, idem, meta).await?;
         Ok(Response::new(DeletePostResponse {
-            post_id: appended.post_id,
+            post_id: appended.post_id.get(),
             version: appended.version,
         }))
     }

@@ -1,26 +1,33 @@
-//! The relational event store: appends an event, its outbox row and the
-//! post's new head state in one transaction, and reads the log back.
+//! The relational event store: a [`Writer`] appends an event, its outbox row
+//! and the post's new head state in one transaction; reads give the log back.
+//!
+//! The store stores: what a command decides, and whether its event is
+//! published, are the caller's (see `crate::app`). A writer is one
+//! transaction: read the heads it needs ([`Writer::head`]), append what was
+//! decided ([`Writer::append`]), [`Writer::commit`].
 
 pub mod entities;
 pub mod migration;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use postmesh_proto::{
+    v1::{EventType, PostEvent},
+    PostId,
+};
 use sea_orm::{
     sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
-    domain::{self, Command, PostState},
+    domain::{Decision, PostState},
     error::{is_retryable_conflict, is_unavailable, is_unique_violation, Error},
-    outbox::InFlight,
 };
 use entities::{idempotency_key, outbox, post_event, post_stream};
-use postmesh_proto::v1::{EventType, PostEvent};
 
 /// Who and what caused a command, stored with its event.
 #[derive(Clone, Debug, Default)]
@@ -46,7 +53,7 @@ pub struct Idempotency {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Appended {
     /// The post.
-    pub post_id: i64,
+    pub post_id: PostId,
     /// Its version after the event.
     pub version: i64,
     /// The event's global position; 0 when an idempotent replay appended nothing.
@@ -62,26 +69,49 @@ pub struct Pending {
     pub event: PostEvent,
 }
 
+/// What one [`Writer::append`] wrote; durable once the writer commits.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// The answer to the command.
+    pub appended: Appended,
+    /// The event, exactly as [`EventStore::read_all`] returns it, and its outbox row.
+    pub pending: Pending,
+}
+
+/// Why a write did not go through.
+#[derive(Debug)]
+pub enum WriteError {
+    /// A transient conflict: another writer moved the post on, a deadlock, a
+    /// busy database. Nothing was written; decide again on fresh state.
+    Conflict(String),
+    /// Anything else.
+    Failed(Error),
+}
+
+impl From<DbErr> for WriteError {
+    fn from(error: DbErr) -> Self {
+        if is_retryable_conflict(&error) || is_unique_violation(&error) {
+            Self::Conflict(error.to_string())
+        } else {
+            Self::Failed(error.into())
+        }
+    }
+}
+
+impl From<Error> for WriteError {
+    fn from(error: Error) -> Self {
+        Self::Failed(error)
+    }
+}
+
 /// Handle on the event store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct EventStore {
     db: DatabaseConnection,
     /// SQLite allows one writer; queueing writers here instead of in SQLite's
     /// busy handler keeps latency flat and avoids SQLITE_BUSY under load.
-    write_gate: Option<std::sync::Arc<Mutex<()>>>,
+    write_gate: Option<Arc<Mutex<()>>>,
 }
-
-/// What a command committed.
-#[derive(Clone, Debug)]
-pub struct Committed {
-    /// The answer to the command.
-    pub appended: Appended,
-    /// The event appended and its outbox row, for the publisher; None when an
-    /// idempotent replay appended nothing.
-    pub pending: Option<Pending>,
-}
-
-const MAX_CONFLICT_RETRIES: usize = 8;
 
 /// How often a transaction is started again when its connection turns out
 /// dead: the pool does not test connections before handing them out, so one
@@ -100,7 +130,7 @@ impl EventStore {
             .acquire_timeout(timeout)
             // sqlx would PING every connection it hands out: one more round trip
             // per transaction. A dead connection fails its BEGIN instead, which
-            // `append` retries on another connection.
+            // `writer` retries on another connection.
             .test_before_acquire(false)
             .sqlx_logging(false);
         let db = Database::connect(options).await?;
@@ -108,13 +138,12 @@ impl EventStore {
             DbBackend::Sqlite => {
                 db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
                 db.execute_unprepared("PRAGMA synchronous=NORMAL").await?;
-                Some(std::sync::Arc::new(Mutex::new(())))
+                Some(Arc::new(Mutex::new(())))
             }
             DbBackend::MySql | DbBackend::Postgres => None,
         };
         Ok(Self { db, write_gate })
     }
-
     /// Applies pending migrations. On MySQL they run under a named lock
     /// (`GET_LOCK`) on one connection, so replicas starting together (or a
     /// migration Job racing a pod) apply them once instead of colliding.
@@ -155,271 +184,45 @@ impl EventStore {
         self.db.ping().await
     }
 
-    /// Validated command in, one event appended (or the first answer to a
-    /// repeated idempotency key) out.
-    pub async fn execute(
-        &self,
-        command: &Command,
-        meta: &EventMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<Appended, Error> {
-        Ok(self.append(command, meta, idempotency, None).await?.appended)
-    }
-
-    /// [`execute`](Self::execute), also returning the event and its outbox
-    /// row so the caller can hand them to the publisher. The outbox row id is
-    /// registered in `in_flight` before the transaction commits (and released
-    /// if it does not), so the outbox poller never sees the row unregistered.
-    pub async fn append(
-        &self,
-        command: &Command,
-        meta: &EventMeta,
-        idempotency: Option<&Idempotency>,
-        in_flight: Option<&InFlight>,
-    ) -> Result<Committed, Error> {
+    /// Starts a write transaction (on SQLite, after the writers before it).
+    pub async fn writer(&self) -> Result<Writer, WriteError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let _gate = match &self.write_gate {
-                Some(gate) => Some(gate.lock().await),
+            let gate = match &self.write_gate {
+                Some(gate) => Some(gate.clone().lock_owned().await),
                 None => None,
             };
-            match self.try_execute(command, meta, idempotency, in_flight).await {
-                Err(Attempt::Retry(error)) if attempt < MAX_CONFLICT_RETRIES => {
-                    tracing::debug!(attempt, %error, "write conflict; retrying");
-                    drop(_gate);
-                    tokio::time::sleep(Duration::from_millis(2 * attempt as u64)).await;
-                }
-                Err(Attempt::Retry(error)) => {
-                    tracing::warn!(attempt, %error, "write conflict persisted");
-                    return Err(Error::Contention(command.post_id().unwrap_or(0)));
-                }
-                Err(Attempt::Begin(error)) if attempt <= MAX_BEGIN_RETRIES => {
+            match self.db.begin().await {
+                Ok(txn) => return Ok(Writer { txn, _gate: gate }),
+                Err(error)
+                    if attempt <= MAX_BEGIN_RETRIES
+                        && is_unavailable(&error)
+                        && !matches!(error, DbErr::ConnectionAcquire(_)) =>
+                {
                     tracing::debug!(attempt, %error, "dead database connection; starting again");
                 }
-                Err(Attempt::Begin(error)) => return Err(error.into()),
-                Err(Attempt::Fail(error)) => return Err(error),
-                Ok(committed) => return Ok(committed),
+                Err(error) => return Err(error.into()),
             }
         }
     }
 
-    async fn try_execute(
-        &self,
-        command: &Command,
-        meta: &EventMeta,
-        idempotency: Option<&Idempotency>,
-        in_flight: Option<&InFlight>,
-    ) -> Result<Committed, Attempt> {
-        let txn = self.db.begin().await.map_err(|error| {
-            if is_unavailable(&error) && !matches!(error, DbErr::ConnectionAcquire(_)) {
-                Attempt::Begin(error)
-            } else {
-                Attempt::from_db(error)
-            }
-        })?;
-        let now_us = chrono::Utc::now().timestamp_micros();
-
-        let current = match command.post_id() {
-            Some(post_id) => self.head(&txn, post_id).await.map_err(Attempt::from_db)?,
-            None => None,
-        };
-        let (event_type, mut state) = match domain::decide(current.as_ref(), command, now_us) {
-            Ok(decided) => decided,
-            Err(error) => {
-                drop(txn);
-                // A retry of a command that went through finds the post moved on
-                // (or deleted): its key answers, not the rules.
-                if let Some(idem) = idempotency {
-                    if let Some(first) = self.first_answer(idem).await? {
-                        return Ok(first);
-                    }
-                }
-                return Err(Attempt::Fail(error));
-            }
-        };
-
-        match current {
-            None => {
-                let head = post_stream::ActiveModel {
-                    post_id: sea_orm::ActiveValue::NotSet,
-                    version: Set(state.version),
-                    title: Set(state.title.clone()),
-                    content: Set(state.content.clone()),
-                    author_name: Set(state.author_name.clone()),
-                    deleted: Set(state.deleted),
-                    created_at_us: Set(state.created_at_us),
-                    updated_at_us: Set(state.updated_at_us),
-                };
-                state.post_id = post_stream::Entity::insert(head)
-                    .exec(&txn)
-                    .await
-                    .map_err(Attempt::from_db)?
-                    .last_insert_id;
-            }
-            Some(previous) => {
-                // Guarded on the version we read, so a lost race shows as 0 rows.
-                let updated = post_stream::Entity::update_many()
-                    .col_expr(post_stream::Column::Version, Expr::value(state.version))
-                    .col_expr(post_stream::Column::Title, Expr::value(state.title.clone()))
-                    .col_expr(post_stream::Column::Content, Expr::value(state.content.clone()))
-                    .col_expr(post_stream::Column::AuthorName, Expr::value(state.author_name.clone()))
-                    .col_expr(post_stream::Column::Deleted, Expr::value(state.deleted))
-                    .col_expr(post_stream::Column::UpdatedAtUs, Expr::value(state.updated_at_us))
-                    .filter(post_stream::Column::PostId.eq(previous.post_id))
-                    .filter(post_stream::Column::Version.eq(previous.version))
-                    .exec(&txn)
-                    .await
-                    .map_err(Attempt::from_db)?;
-                if updated.rows_affected != 1 {
-                    return Err(Attempt::Retry(format!(
-                        "post {} moved past version {}",
-                        previous.post_id, previous.version
-                    )));
-                }
-            }
-        }
-
-        if let Some(idem) = idempotency {
-            // The key goes in with its answer, once the post id is known. A
-            // concurrent duplicate blocks on it (MySQL; on SQLite writers are
-            // serialised) until this transaction ends, then fails on it and
-            // answers from it; a duplicate after the commit does the same.
-            let key = idempotency_key::ActiveModel {
-                idem_key: Set(idem.key.clone()),
-                request_hash: Set(idem.request_hash.clone()),
-                post_id: Set(state.post_id),
-                version: Set(state.version),
-                created_at_us: Set(now_us),
-            };
-            if let Err(error) = idempotency_key::Entity::insert(key).exec_without_returning(&txn).await {
-                drop(txn);
-                if !is_unique_violation(&error) {
-                    return Err(Attempt::from_db(error));
-                }
-                return self.replay(idem).await;
-            }
-        }
-
-        let event = post_event::ActiveModel {
-            position: sea_orm::ActiveValue::NotSet,
-            post_id: Set(state.post_id),
-            version: Set(state.version),
-            event_type: Set(event_type.event_name().to_owned()),
-            title: Set(state.title.clone()),
-            content: Set(state.content.clone()),
-            author_name: Set(state.author_name.clone()),
-            deleted: Set(state.deleted),
-            created_at_us: Set(state.created_at_us),
-            occurred_at_us: Set(now_us),
-            traceparent: Set(meta.traceparent.clone()),
-            tracestate: Set(meta.tracestate.clone()),
-            actor: Set(meta.actor.clone()),
-        };
-        let position = post_event::Entity::insert(event)
-            .exec(&txn)
-            .await
-            .map_err(Attempt::from_db)?
-            .last_insert_id;
-        let row = outbox::ActiveModel {
-            id: sea_orm::ActiveValue::NotSet,
-            position: Set(position),
-            created_at_us: Set(now_us),
-        };
-        let outbox_id = outbox::Entity::insert(row)
-            .exec(&txn)
-            .await
-            .map_err(Attempt::from_db)?
-            .last_insert_id;
-        if let Some(in_flight) = in_flight {
-            in_flight.insert(outbox_id);
-        }
-        if let Err(error) = txn.commit().await {
-            // Whether a failed COMMIT committed is unknown: releasing the row
-            // lets the poller publish it if it exists.
-            if let Some(in_flight) = in_flight {
-                in_flight.remove([outbox_id]);
-            }
-            return Err(Attempt::from_db(error));
-        }
-        let appended = Appended {
-            post_id: state.post_id,
-            version: state.version,
-            position,
-        };
-        // The event exactly as `read_all` returns it from the rows just written.
-        let event = PostEvent {
-            position,
-            post_id: state.post_id,
-            version: state.version,
-            event_type: event_type as i32,
-            post: Some(postmesh_proto::v1::Post {
-                post_id: state.post_id,
-                version: state.version,
-                title: state.title,
-                content: state.content,
-                author_name: state.author_name,
-                created_at: Some(timestamp(state.created_at_us)),
-                updated_at: Some(timestamp(now_us)),
-                deleted: state.deleted,
-            }),
-            occurred_at: Some(timestamp(now_us)),
-            traceparent: meta.traceparent.clone(),
-            tracestate: meta.tracestate.clone(),
-            actor: meta.actor.clone(),
-        };
-        Ok(Committed {
-            appended,
-            pending: Some(Pending { outbox_id, event }),
-        })
-    }
-
-    /// Answers a repeated idempotency key from its first response.
-    async fn replay(&self, idem: &Idempotency) -> Result<Committed, Attempt> {
-        self.first_answer(idem)
-            .await?
-            .ok_or_else(|| Attempt::Retry(format!("idempotency key {:?} vanished", idem.key)))
-    }
-
-    /// The first response to an idempotency key, None when the key is new;
-    /// the key with another request is an error.
-    async fn first_answer(&self, idem: &Idempotency) -> Result<Option<Committed>, Attempt> {
+    /// The first answer to an idempotency key, None when the key is new; the
+    /// key with another request is an error.
+    pub async fn first_answer(&self, idem: &Idempotency) -> Result<Option<Appended>, Error> {
         let Some(first) = idempotency_key::Entity::find_by_id(idem.key.clone())
             .one(&self.db)
-            .await
-            .map_err(Attempt::from_db)?
+            .await?
         else {
             return Ok(None);
         };
         if first.request_hash != idem.request_hash {
-            return Err(Attempt::Fail(Error::IdempotencyKeyReused(idem.key.clone())));
+            return Err(Error::IdempotencyKeyReused(idem.key.clone()));
         }
-        Ok(Some(Committed {
-            appended: Appended {
-                post_id: first.post_id,
-                version: first.version,
-                position: 0,
-            },
-            pending: None,
-        }))
-    }
-
-    async fn head(&self, txn: &DatabaseTransaction, post_id: i64) -> Result<Option<PostState>, DbErr> {
-        let mut query = post_stream::Entity::find_by_id(post_id);
-        if txn.get_database_backend() == DbBackend::MySql {
-            // Row lock: concurrent writers to one post queue here instead of
-            // failing on UNIQUE(post_id, version).
-            query = query.lock_exclusive();
-        }
-        Ok(query.one(txn).await?.map(|row| PostState {
-            post_id: row.post_id,
-            version: row.version,
-            title: row.title,
-            content: row.content,
-            author_name: row.author_name,
-            deleted: row.deleted,
-            created_at_us: row.created_at_us,
-            updated_at_us: row.updated_at_us,
+        Ok(Some(Appended {
+            post_id: stored_id(first.post_id)?,
+            version: first.version,
+            position: 0,
         }))
     }
 
@@ -435,20 +238,15 @@ impl EventStore {
     }
 
     /// Events of one post in version order, at most `limit` after `after_version`.
-    pub async fn read_post(&self, post_id: i64, after_version: i64, limit: u64) -> Result<Vec<PostEvent>, Error> {
+    pub async fn read_post(&self, post_id: PostId, after_version: i64, limit: u64) -> Result<Vec<PostEvent>, Error> {
         let rows = post_event::Entity::find()
-            .filter(post_event::Column::PostId.eq(post_id))
+            .filter(post_event::Column::PostId.eq(post_id.get()))
             .filter(post_event::Column::Version.gt(after_version))
             .order_by_asc(post_event::Column::Version)
             .limit(limit)
             .all(&self.db)
             .await?;
         Ok(rows.into_iter().map(to_proto).collect())
-    }
-
-    /// Whether a post has any event.
-    pub async fn post_exists(&self, post_id: i64) -> Result<bool, Error> {
-        Ok(post_stream::Entity::find_by_id(post_id).one(&self.db).await?.is_some())
     }
 
     /// Outbox rows after row `after_id`, oldest first, at most `limit`.
@@ -513,28 +311,165 @@ impl EventStore {
     pub async fn outbox_len(&self) -> Result<u64, Error> {
         Ok(outbox::Entity::find().count(&self.db).await?)
     }
-
-    /// Number of events in the log.
-    pub async fn event_count(&self) -> Result<u64, Error> {
-        Ok(post_event::Entity::find().count(&self.db).await?)
-    }
 }
 
-/// One attempt's outcome: give up with an error, retry a transient conflict,
-/// or start again because the connection was dead before anything ran.
-enum Attempt {
-    Fail(Error),
-    Retry(String),
-    Begin(DbErr),
+/// One write transaction, holding SQLite's write gate until it ends.
+/// Dropped without [`commit`](Self::commit), it rolls back.
+#[derive(Debug)]
+pub struct Writer {
+    // Declared first, so the rollback of a dropped writer is queued before
+    // the gate lets the next writer in.
+    txn: DatabaseTransaction,
+    _gate: Option<OwnedMutexGuard<()>>,
 }
 
-impl Attempt {
-    fn from_db(error: DbErr) -> Self {
-        if is_retryable_conflict(&error) || is_unique_violation(&error) {
-            Self::Retry(error.to_string())
-        } else {
-            Self::Fail(error.into())
+/// What [`Writer::append`] did.
+#[derive(Debug)]
+pub enum Append {
+    /// The event, its outbox row and the new head are written.
+    Recorded(Box<Recorded>),
+    /// The command's idempotency key is stored already: nothing was written;
+    /// the key's first answer ([`EventStore::first_answer`]) is the answer.
+    KeyTaken,
+}
+
+impl Writer {
+    /// A post's current state. On MySQL the row stays locked until the
+    /// transaction ends: concurrent writers to one post queue here instead of
+    /// failing on UNIQUE(post_id, version).
+    pub async fn head(&self, post_id: PostId) -> Result<Option<PostState>, WriteError> {
+        let mut query = post_stream::Entity::find_by_id(post_id.get());
+        if self.txn.get_database_backend() == DbBackend::MySql {
+            query = query.lock_exclusive();
         }
+        Ok(query.one(&self.txn).await?.map(|row| PostState {
+            version: row.version,
+            title: row.title,
+            content: row.content,
+            author_name: row.author_name,
+            deleted: row.deleted,
+            created_at_us: row.created_at_us,
+            updated_at_us: row.updated_at_us,
+        }))
+    }
+
+    /// Writes what was decided: the post's head (a new row for a new post,
+    /// which assigns its id), the idempotency key with its answer, the event
+    /// and its outbox row. The event's time is the state's `updated_at_us`.
+    pub async fn append(
+        &self,
+        decision: Decision,
+        meta: &EventMeta,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Append, WriteError> {
+        let Decision {
+            post_id,
+            event_type,
+            state,
+        } = decision;
+        let now_us = state.updated_at_us;
+        let post_id = match post_id {
+            None => {
+                let head = post_stream::ActiveModel {
+                    post_id: sea_orm::ActiveValue::NotSet,
+                    version: Set(state.version),
+                    title: Set(state.title.clone()),
+                    content: Set(state.content.clone()),
+                    author_name: Set(state.author_name.clone()),
+                    deleted: Set(state.deleted),
+                    created_at_us: Set(state.created_at_us),
+                    updated_at_us: Set(state.updated_at_us),
+                };
+                let id = post_stream::Entity::insert(head).exec(&self.txn).await?.last_insert_id;
+                stored_id(id)?
+            }
+            Some(post_id) => {
+                // Guarded on the version the decision started from, so a lost
+                // race shows as 0 rows.
+                let previous = state.version - 1;
+                let updated = post_stream::Entity::update_many()
+                    .col_expr(post_stream::Column::Version, Expr::value(state.version))
+                    .col_expr(post_stream::Column::Title, Expr::value(state.title.clone()))
+                    .col_expr(post_stream::Column::Content, Expr::value(state.content.clone()))
+                    .col_expr(post_stream::Column::AuthorName, Expr::value(state.author_name.clone()))
+                    .col_expr(post_stream::Column::Deleted, Expr::value(state.deleted))
+                    .col_expr(post_stream::Column::UpdatedAtUs, Expr::value(state.updated_at_us))
+                    .filter(post_stream::Column::PostId.eq(post_id.get()))
+                    .filter(post_stream::Column::Version.eq(previous))
+                    .exec(&self.txn)
+                    .await?;
+                if updated.rows_affected != 1 {
+                    return Err(WriteError::Conflict(format!(
+                        "post {post_id} moved past version {previous}"
+                    )));
+                }
+                post_id
+            }
+        };
+
+        if let Some(idem) = idempotency {
+            // The key goes in with its answer, once the post id is known. A
+            // concurrent duplicate blocks on it (MySQL; on SQLite writers are
+            // serialised) until this transaction ends, then fails on it and
+            // answers from it; a duplicate after the commit does the same.
+            let key = idempotency_key::ActiveModel {
+                idem_key: Set(idem.key.clone()),
+                request_hash: Set(idem.request_hash.clone()),
+                post_id: Set(post_id.get()),
+                version: Set(state.version),
+                created_at_us: Set(now_us),
+            };
+            if let Err(error) = idempotency_key::Entity::insert(key)
+                .exec_without_returning(&self.txn)
+                .await
+            {
+                if is_unique_violation(&error) {
+                    return Ok(Append::KeyTaken);
+                }
+                return Err(error.into());
+            }
+        }
+
+        let mut row = post_event::Model {
+            position: 0,
+            post_id: post_id.get(),
+            version: state.version,
+            event_type: event_type.event_name().to_owned(),
+            title: state.title,
+            content: state.content,
+            author_name: state.author_name,
+            deleted: state.deleted,
+            created_at_us: state.created_at_us,
+            occurred_at_us: now_us,
+            traceparent: meta.traceparent.clone(),
+            tracestate: meta.tracestate.clone(),
+            actor: meta.actor.clone(),
+        };
+        let mut insert = row.clone().into_active_model();
+        insert.position = sea_orm::ActiveValue::NotSet;
+        row.position = post_event::Entity::insert(insert).exec(&self.txn).await?.last_insert_id;
+        let outbox_row = outbox::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            position: Set(row.position),
+            created_at_us: Set(now_us),
+        };
+        let outbox_id = outbox::Entity::insert(outbox_row).exec(&self.txn).await?.last_insert_id;
+        Ok(Append::Recorded(Box::new(Recorded {
+            appended: Appended {
+                post_id,
+                version: row.version,
+                position: row.position,
+            },
+            pending: Pending {
+                outbox_id,
+                event: to_proto(row),
+            },
+        })))
+    }
+
+    /// Commits. When it fails, whether it committed is unknown.
+    pub async fn commit(self) -> Result<(), WriteError> {
+        Ok(self.txn.commit().await?)
     }
 }
 
@@ -547,6 +482,11 @@ fn padded(ids: &[i64]) -> Vec<i64> {
         padded.resize(ids.len().next_power_of_two(), last);
     }
     padded
+}
+
+/// A post id read back from the event store, where ids start at 1.
+fn stored_id(id: i64) -> Result<PostId, Error> {
+    PostId::new(id).map_err(|_| Error::Internal(format!("the event store holds post id {id}")))
 }
 
 /// Microseconds since the epoch to a protobuf timestamp.

@@ -1,0 +1,1 @@
+"""Generated from proto/posts by scripts/gen-clients.sh."""
