@@ -3,9 +3,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use postmesh_common::{
-    auth::AuthArgs, layers::ServerLimits, telemetry::LogFormat, tls::ServerTlsArgs, topology::StreamArgs,
-};
+use postmesh_common::{auth::AuthArgs, layers::ServerLimits, telemetry::LogFormat, tls::ServerTlsArgs};
+use postmesh_events::topology::StreamArgs;
 
 /// `command-svc [serve|migrate]`.
 #[derive(Parser, Debug)]

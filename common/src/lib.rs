@@ -1,6 +1,7 @@
 //! Plumbing shared by command-svc, query-svc and event-relay: log set-up,
-//! shutdown signals, the Redis start-up check, the stream topology and the
-//! tower layers every gRPC server is built from. No domain logic lives here.
+//! shutdown signals, the Redis start-up check and the tower layers every
+//! gRPC server is built from. No domain logic lives here (the stream
+//! topology is in postmesh-events).
 
 pub mod auth;
 pub mod layers;
@@ -13,5 +14,4 @@ pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
-pub mod topology;
 pub mod trace;

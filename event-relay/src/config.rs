@@ -7,8 +7,8 @@ use postmesh_common::{
     layers::ServerLimits,
     telemetry::LogFormat,
     tls::{CommandClientArgs, ServerTlsArgs},
-    topology::StreamArgs,
 };
+use postmesh_events::topology::StreamArgs;
 
 /// `event-relay [serve|dlq|rebuild|status]`.
 #[derive(Parser, Debug)]
@@ -112,7 +112,7 @@ pub struct Config {
     #[arg(long, env = "RELAY_BLOCK_MS", default_value_t = 1000)]
     pub block_ms: u64,
     /// Pub/sub channel announcing applied events to query-svc.
-    #[arg(long, env = "NOTIFY_CHANNEL", default_value = "posts.applied")]
+    #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
     /// command-svc endpoint, for `rebuild`.
     #[arg(long, env = "COMMAND_ENDPOINT", default_value = "http://127.0.0.1:50051")]

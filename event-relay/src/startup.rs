@@ -11,7 +11,7 @@ use postmesh_common::{
     shutdown::{self, Shutdown, ShutdownTrigger},
     tls::{self, ServerTls},
 };
-use query_svc::store::ReadStore;
+use postmesh_read_model::{ReadModelStore, ReadStore};
 use tokio::{net::TcpListener, sync::watch};
 use tonic_health::ServingStatus;
 
@@ -255,12 +255,12 @@ fn register_metrics(config: &Config, stats: Arc<Stats>, mut shutdown: Shutdown) 
     });
 }
 
-/// Creates the read model's indexes, retrying while MongoDB is unreachable;
+/// Ensures the read model's schema, retrying while the store is unreachable;
 /// false when shutdown came first.
 async fn wait_for_indexes(store: &ReadStore, config: &Config, mut shutdown: Shutdown) -> bool {
     let mut tries = 0;
     loop {
-        match store.ensure_indexes().await {
+        match store.ensure_schema().await {
             Ok(()) => return true,
             Err(error) => {
                 tries += 1;

@@ -78,14 +78,4 @@ impl v1::EventType {
             _ => None,
         }
     }
-
-    /// The action word used for per-action streams and logs.
-    pub fn action(self) -> &'static str {
-        match self {
-            Self::Unspecified => "unspecified",
-            Self::PostCreated => "create",
-            Self::PostUpdated => "update",
-            Self::PostDeleted => "delete",
-        }
-    }
 }

@@ -40,7 +40,7 @@ pub struct Config {
     #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
     pub redis_check_timeout_secs: f64,
     /// Pub/sub channel event-relay publishes `{"post_id":..,"version":..}` on.
-    #[arg(long, env = "NOTIFY_CHANNEL", default_value = "posts.applied")]
+    #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
     /// Longest GetPost waits for min_version, whatever the client's deadline (milliseconds).
     #[arg(long, env = "MAX_WAIT_MS", default_value_t = 5000)]

@@ -13,6 +13,7 @@ use postmesh_common::{
     tls::{self, ServerTls},
 };
 use postmesh_proto::v1::post_query_server::PostQueryServer;
+use postmesh_read_model::ReadStore;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
@@ -23,7 +24,6 @@ use crate::{
     grpc::{AuthInterceptor, QueryService, QuerySettings},
     health,
     notify::{Hub, Listener},
-    store::ReadStore,
 };
 
 /// Health service names this server reports.
