@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: dependencies, servers, a build of the binaries the
 # end-to-end tests spawn, the whole cargo test suite, buf lint/format on the
-# protos, and the deploy checks when present. Prints a summary; exits non-zero
-# if anything failed.
+# protos, the OpenAPI drift check, and the deploy checks when present. Prints
+# a summary; exits non-zero if anything failed.
 #
 # usage: scripts/test.sh [extra args for cargo test, e.g. -- --nocapture]
 # The servers are left running afterwards (scripts/servers.sh down stops them).
@@ -66,6 +66,7 @@ cargo_tests() {
 }
 step "cargo test" cargo_tests "$@" || true
 step "buf lint/format/breaking" "$ROOT/scripts/buf-check.sh" || true
+step "openapi drift" "$ROOT/scripts/gen-openapi.sh" --check || true
 # Interop last: it brings the mesh up on the default ports (and down again).
 step "interop (grpcurl, Python, Go, TypeScript)" "$ROOT/scripts/interop.sh" || true
 if [[ -x "$ROOT/scripts/check-deploy.sh" ]]; then

@@ -297,12 +297,7 @@ pub fn event(post_id: i64, version: i64, content_bytes: usize) -> PostEvent {
 
 /// The stream entry command-svc's outbox writes for `event`.
 pub fn xadd(stream: &str, event: &PostEvent) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(stream).arg("*");
-    for (field, value) in command_svc::outbox::entry_fields(event, &event.traceparent, "") {
-        cmd.arg(field).arg(value);
-    }
-    cmd
+    postmesh_events::entry::xadd(stream, event, &event.traceparent, "")
 }
 
 /// Events for `posts` posts with `versions` versions each, version-major

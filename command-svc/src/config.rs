@@ -9,8 +9,8 @@ use postmesh_common::{
     limits::ServerLimits,
     telemetry::LogFormat,
     tls::ServerTlsArgs,
-    topology::StreamArgs,
 };
+use postmesh_events::topology::StreamArgs;
 
 /// `command-svc [serve|migrate]`.
 #[derive(Parser, Debug)]

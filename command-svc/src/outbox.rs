@@ -30,13 +30,12 @@ use std::{
     time::Duration,
 };
 
-use postmesh_common::{
-    redact::redact_url,
-    shutdown::Shutdown,
+use postmesh_common::{redact::redact_url, shutdown::Shutdown};
+use postmesh_events::{
+    entry::xadd,
     topology::{Action, Route, StreamArgs},
 };
 use postmesh_proto::v1::{EventType, PostEvent};
-use prost::Message;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::{
     sync::{mpsc, Notify},
@@ -188,43 +187,6 @@ enum Wake {
 /// the duplicates); deleting after every round would cost a statement each.
 const DELETE_DELAY: Duration = Duration::from_millis(20);
 
-/// The stream entry fields of an event, in the order they are written.
-/// `traceparent`/`tracestate` are those of the publish span (a child of the
-/// command's span), so the relay's work hangs below the publish in the trace.
-pub fn entry_fields(event: &PostEvent, traceparent: &str, tracestate: &str) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        ("position", event.position.to_string().into_bytes()),
-        ("post_id", event.post_id.to_string().into_bytes()),
-        ("version", event.version.to_string().into_bytes()),
-        ("event_type", event.event_type().event_name().as_bytes().to_vec()),
-        ("traceparent", traceparent.as_bytes().to_vec()),
-        ("tracestate", tracestate.as_bytes().to_vec()),
-        ("event", event.encode_to_vec()),
-    ]
-}
-
-/// The XADD of one event, with the fields of [`entry_fields`].
-fn xadd(stream: &str, event: &PostEvent, traceparent: &str, tracestate: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(stream)
-        .arg("*")
-        .arg("position")
-        .arg(event.position)
-        .arg("post_id")
-        .arg(event.post_id)
-        .arg("version")
-        .arg(event.version)
-        .arg("event_type")
-        .arg(event.event_type().event_name())
-        .arg("traceparent")
-        .arg(traceparent)
-        .arg("tracestate")
-        .arg(tracestate)
-        .arg("event")
-        .arg(event.encode_to_vec());
-    cmd
-}
-
 /// A producer span for one event, continuing the command's trace.
 fn publish_span(event: &PostEvent, stream: &str) -> tracing::Span {
     let span = tracing::info_span!(
@@ -247,15 +209,10 @@ fn publish_span(event: &PostEvent, stream: &str) -> tracing::Span {
     span
 }
 
-const ACTIONS: [Action; 3] = [Action::Create, Action::Update, Action::Delete];
-
-/// The index in [`ACTIONS`] of the action an event of `event_type` records.
+/// The index in [`Action::ALL`] of the action an event of `event_type`
+/// records (`Unspecified`, which no command commits, goes with creates).
 fn route_index(event_type: EventType) -> usize {
-    match event_type {
-        EventType::PostCreated | EventType::Unspecified => 0,
-        EventType::PostUpdated => 1,
-        EventType::PostDeleted => 2,
-    }
+    Action::of(event_type).unwrap_or(Action::Create).index()
 }
 
 /// Builds the publisher and the handoff that feeds it.
@@ -307,7 +264,7 @@ impl Publisher {
             .build();
         Ok(Self {
             store,
-            routes: ACTIONS.map(|action| streams.route(action)),
+            routes: Action::ALL.map(|action| streams.route(action)),
             connections,
             receiver,
             in_flight,
@@ -523,27 +480,6 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xadd_writes_the_entry_fields_in_order() {
-        let event = PostEvent {
-            position: 7,
-            post_id: 3,
-            version: 2,
-            event_type: EventType::PostUpdated as i32,
-            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
-            ..Default::default()
-        };
-        let mut expected = redis::cmd("XADD");
-        expected.arg("s").arg("*");
-        for (name, value) in entry_fields(&event, &event.traceparent, "") {
-            expected.arg(name).arg(value);
-        }
-        assert_eq!(
-            xadd("s", &event, &event.traceparent, "").get_packed_command(),
-            expected.get_packed_command()
-        );
-    }
 
     #[test]
     fn a_reservation_dropped_unsent_gives_the_row_to_the_poller() {

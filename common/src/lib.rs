@@ -2,8 +2,8 @@
 //! telemetry (logs, traces, metrics), shutdown signals, settings helpers,
 //! TLS and bearer tokens (with the one auth interceptor), the tower layers
 //! and accept loop, and the server itself (`server`: bind, health,
-//! reflection, probe port, drain, `Running`). Also the Redis start-up check
-//! and the stream topology. No domain logic lives here.
+//! reflection, probe port, drain, `Running`). Also the Redis start-up check.
+//! No domain logic lives here (the stream topology is in postmesh-events).
 
 pub mod auth;
 pub mod config;
@@ -20,5 +20,4 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
-pub mod topology;
 pub mod trace;

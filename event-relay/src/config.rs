@@ -8,8 +8,8 @@ use postmesh_common::{
     limits::ServerLimits,
     telemetry::LogFormat,
     tls::{CommandClientArgs, ServerTlsArgs},
-    topology::StreamArgs,
 };
+use postmesh_events::topology::StreamArgs;
 
 /// `event-relay [serve|dlq|rebuild|status]`.
 #[derive(Parser, Debug)]
@@ -113,7 +113,7 @@ pub struct Config {
     #[arg(long = "block-ms", env = "RELAY_BLOCK_MS", default_value = "1000", value_parser = millis)]
     pub block: Duration,
     /// Pub/sub channel announcing applied events to query-svc.
-    #[arg(long, env = "NOTIFY_CHANNEL", default_value = "posts.applied")]
+    #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
     /// command-svc endpoint, for `rebuild`.
     #[arg(long, env = "COMMAND_ENDPOINT", default_value = "http://127.0.0.1:50051")]

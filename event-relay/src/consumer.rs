@@ -20,9 +20,15 @@ use std::{
 };
 
 use futures::StreamExt;
-use postmesh_common::{redact::redact_url, shutdown::Shutdown, topology::Route};
+use postmesh_common::{redact::redact_url, shutdown::Shutdown};
+use postmesh_events::{
+    dlq,
+    entry::{self, field, Entry},
+    notify::{Change, Notification},
+    topology::{Action, Route},
+};
 use postmesh_proto::v1::PostEvent;
-use query_svc::store::Applied;
+use postmesh_read_model::Applied;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
@@ -31,10 +37,7 @@ use redis::{
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::{
-    entry::{self, dlq_fields, Entry},
-    projector::{ApplyError, Projector},
-};
+use crate::projector::{ApplyError, Projector};
 
 /// Splits a batch into one group per post (by the entry's `post_id` field),
 /// each in stream order, the groups in order of their first entry. Entries
@@ -43,7 +46,7 @@ fn by_post(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
     let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
     let mut groups: Vec<Vec<Entry>> = Vec::new();
     for entry in entries {
-        let key = entry.fields.get("post_id").cloned().unwrap_or_default();
+        let key = entry.fields.get(field::POST_ID).cloned().unwrap_or_default();
         match index.get(&key) {
             Some(&i) => groups[i].push(entry),
             None => {
@@ -455,7 +458,7 @@ impl<P: Projector> Consumer<P> {
                     entry_id = %entry.id,
                     post_id = event.post_id,
                     version = event.version,
-                    action = event.event_type().action(),
+                    action = Action::label(Action::of(event.event_type())),
                     attempt = 1,
                     outcome,
                     "event applied"
@@ -531,11 +534,11 @@ impl<P: Projector> Consumer<P> {
             messaging.message.id = %entry.id,
             messaging.consumer.group.name = %self.settings.group,
         );
-        let traceparent = entry.text("traceparent");
+        let traceparent = entry.text(field::TRACEPARENT);
         if !traceparent.is_empty() {
             postmesh_common::trace::set_parent(
                 &span,
-                postmesh_common::trace::from_traceparent(&traceparent, &entry.text("tracestate")),
+                postmesh_common::trace::from_traceparent(&traceparent, &entry.text(field::TRACESTATE)),
             );
         }
         span
@@ -556,9 +559,9 @@ impl<P: Projector> Consumer<P> {
                 tracing::warn!(
                     stream = %entry.stream,
                     entry_id = %entry.id,
-                    post_id = %entry.text("post_id"),
-                    version = %entry.text("version"),
-                    action = entry.action(),
+                    post_id = %entry.text(field::POST_ID),
+                    version = %entry.text(field::VERSION),
+                    action = Action::label(entry.action()),
                     attempt = 1,
                     %error,
                     "undecodable entry; dead-lettering"
@@ -566,7 +569,7 @@ impl<P: Projector> Consumer<P> {
                 return self.dead_letter(entry, &error.to_string(), 1, shutdown).await;
             }
         };
-        let action = event.event_type().action();
+        let action = Action::label(Action::of(event.event_type()));
         let mut attempt = 0u32;
         let mut outage = 0u32;
         loop {
@@ -667,7 +670,11 @@ impl<P: Projector> Consumer<P> {
         }
         let mut pipe = redis::pipe();
         for (post_id, version) in visible {
-            let payload = serde_json::json!({ "post_id": post_id, "version": version }).to_string();
+            let payload = Notification::Applied(Change {
+                post_id: *post_id,
+                version: *version,
+            })
+            .encode();
             pipe.publish(&self.settings.notify_channel, payload).ignore();
         }
         let mut main = self.main.clone();
@@ -679,7 +686,7 @@ impl<P: Projector> Consumer<P> {
     }
 
     async fn notify(&self, post_id: i64, version: i64) {
-        let payload = serde_json::json!({ "post_id": post_id, "version": version }).to_string();
+        let payload = Notification::Applied(Change { post_id, version }).encode();
         // A clone shares the one multiplexed connection.
         let mut main = self.main.clone();
         let sent: redis::RedisResult<i64> = main.publish(&self.settings.notify_channel, payload).await;
@@ -693,23 +700,7 @@ impl<P: Projector> Consumer<P> {
     /// is safely there (so the caller may ack it).
     async fn dead_letter(&self, entry: &Entry, error: &str, attempts: u32, shutdown: &mut Shutdown) -> bool {
         let mut main = self.main.clone();
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.settings.dlq_stream).arg("*");
-        for (field, value) in &entry.fields {
-            if !dlq_fields::ALL.contains(&field.as_str()) {
-                cmd.arg(field).arg(value.as_slice());
-            }
-        }
-        cmd.arg(dlq_fields::ERROR)
-            .arg(error)
-            .arg(dlq_fields::ATTEMPTS)
-            .arg(attempts)
-            .arg(dlq_fields::SOURCE_STREAM)
-            .arg(&entry.stream)
-            .arg(dlq_fields::SOURCE_ID)
-            .arg(&entry.id)
-            .arg(dlq_fields::FAILED_AT)
-            .arg(chrono::Utc::now().to_rfc3339());
+        let cmd = dlq::xadd(&self.settings.dlq_stream, entry, error, attempts);
         let mut failures = 0;
         loop {
             let added: redis::RedisResult<String> = cmd.query_async(&mut main).await;
@@ -720,9 +711,9 @@ impl<P: Projector> Consumer<P> {
                         stream = %entry.stream,
                         entry_id = %entry.id,
                         dlq_id = %dlq_id,
-                        post_id = %entry.text("post_id"),
-                        version = %entry.text("version"),
-                        action = entry.action(),
+                        post_id = %entry.text(field::POST_ID),
+                        version = %entry.text(field::VERSION),
+                        action = Action::label(entry.action()),
                         attempt = attempts,
                         %error,
                         "event dead-lettered"
@@ -748,7 +739,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, post_id: Option<&str>) -> Entry {
-        let mut fields = crate::entry::Fields::new();
+        let mut fields = entry::Fields::new();
         if let Some(post_id) = post_id {
             fields.insert("post_id".into(), post_id.as_bytes().to_vec());
         }

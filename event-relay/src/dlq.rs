@@ -3,56 +3,17 @@
 
 use std::collections::HashMap;
 
-use postmesh_common::topology::StreamArgs;
+use postmesh_events::{
+    dlq::{self, DeadLetter},
+    entry,
+    topology::{Action, StreamArgs},
+};
 use redis::{aio::ConnectionManager, streams::StreamRangeReply, AsyncCommands};
 
 use crate::{
     config::{Config, DlqAction, Selection},
     consumer::connect,
-    entry::{self, dlq_fields, Entry},
 };
-
-/// One dead letter as listed.
-#[derive(Clone, Debug)]
-pub struct DeadLetter {
-    /// Its id in the dead-letter stream.
-    pub id: String,
-    /// The stream it came from.
-    pub source_stream: String,
-    /// Its id there.
-    pub source_id: String,
-    /// The post, as recorded on the entry.
-    pub post_id: String,
-    /// The version, as recorded on the entry.
-    pub version: String,
-    /// create, update, delete or unknown.
-    pub action: String,
-    /// The last error.
-    pub error: String,
-    /// Attempts made.
-    pub attempts: String,
-    /// When it was dead-lettered.
-    pub failed_at: String,
-    /// Every field, original ones included.
-    pub entry: Entry,
-}
-
-impl From<Entry> for DeadLetter {
-    fn from(entry: Entry) -> Self {
-        Self {
-            id: entry.id.clone(),
-            source_stream: entry.text(dlq_fields::SOURCE_STREAM),
-            source_id: entry.text(dlq_fields::SOURCE_ID),
-            post_id: entry.text("post_id"),
-            version: entry.text("version"),
-            action: entry.action().to_owned(),
-            error: entry.text(dlq_fields::ERROR),
-            attempts: entry.text(dlq_fields::ATTEMPTS),
-            failed_at: entry.text(dlq_fields::FAILED_AT),
-            entry,
-        }
-    }
-}
 
 /// Every dead letter, oldest first.
 pub async fn list(conn: &mut ConnectionManager, dlq_stream: &str) -> redis::RedisResult<Vec<DeadLetter>> {
@@ -90,7 +51,7 @@ pub async fn replay(streams: &StreamArgs, selection: &Selection) -> anyhow::Resu
     let mut others: HashMap<String, ConnectionManager> = HashMap::new();
     for letter in &chosen {
         let target = if letter.source_stream.is_empty() {
-            streams.route(postmesh_common::topology::Action::Create).stream
+            streams.route(Action::Create).stream
         } else {
             letter.source_stream.clone()
         };
@@ -99,13 +60,7 @@ pub async fn replay(streams: &StreamArgs, selection: &Selection) -> anyhow::Resu
             .find(|r| r.stream == target)
             .map(|r| r.redis_url.clone())
             .unwrap_or_else(|| streams.redis_url.clone());
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&target).arg("*");
-        for (field, value) in &letter.entry.fields {
-            if !dlq_fields::ALL.contains(&field.as_str()) {
-                cmd.arg(field).arg(value.as_slice());
-            }
-        }
+        let cmd = dlq::replay_xadd(&target, letter);
         if url == streams.redis_url {
             cmd.query_async::<String>(&mut main).await?;
         } else {

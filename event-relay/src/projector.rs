@@ -1,11 +1,11 @@
 //! The seam between the relay and the read model: anything that can apply an
-//! event. Production uses query-svc's `ReadStore`; tests wrap it to inject
-//! writer failures.
+//! event. Production uses the read model's `ReadStore`; tests wrap it to
+//! inject writer failures.
 
 use std::future::Future;
 
 use postmesh_proto::v1::PostEvent;
-use query_svc::store::{Applied, ReadStore, StoreError};
+use postmesh_read_model::{Applied, ReadModelStore, ReadStore, StoreError};
 
 /// Why an apply failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +51,18 @@ pub trait Projector: Clone + Send + Sync + 'static {
 
 impl Projector for ReadStore {
     async fn apply(&self, event: &PostEvent) -> Result<Applied, ApplyError> {
-        Ok(ReadStore::apply(self, event).await?)
+        Ok(ReadModelStore::apply(self, event).await?)
     }
 
     async fn apply_batch(&self, events: &[PostEvent]) -> Option<Result<Vec<Applied>, ApplyError>> {
-        Some(ReadStore::apply_batch(self, events).await.map_err(ApplyError::from))
+        Some(
+            ReadModelStore::apply_batch(self, events)
+                .await
+                .map_err(ApplyError::from),
+        )
     }
 
     async fn ping(&self) -> Result<(), ApplyError> {
-        Ok(ReadStore::ping(self).await?)
+        Ok(ReadModelStore::ping(self).await?)
     }
 }

@@ -1,20 +1,21 @@
-//! `event-relay rebuild`: replays the whole event store into fresh
-//! collections and swaps them in, so readers never see a half-built model.
+//! `event-relay rebuild`: replays the whole event store into a fresh staging
+//! store and swaps it in, so readers never see a half-built model.
 //!
-//! The live relay keeps applying to the old collections meanwhile. Events it
-//! applies after our read are caught up twice: once more into the fresh
-//! collections just before the swap, and once into the swapped-in ones right
-//! after; applying an event twice is harmless.
+//! The live relay keeps applying to the old model meanwhile. Events it
+//! applies after our read are caught up twice: once more into the staging
+//! store just before the swap, and once into the swapped-in one right after;
+//! applying an event twice is harmless.
 //!
 //! Those catch-up writes publish no per-post notification, and the swap
 //! itself replaces every post at once, so once the swap has been attempted
-//! the rebuild publishes `{"reset":true}` on the notify channel (after the
-//! last catch-up): query-svc empties its post cache on it.
+//! the rebuild publishes a reset notification on the notify channel (after
+//! the last catch-up): query-svc empties its post cache on it.
 
 use futures::StreamExt;
 use postmesh_common::auth::TokenFile;
+use postmesh_events::notify::Notification;
 use postmesh_proto::v1::{event_store_client::EventStoreClient, PostEvent, ReadAllRequest};
-use query_svc::{notify::RESET_PAYLOAD, store::ReadStore};
+use postmesh_read_model::{ReadModelStore, ReadStore};
 use redis::AsyncCommands;
 
 use crate::config::Config;
@@ -65,7 +66,9 @@ async fn publish_reset(config: &Config) -> anyhow::Result<()> {
     let client = redis::Client::open(config.streams.redis_url.as_str())?;
     let publish = async {
         let mut connection = client.get_multiplexed_async_connection().await?;
-        let receivers: i64 = connection.publish(&config.notify_channel, RESET_PAYLOAD).await?;
+        let receivers: i64 = connection
+            .publish(&config.notify_channel, Notification::Reset.encode())
+            .await?;
         redis::RedisResult::Ok(receivers)
     };
     let receivers = tokio::time::timeout(config.redis_check_timeout(), publish)
@@ -84,11 +87,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Rebuilt> {
 /// Rebuilds `live` (used by tests with their own collection names).
 pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<Rebuilt> {
     let suffix = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
-    let fresh = live.with_collections(
-        &format!("posts_rebuild_{suffix}"),
-        &format!("post_versions_rebuild_{suffix}"),
-    );
-    fresh.ensure_indexes().await?;
+    let fresh = live.staging(&format!("rebuild_{suffix}"));
+    fresh.ensure_schema().await?;
     // TLS/mTLS and the bearer token as configured (COMMAND_TLS_*, COMMAND_TOKEN_FILE).
     postmesh_common::tls::install_default_provider();
     let channel = config
@@ -114,7 +114,7 @@ pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<R
         swapping = true;
         live.swap_in(&fresh).await?;
         copy(&mut client, live, before_swap, &mut done).await?;
-        live.ensure_indexes().await?;
+        live.ensure_schema().await?;
         anyhow::Ok(())
     }
     .await;
@@ -129,7 +129,7 @@ pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<R
         }
     }
     if let Err(error) = result {
-        fresh.drop_collections().await;
+        fresh.discard().await;
         return Err(error);
     }
     println!(

@@ -10,7 +10,7 @@ use postmesh_common::{
     shutdown::Shutdown,
     tls::{self, ServerTls},
 };
-use query_svc::store::ReadStore;
+use postmesh_read_model::{ReadModelStore, ReadStore};
 use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
@@ -223,12 +223,12 @@ fn register_metrics(config: &Config, stats: Arc<Stats>, mut shutdown: Shutdown) 
     });
 }
 
-/// Creates the read model's indexes, retrying while MongoDB is unreachable;
+/// Ensures the read model's schema, retrying while the store is unreachable;
 /// false when shutdown came first.
 async fn wait_for_indexes(store: &ReadStore, config: &Config, mut shutdown: Shutdown) -> bool {
     let mut tries = 0;
     loop {
-        match store.ensure_indexes().await {
+        match store.ensure_schema().await {
             Ok(()) => return true,
             Err(error) => {
                 tries += 1;

@@ -1,7 +1,9 @@
 //! The `posts.v1` contract: generated message types, clients and servers for
 //! `PostCommand`, `EventStore` and `PostQuery`, plus the encoded file
 //! descriptor set that every server hands to gRPC reflection, and
-//! [`PostId`], the id every crate checks the same way.
+//! [`PostId`], the id every crate checks the same way. The descriptor set
+//! also carries the `google.api.http` annotations (google/api/*.proto,
+//! vendored under proto/): the HTTP/JSON routes postmesh-gateway serves.
 
 mod post_id;
 
@@ -17,6 +19,16 @@ pub mod posts {
 }
 
 pub use posts::v1;
+
+/// The OpenAPI (Swagger 2.0) documents of the HTTP/JSON API, generated from
+/// the `google.api.http` annotations by scripts/gen-openapi.sh (committed;
+/// CI checks they match the protos).
+pub mod openapi {
+    /// `PostCommand` and `EventStore`, as command-svc serves them.
+    pub const COMMAND: &str = include_str!("../openapi/command.swagger.json");
+    /// `PostQuery`, as query-svc serves it.
+    pub const QUERY: &str = include_str!("../openapi/query.swagger.json");
+}
 
 /// Encoded `FileDescriptorSet` for tonic-reflection: `posts.v1`, plus
 /// `google.rpc.Status` and the error details (`google.rpc.BadRequest`, ...)
@@ -64,16 +76,6 @@ impl v1::EventType {
             "PostUpdated" => Some(Self::PostUpdated),
             "PostDeleted" => Some(Self::PostDeleted),
             _ => None,
-        }
-    }
-
-    /// The action word used for per-action streams and logs.
-    pub fn action(self) -> &'static str {
-        match self {
-            Self::Unspecified => "unspecified",
-            Self::PostCreated => "create",
-            Self::PostUpdated => "update",
-            Self::PostDeleted => "delete",
         }
     }
 }

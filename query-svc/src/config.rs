@@ -51,7 +51,7 @@ pub struct Config {
     )]
     pub redis_check_timeout: Duration,
     /// Pub/sub channel event-relay publishes `{"post_id":..,"version":..}` on.
-    #[arg(long, env = "NOTIFY_CHANNEL", default_value = "posts.applied")]
+    #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
     /// Longest GetPost waits for min_version, whatever the client's deadline (milliseconds).
     #[arg(long = "max-wait-ms", env = "MAX_WAIT_MS", default_value = "5000", value_parser = millis)]

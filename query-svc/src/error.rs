@@ -4,7 +4,7 @@ use postmesh_common::errors::{describe, invalid_argument};
 use tonic::Code;
 use tonic_types::FieldViolation;
 
-use crate::store::StoreError;
+use postmesh_read_model::StoreError;
 
 /// Everything a PostQuery call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum Error {
         /// The version the read model holds (0: not there at all).
         current: i64,
     },
-    /// The read model (MongoDB) cannot be reached or did not answer in time.
+    /// The read model cannot be reached or did not answer in time.
     #[error("read model unavailable: {0}")]
     Unavailable(String),
     /// MAX_WATCHERS streams are open already.

@@ -1,16 +1,21 @@
 //! `posts.v1.PostQuery` over the read model. Only reads: nothing here
-//! writes MongoDB.
+//! writes the read store.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
 use postmesh_common::shutdown::Shutdown;
+use postmesh_events::notify::Change;
 use postmesh_proto::{
     v1::{
         post_query_server::PostQuery, GetPostHistoryRequest, GetPostHistoryResponse, GetPostRequest, GetPostResponse,
         ListPostsRequest, ListPostsResponse, Post, WatchPostsRequest, WatchPostsResponse,
     },
     PostId,
+};
+use postmesh_read_model::{
+    cursor::{self, Position},
+    timestamp_to_millis, ListFilter, ReadModelStore, ReadStore, StoreError,
 };
 use prost::Message;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
@@ -19,11 +24,8 @@ use tonic_types::FieldViolation;
 
 use crate::{
     cache::PostCache,
-    cursor::{self, Position},
     error::Error,
-    filter::ListFilter,
-    notify::{Hub, Notification, WatchEvent, WatchFilter},
-    store::{timestamp_to_millis, ReadStore, StoreError},
+    notify::{Hub, WatchEvent, WatchFilter},
 };
 
 /// ListPosts page size when the request leaves it at 0.
@@ -334,7 +336,7 @@ fn check_filter_text(violations: &mut Vec<FieldViolation>, field: &str, value: &
 /// Waits for a notification that `post_id` reached `min_version`; true when
 /// one came (or may have been missed, after lagging), false at `until`.
 async fn wait_for(
-    wakeups: &mut tokio::sync::broadcast::Receiver<Notification>,
+    wakeups: &mut tokio::sync::broadcast::Receiver<Change>,
     post_id: i64,
     min_version: i64,
     until: Instant,

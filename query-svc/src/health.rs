@@ -1,4 +1,4 @@
-//! The health status follows MongoDB: NOT_SERVING while the read model cannot
+//! The health status follows the read store: NOT_SERVING while it cannot
 //! be reached, SERVING again as soon as it answers, without a restart.
 //! (Redis only carries wake-ups; losing it degrades waits and watches but
 //! reads still work, so it does not flip health.)
@@ -8,7 +8,7 @@ use std::time::Duration;
 use postmesh_common::{server::Health, shutdown::Shutdown};
 use tonic_health::ServingStatus;
 
-use crate::store::ReadStore;
+use postmesh_read_model::{ReadModelStore, ReadStore};
 
 /// Pings `store` every `interval` and reports the result to `health`, until
 /// `shutdown`. Returns promptly on shutdown and

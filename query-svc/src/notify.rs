@@ -1,8 +1,8 @@
-//! Change notifications: event-relay publishes `{"post_id":N,"version":V}` on
-//! a Redis pub/sub channel after each applied event (and `{"reset":true}`
-//! after a rebuild swapped in fresh collections); this module turns them into
-//! invalidations of the [`PostCache`], wake-ups for GetPost's min_version
-//! waits and WatchPosts streams.
+//! Change notifications: event-relay publishes a
+//! [`Notification`] on a Redis pub/sub channel after each applied event (and
+//! a reset after a rebuild swapped in a fresh read model); this module turns
+//! them into invalidations of the [`PostCache`], wake-ups for GetPost's
+//! min_version waits and WatchPosts streams.
 //!
 //! The cache is invalidated in the receive loop itself, before waiters are
 //! woken and before the bounded dispatch queue, so no notification can be
@@ -30,17 +30,14 @@ use std::{
 
 use futures::StreamExt;
 use postmesh_common::shutdown::Shutdown;
+use postmesh_events::notify::{Change, Notification};
 use postmesh_proto::v1::{Post, WatchPostsResponse};
+use postmesh_read_model::{PostVersion, ReadModelStore, ReadStore};
 use redis::aio::{PubSubSink, PubSubStream};
-use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    cache::PostCache,
-    error::Error,
-    store::{PostVersion, ReadStore},
-};
+use crate::{cache::PostCache, error::Error};
 
 /// Capacity of the waiters' broadcast: a waiter that lags simply re-reads.
 const WAITER_CAPACITY: usize = 1024;
@@ -52,56 +49,6 @@ const LAST_SENT_CAP: usize = 100_000;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Longest a PING or (re)subscribe may take before the connection is dropped.
 const REDIS_OP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One "post_id reached version" message from event-relay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-pub struct Notification {
-    /// The post that changed.
-    pub post_id: i64,
-    /// Its version after the change.
-    pub version: i64,
-}
-
-impl Notification {
-    /// Parses a payload; anything but positive ids and versions is ignored.
-    pub fn parse(payload: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(payload)
-            .ok()
-            .filter(|n| n.post_id > 0 && n.version > 0)
-    }
-}
-
-/// Anything event-relay publishes on the notify channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Message {
-    /// A post reached a version.
-    Change(Notification),
-    /// The read model was replaced wholesale (`event-relay rebuild`):
-    /// anything read from it before may be gone or older now.
-    Reset,
-}
-
-/// The payload of [`Message::Reset`].
-pub const RESET_PAYLOAD: &str = r#"{"reset":true}"#;
-
-#[derive(Deserialize)]
-struct Reset {
-    reset: bool,
-}
-
-impl Message {
-    /// Parses a payload: a change (as [`Notification::parse`]) or
-    /// `{"reset":true}`; `None` for anything else.
-    pub fn parse(payload: &[u8]) -> Option<Self> {
-        if let Some(notification) = Notification::parse(payload) {
-            return Some(Self::Change(notification));
-        }
-        serde_json::from_slice::<Reset>(payload)
-            .ok()
-            .filter(|r| r.reset)
-            .map(|_| Self::Reset)
-    }
-}
 
 /// Which changes a watcher wants. Both parts optional, combined with AND.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -140,7 +87,7 @@ struct Registry {
 
 /// The in-process fan-out point shared by the listener and the handlers.
 pub struct Hub {
-    waiters: broadcast::Sender<Notification>,
+    waiters: broadcast::Sender<Change>,
     registry: Mutex<Registry>,
     slots: Arc<Semaphore>,
     max_watchers: usize,
@@ -170,7 +117,7 @@ impl Hub {
     }
 
     /// Subscribes to every notification from now on, for a min_version wait.
-    pub fn waiter(&self) -> broadcast::Receiver<Notification> {
+    pub fn waiter(&self) -> broadcast::Receiver<Change> {
         self.waiters.subscribe()
     }
 
@@ -211,20 +158,20 @@ impl Hub {
     }
 
     /// Wakes every min_version waiter.
-    pub fn notify_waiters(&self, notification: Notification) {
+    pub fn notify_waiters(&self, change: Change) {
         // Err only means nobody waits right now.
-        let _ = self.waiters.send(notification);
+        let _ = self.waiters.send(change);
     }
 
     /// True when a change to `post_id` at `version` would be streamed to
     /// someone: there are watchers and no newer version was streamed yet.
-    fn wants(&self, notification: &Notification) -> bool {
+    fn wants(&self, change: &Change) -> bool {
         let registry = self.lock();
         !registry.watchers.is_empty()
             && registry
                 .last_sent
-                .get(&notification.post_id)
-                .is_none_or(|last| *last < notification.version)
+                .get(&change.post_id)
+                .is_none_or(|last| *last < change.version)
     }
 
     /// Hands one change to every matching watcher; full queues are cut off.
@@ -398,9 +345,9 @@ impl Listener {
                             tracing::warn!("notification subscription lost; changes applied meanwhile are not streamed");
                             break;
                         };
-                        let notification = match Message::parse(message.get_payload_bytes()) {
-                            Some(Message::Change(notification)) => notification,
-                            Some(Message::Reset) => {
+                        let change = match Notification::parse(message.get_payload_bytes()) {
+                            Some(Notification::Applied(change)) => change,
+                            Some(Notification::Reset) => {
                                 tracing::info!("read model replaced (rebuild); post cache cleared");
                                 cache.clear("read model reset");
                                 continue;
@@ -414,9 +361,9 @@ impl Listener {
                         };
                         // Before anything else: a waiter woken below re-reads
                         // the store, and its fill must already meet the marker.
-                        cache.invalidate(notification.post_id, notification.version);
-                        hub.notify_waiters(notification);
-                        if queue.try_send(notification).is_err() {
+                        cache.invalidate(change.post_id, change.version);
+                        hub.notify_waiters(change);
+                        if queue.try_send(change).is_err() {
                             tracing::warn!("notifications arrive faster than they can be read; ending all watchers");
                             hub.cut_off_all();
                         }
@@ -455,22 +402,22 @@ async fn pause(shutdown: &mut Shutdown, backoff: &mut Duration) {
 }
 
 /// Reads each wanted version document once, in arrival order, and fans it out.
-async fn dispatch(mut pending: mpsc::Receiver<Notification>, hub: Arc<Hub>, store: ReadStore) {
-    while let Some(notification) = pending.recv().await {
-        if !hub.wants(&notification) {
+async fn dispatch(mut pending: mpsc::Receiver<Change>, hub: Arc<Hub>, store: ReadStore) {
+    while let Some(change) = pending.recv().await {
+        if !hub.wants(&change) {
             continue;
         }
-        match store.version(notification.post_id, notification.version).await {
-            Ok(Some(change)) => hub.fan_out(change),
+        match store.version(change.post_id, change.version).await {
+            Ok(Some(version)) => hub.fan_out(version),
             Ok(None) => tracing::debug!(
-                post_id = notification.post_id,
-                version = notification.version,
-                "notified version is not in post_versions (rebuilt meanwhile?)"
+                post_id = change.post_id,
+                version = change.version,
+                "notified version is not in the read model (rebuilt meanwhile?)"
             ),
             Err(error) => tracing::warn!(
                 %error,
-                post_id = notification.post_id,
-                version = notification.version,
+                post_id = change.post_id,
+                version = change.version,
                 "cannot read a notified version; watchers miss it"
             ),
         }
@@ -494,33 +441,6 @@ mod tests {
             },
             event_type: EventType::PostUpdated,
         }
-    }
-
-    #[test]
-    fn notifications_parse_strictly() {
-        assert_eq!(
-            Notification::parse(br#"{"post_id":123,"version":4}"#),
-            Some(Notification {
-                post_id: 123,
-                version: 4
-            })
-        );
-        assert_eq!(Notification::parse(br#"{"post_id":0,"version":4}"#), None);
-        assert_eq!(Notification::parse(b"not json"), None);
-        assert_eq!(Notification::parse(br#"{"post_id":"1","version":4}"#), None);
-        assert_eq!(Notification::parse(RESET_PAYLOAD.as_bytes()), None);
-    }
-
-    #[test]
-    fn messages_are_changes_or_resets() {
-        assert_eq!(
-            Message::parse(br#"{"post_id":3,"version":2}"#),
-            Some(Message::Change(Notification { post_id: 3, version: 2 }))
-        );
-        assert_eq!(Message::parse(RESET_PAYLOAD.as_bytes()), Some(Message::Reset));
-        assert_eq!(Message::parse(br#"{"reset":false}"#), None);
-        assert_eq!(Message::parse(br#"{"post_id":-1,"version":2}"#), None);
-        assert_eq!(Message::parse(b"[]"), None);
     }
 
     #[test]

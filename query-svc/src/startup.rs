@@ -12,6 +12,7 @@ use postmesh_common::{
     tls::{self, ServerTls},
 };
 use postmesh_proto::v1::post_query_server::PostQueryServer;
+use postmesh_read_model::ReadStore;
 use tonic::service::{interceptor::InterceptedService, Routes};
 use tonic_health::ServingStatus;
 
@@ -24,7 +25,6 @@ use crate::{
     grpc::{QueryService, QuerySettings},
     health,
     notify::{Hub, Listener},
-    store::ReadStore,
 };
 
 /// Health service names this server reports.

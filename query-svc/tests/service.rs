@@ -17,14 +17,15 @@ use std::{
 };
 
 use futures::{stream, StreamExt};
+use postmesh_events::notify::Notification;
 use postmesh_proto::v1::{
     post_query_client::PostQueryClient, EventType, GetPostHistoryRequest, GetPostRequest, ListPostsRequest, Post,
     PostEvent, WatchPostsRequest,
 };
+use postmesh_read_model::{Applied, ReadModelStore, ReadStore};
 use query_svc::{
     config::Config,
     startup::{spawn, Running},
-    store::{Applied, ReadStore},
 };
 use support::{created, event, mongodb_url, redis_url, unique, wait_until};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,7 +51,7 @@ impl Harness {
         let database = unique(prefix);
         let channel = unique("notify");
         let store = ReadStore::connect(&mongodb_url(), &database).await.unwrap();
-        store.ensure_indexes().await.unwrap();
+        store.ensure_schema().await.unwrap();
         let mut config = Config::for_tests(&mongodb_url(), &database, &redis_url(), &channel);
         tweak(&mut config);
         let running = spawn(config).await.unwrap();
@@ -100,7 +101,7 @@ impl Harness {
     async fn publish_reset(&mut self) {
         let receivers: i64 = redis::cmd("PUBLISH")
             .arg(&self.channel)
-            .arg(query_svc::notify::RESET_PAYLOAD)
+            .arg(Notification::Reset.encode())
             .query_async(&mut self.redis)
             .await
             .unwrap();

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use futures::StreamExt;
 use postmesh_proto::v1::{event_store_client::EventStoreClient, Post, PostEvent, ReadAllRequest};
-use query_svc::store::ReadStore;
+use postmesh_read_model::{timestamp_to_millis, ReadModelStore, ReadStore};
 
 /// Every event in the store at `endpoint`, in position order.
 pub async fn read_all_events(endpoint: &str) -> Vec<PostEvent> {
@@ -23,7 +23,7 @@ pub async fn read_all_events(endpoint: &str) -> Vec<PostEvent> {
 
 /// The fields that must agree, timestamps at the read model's millisecond precision.
 fn key(post: &Post) -> (i64, i64, String, String, String, bool, i64, i64) {
-    let ms = |t: &Option<prost_types::Timestamp>| t.as_ref().map_or(0, query_svc::store::timestamp_to_millis);
+    let ms = |t: &Option<prost_types::Timestamp>| t.as_ref().map_or(0, timestamp_to_millis);
     (
         post.post_id,
         post.version,

@@ -104,7 +104,7 @@ pub async fn pending_of(redis_url: &str, stream: &str, consumer: &str) -> usize 
 pub async fn assert_settled(
     command_endpoint: &str,
     database_url: &str,
-    store: &query_svc::store::ReadStore,
+    store: &postmesh_read_model::ReadStore,
     ledger: &Ledger,
     timeout: Duration,
 ) -> usize {

@@ -537,7 +537,7 @@ async fn per_action_topology_routes_each_action_to_its_own_stream_and_redis() {
     let second = RedisProc::start().await;
     let update_url = second.url();
     let f = Fixture::start_with(Backend::Sqlite, |config| {
-        config.streams.topology = postmesh_common::topology::Topology::PerAction;
+        config.streams.topology = postmesh_events::topology::Topology::PerAction;
         config.streams.redis_url_update = Some(update_url.clone());
     })
     .await;

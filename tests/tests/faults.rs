@@ -25,6 +25,7 @@ use postmesh_proto::v1::{
     GetPostHistoryRequest, GetPostRequest, ListPostsRequest, ReadAllRequest, ReadPostRequest, UpdatePostRequest,
     WatchPostsRequest,
 };
+use postmesh_read_model::ReadStore;
 use postmesh_tests::{
     faults::{assert_settled, command_svc, dlq_len, event_relay, pending_of, serial},
     load::{outbox_len, Ledger, Load, LoadOptions},
@@ -37,7 +38,6 @@ use postmesh_tests::{
     wire::{self, pb},
     Backend, TestDatabase,
 };
-use query_svc::store::ReadStore;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 

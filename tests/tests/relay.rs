@@ -12,6 +12,7 @@ use std::{
 
 use event_relay::projector::{ApplyError, Projector};
 use postmesh_proto::v1::{DeletePostRequest, PostEvent, UpdatePostRequest};
+use postmesh_read_model::{Applied, ReadModelStore, ReadStore};
 use postmesh_tests::{
     compare::assert_converges,
     mesh::{relay_config, Names, WriteSide},
@@ -20,7 +21,6 @@ use postmesh_tests::{
     services::{health, ServiceProc},
     stream_len, wait_until,
 };
-use query_svc::store::{Applied, ReadStore};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -481,7 +481,7 @@ async fn rebuild_replaces_a_damaged_read_model_with_one_equal_to_the_event_store
     let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
         .await
         .unwrap();
-    store.drop_collections().await;
+    store.discard().await;
     let mut config = relay_config(&names);
     config.command_endpoint = write.endpoint();
     let rebuilt = event_relay::rebuild::run(&config).await.unwrap();
@@ -534,7 +534,7 @@ async fn a_rebuild_clears_query_svc_caches() {
         occurred_at: bogus.updated_at,
         ..PostEvent::default()
     };
-    assert_eq!(store.apply(&event).await.unwrap(), Applied::Applied);
+    assert_eq!(ReadModelStore::apply(&store, &event).await.unwrap(), Applied::Applied);
     let mut publisher = redis(&redis_url()).await;
     let _: i64 = ::redis::cmd("PUBLISH")
         .arg(&names.channel)
@@ -561,5 +561,5 @@ async fn a_rebuild_clears_query_svc_caches() {
     let repaired = repaired.expect("query-svc kept serving the pre-rebuild post");
     assert_eq!(repaired.version, 1);
     query.stop().await.unwrap();
-    store.drop_collections().await;
+    store.discard().await;
 }

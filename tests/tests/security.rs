@@ -478,7 +478,7 @@ async fn a_rebuild_reaches_command_svc_over_mtls_with_its_token() {
             &format!("{}\n", signer.good("event-relay", "posts:read")),
         )),
     };
-    let store = query_svc::store::ReadStore::connect(&mongodb_url(), &names.database)
+    let store = postmesh_read_model::ReadStore::connect(&mongodb_url(), &names.database)
         .await
         .unwrap();
     let rebuilt = event_relay::rebuild::rebuild_into(&config, &store)

@@ -7,6 +7,7 @@
 package postsv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -32,7 +33,8 @@ type CreatePostRequest struct {
 	AuthorName string `protobuf:"bytes,3,opt,name=author_name,json=authorName,proto3" json:"author_name,omitempty"`
 	// Optional client-chosen key (at most 200 characters). Retrying with the same key
 	// and the same request returns the first response without appending; the same
-	// key with a different request fails with ALREADY_EXISTS.
+	// key with a different request fails with ALREADY_EXISTS. Over HTTP/JSON
+	// the Idempotency-Key header sets it (docs/http.md).
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -157,6 +159,8 @@ type UpdatePostRequest struct {
 	// The post to change; must be > 0.
 	PostId int64 `protobuf:"varint,1,opt,name=post_id,json=postId,proto3" json:"post_id,omitempty"`
 	// The version the client last saw; 0 means any version. A mismatch is ABORTED.
+	// Over HTTP/JSON an If-Match header with a response's ETag ("3") sets it,
+	// and a mismatch is then 412 Precondition Failed.
 	ExpectedVersion int64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	// New title, when set (same rules as CreatePost).
 	Title *string `protobuf:"bytes,3,opt,name=title,proto3,oneof" json:"title,omitempty"`
@@ -303,6 +307,8 @@ type DeletePostRequest struct {
 	// The post to delete; must be > 0.
 	PostId int64 `protobuf:"varint,1,opt,name=post_id,json=postId,proto3" json:"post_id,omitempty"`
 	// The version the client last saw; 0 means any version. A mismatch is ABORTED.
+	// Over HTTP/JSON an If-Match header with a response's ETag ("3") sets it,
+	// and a mismatch is then 412 Precondition Failed.
 	ExpectedVersion int64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	// Optional idempotency key, as in CreatePostRequest.
 	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
@@ -613,7 +619,7 @@ var File_posts_v1_command_proto protoreflect.FileDescriptor
 
 const file_posts_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x16posts/v1/command.proto\x12\bposts.v1\x1a\x13posts/v1/post.proto\"\x8d\x01\n" +
+	"\x16posts/v1/command.proto\x12\bposts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x13posts/v1/post.proto\"\x8d\x01\n" +
 	"\x11CreatePostRequest\x12\x14\n" +
 	"\x05title\x18\x01 \x01(\tR\x05title\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\tR\acontent\x12\x1f\n" +
@@ -653,18 +659,19 @@ const file_posts_v1_command_proto_rawDesc = "" +
 	"\x0fReadPostRequest\x12\x17\n" +
 	"\apost_id\x18\x01 \x01(\x03R\x06postId\"=\n" +
 	"\x10ReadPostResponse\x12)\n" +
-	"\x05event\x18\x01 \x01(\v2\x13.posts.v1.PostEventR\x05event2\xe8\x01\n" +
-	"\vPostCommand\x12G\n" +
+	"\x05event\x18\x01 \x01(\v2\x13.posts.v1.PostEventR\x05event2\xaf\x02\n" +
+	"\vPostCommand\x12Y\n" +
 	"\n" +
-	"CreatePost\x12\x1b.posts.v1.CreatePostRequest\x1a\x1c.posts.v1.CreatePostResponse\x12G\n" +
+	"CreatePost\x12\x1b.posts.v1.CreatePostRequest\x1a\x1c.posts.v1.CreatePostResponse\"\x10\x82\xd3\xe4\x93\x02\n" +
+	":\x01*\"\x05/post\x12c\n" +
 	"\n" +
-	"UpdatePost\x12\x1b.posts.v1.UpdatePostRequest\x1a\x1c.posts.v1.UpdatePostResponse\x12G\n" +
+	"UpdatePost\x12\x1b.posts.v1.UpdatePostRequest\x1a\x1c.posts.v1.UpdatePostResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*2\x0f/post/{post_id}\x12`\n" +
 	"\n" +
-	"DeletePost\x12\x1b.posts.v1.DeletePostRequest\x1a\x1c.posts.v1.DeletePostResponse2\x93\x01\n" +
+	"DeletePost\x12\x1b.posts.v1.DeletePostRequest\x1a\x1c.posts.v1.DeletePostResponse\"\x17\x82\xd3\xe4\x93\x02\x11*\x0f/post/{post_id}2\xc4\x01\n" +
 	"\n" +
-	"EventStore\x12@\n" +
-	"\aReadAll\x12\x18.posts.v1.ReadAllRequest\x1a\x19.posts.v1.ReadAllResponse0\x01\x12C\n" +
-	"\bReadPost\x12\x19.posts.v1.ReadPostRequest\x1a\x1a.posts.v1.ReadPostResponse0\x01B:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3"
+	"EventStore\x12Q\n" +
+	"\aReadAll\x12\x18.posts.v1.ReadAllRequest\x1a\x19.posts.v1.ReadAllResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\a/events0\x01\x12c\n" +
+	"\bReadPost\x12\x19.posts.v1.ReadPostRequest\x1a\x1a.posts.v1.ReadPostResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/post/{post_id}/events0\x01B:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3"
 
 var (
 	file_posts_v1_command_proto_rawDescOnce sync.Once

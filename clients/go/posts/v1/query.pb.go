@@ -7,6 +7,7 @@
 package postsv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -484,7 +485,7 @@ var File_posts_v1_query_proto protoreflect.FileDescriptor
 
 const file_posts_v1_query_proto_rawDesc = "" +
 	"\n" +
-	"\x14posts/v1/query.proto\x12\bposts.v1\x1a\x13posts/v1/post.proto\"s\n" +
+	"\x14posts/v1/query.proto\x12\bposts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x13posts/v1/post.proto\"s\n" +
 	"\x0eGetPostRequest\x12\x17\n" +
 	"\apost_id\x18\x01 \x01(\x03R\x06postId\x12\x1f\n" +
 	"\vmin_version\x18\x02 \x01(\x03R\n" +
@@ -518,13 +519,13 @@ const file_posts_v1_query_proto_rawDesc = "" +
 	"\x12WatchPostsResponse\x12\"\n" +
 	"\x04post\x18\x01 \x01(\v2\x0e.posts.v1.PostR\x04post\x122\n" +
 	"\n" +
-	"event_type\x18\x02 \x01(\x0e2\x13.posts.v1.EventTypeR\teventType2\xb1\x02\n" +
-	"\tPostQuery\x12>\n" +
-	"\aGetPost\x12\x18.posts.v1.GetPostRequest\x1a\x19.posts.v1.GetPostResponse\x12D\n" +
-	"\tListPosts\x12\x1a.posts.v1.ListPostsRequest\x1a\x1b.posts.v1.ListPostsResponse\x12S\n" +
-	"\x0eGetPostHistory\x12\x1f.posts.v1.GetPostHistoryRequest\x1a .posts.v1.GetPostHistoryResponse\x12I\n" +
+	"event_type\x18\x02 \x01(\x0e2\x13.posts.v1.EventTypeR\teventType2\x91\x03\n" +
+	"\tPostQuery\x12W\n" +
+	"\aGetPost\x12\x18.posts.v1.GetPostRequest\x1a\x19.posts.v1.GetPostResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/post/{post_id}\x12T\n" +
+	"\tListPosts\x12\x1a.posts.v1.ListPostsRequest\x1a\x1b.posts.v1.ListPostsResponse\"\x0e\x82\xd3\xe4\x93\x02\b\x12\x06/posts\x12t\n" +
+	"\x0eGetPostHistory\x12\x1f.posts.v1.GetPostHistoryRequest\x1a .posts.v1.GetPostHistoryResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/post/{post_id}/history\x12_\n" +
 	"\n" +
-	"WatchPosts\x12\x1b.posts.v1.WatchPostsRequest\x1a\x1c.posts.v1.WatchPostsResponse0\x01B:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3"
+	"WatchPosts\x12\x1b.posts.v1.WatchPostsRequest\x1a\x1c.posts.v1.WatchPostsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/posts:watch0\x01B:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3"
 
 var (
 	file_posts_v1_query_proto_rawDescOnce sync.Once

@@ -36,7 +36,8 @@ class CreatePostRequest(_message.Message):
     idempotency_key: _builtins.str
     """Optional client-chosen key (at most 200 characters). Retrying with the same key
     and the same request returns the first response without appending; the same
-    key with a different request fails with ALREADY_EXISTS.
+    key with a different request fails with ALREADY_EXISTS. Over HTTP/JSON
+    the Idempotency-Key header sets it (docs/http.md).
     """
     def __init__(
         self,
@@ -95,7 +96,10 @@ class UpdatePostRequest(_message.Message):
     post_id: _builtins.int
     """The post to change; must be > 0."""
     expected_version: _builtins.int
-    """The version the client last saw; 0 means any version. A mismatch is ABORTED."""
+    """The version the client last saw; 0 means any version. A mismatch is ABORTED.
+    Over HTTP/JSON an If-Match header with a response's ETag ("3") sets it,
+    and a mismatch is then 412 Precondition Failed.
+    """
     title: _builtins.str
     """New title, when set (same rules as CreatePost)."""
     content: _builtins.str
@@ -171,7 +175,10 @@ class DeletePostRequest(_message.Message):
     post_id: _builtins.int
     """The post to delete; must be > 0."""
     expected_version: _builtins.int
-    """The version the client last saw; 0 means any version. A mismatch is ABORTED."""
+    """The version the client last saw; 0 means any version. A mismatch is ABORTED.
+    Over HTTP/JSON an If-Match header with a response's ETag ("3") sets it,
+    and a mismatch is then 412 Precondition Failed.
+    """
     idempotency_key: _builtins.str
     """Optional idempotency key, as in CreatePostRequest."""
     def __init__(

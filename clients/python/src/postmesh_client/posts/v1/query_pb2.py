@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from postmesh_client.posts.v1 import post_pb2 as posts_dot_v1_dot_post__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14posts/v1/query.proto\x12\x08posts.v1\x1a\x13posts/v1/post.proto\"O\n\x0eGetPostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x13\n\x0bmin_version\x18\x02 \x01(\x03\x12\x17\n\x0finclude_deleted\x18\x03 \x01(\x08\"/\n\x0fGetPostResponse\x12\x1c\n\x04post\x18\x01 \x01(\x0b\x32\x0e.posts.v1.Post\"\x87\x01\n\x10ListPostsRequest\x12\x13\n\x0b\x61uthor_name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x17\n\x0finclude_deleted\x18\x04 \x01(\x08\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"K\n\x11ListPostsResponse\x12\x1d\n\x05posts\x18\x01 \x03(\x0b\x32\x0e.posts.v1.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x15GetPostHistoryRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\":\n\x16GetPostHistoryResponse\x12 \n\x08versions\x18\x01 \x03(\x0b\x32\x0e.posts.v1.Post\"_\n\x11WatchPostsRequest\x12\x14\n\x07post_id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0b\x61uthor_name\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\n\n\x08_post_idB\x0e\n\x0c_author_name\"[\n\x12WatchPostsResponse\x12\x1c\n\x04post\x18\x01 \x01(\x0b\x32\x0e.posts.v1.Post\x12\'\n\nevent_type\x18\x02 \x01(\x0e\x32\x13.posts.v1.EventType2\xb1\x02\n\tPostQuery\x12>\n\x07GetPost\x12\x18.posts.v1.GetPostRequest\x1a\x19.posts.v1.GetPostResponse\x12\x44\n\tListPosts\x12\x1a.posts.v1.ListPostsRequest\x1a\x1b.posts.v1.ListPostsResponse\x12S\n\x0eGetPostHistory\x12\x1f.posts.v1.GetPostHistoryRequest\x1a .posts.v1.GetPostHistoryResponse\x12I\n\nWatchPosts\x12\x1b.posts.v1.WatchPostsRequest\x1a\x1c.posts.v1.WatchPostsResponse0\x01\x42:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14posts/v1/query.proto\x12\x08posts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x13posts/v1/post.proto\"O\n\x0eGetPostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x13\n\x0bmin_version\x18\x02 \x01(\x03\x12\x17\n\x0finclude_deleted\x18\x03 \x01(\x08\"/\n\x0fGetPostResponse\x12\x1c\n\x04post\x18\x01 \x01(\x0b\x32\x0e.posts.v1.Post\"\x87\x01\n\x10ListPostsRequest\x12\x13\n\x0b\x61uthor_name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x17\n\x0finclude_deleted\x18\x04 \x01(\x08\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"K\n\x11ListPostsResponse\x12\x1d\n\x05posts\x18\x01 \x03(\x0b\x32\x0e.posts.v1.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x15GetPostHistoryRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\":\n\x16GetPostHistoryResponse\x12 \n\x08versions\x18\x01 \x03(\x0b\x32\x0e.posts.v1.Post\"_\n\x11WatchPostsRequest\x12\x14\n\x07post_id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x18\n\x0b\x61uthor_name\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\n\n\x08_post_idB\x0e\n\x0c_author_name\"[\n\x12WatchPostsResponse\x12\x1c\n\x04post\x18\x01 \x01(\x0b\x32\x0e.posts.v1.Post\x12\'\n\nevent_type\x18\x02 \x01(\x0e\x32\x13.posts.v1.EventType2\x91\x03\n\tPostQuery\x12W\n\x07GetPost\x12\x18.posts.v1.GetPostRequest\x1a\x19.posts.v1.GetPostResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/post/{post_id}\x12T\n\tListPosts\x12\x1a.posts.v1.ListPostsRequest\x1a\x1b.posts.v1.ListPostsResponse\"\x0e\x82\xd3\xe4\x93\x02\x08\x12\x06/posts\x12t\n\x0eGetPostHistory\x12\x1f.posts.v1.GetPostHistoryRequest\x1a .posts.v1.GetPostHistoryResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/post/{post_id}/history\x12_\n\nWatchPosts\x12\x1b.posts.v1.WatchPostsRequest\x1a\x1c.posts.v1.WatchPostsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/posts:watch0\x01\x42:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +34,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'posts.v1.query_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1'
-  _globals['_GETPOSTREQUEST']._serialized_start=55
-  _globals['_GETPOSTREQUEST']._serialized_end=134
-  _globals['_GETPOSTRESPONSE']._serialized_start=136
-  _globals['_GETPOSTRESPONSE']._serialized_end=183
-  _globals['_LISTPOSTSREQUEST']._serialized_start=186
-  _globals['_LISTPOSTSREQUEST']._serialized_end=321
-  _globals['_LISTPOSTSRESPONSE']._serialized_start=323
-  _globals['_LISTPOSTSRESPONSE']._serialized_end=398
-  _globals['_GETPOSTHISTORYREQUEST']._serialized_start=400
-  _globals['_GETPOSTHISTORYREQUEST']._serialized_end=440
-  _globals['_GETPOSTHISTORYRESPONSE']._serialized_start=442
-  _globals['_GETPOSTHISTORYRESPONSE']._serialized_end=500
-  _globals['_WATCHPOSTSREQUEST']._serialized_start=502
-  _globals['_WATCHPOSTSREQUEST']._serialized_end=597
-  _globals['_WATCHPOSTSRESPONSE']._serialized_start=599
-  _globals['_WATCHPOSTSRESPONSE']._serialized_end=690
-  _globals['_POSTQUERY']._serialized_start=693
-  _globals['_POSTQUERY']._serialized_end=998
+  _globals['_POSTQUERY'].methods_by_name['GetPost']._loaded_options = None
+  _globals['_POSTQUERY'].methods_by_name['GetPost']._serialized_options = b'\202\323\344\223\002\021\022\017/post/{post_id}'
+  _globals['_POSTQUERY'].methods_by_name['ListPosts']._loaded_options = None
+  _globals['_POSTQUERY'].methods_by_name['ListPosts']._serialized_options = b'\202\323\344\223\002\010\022\006/posts'
+  _globals['_POSTQUERY'].methods_by_name['GetPostHistory']._loaded_options = None
+  _globals['_POSTQUERY'].methods_by_name['GetPostHistory']._serialized_options = b'\202\323\344\223\002\031\022\027/post/{post_id}/history'
+  _globals['_POSTQUERY'].methods_by_name['WatchPosts']._loaded_options = None
+  _globals['_POSTQUERY'].methods_by_name['WatchPosts']._serialized_options = b'\202\323\344\223\002\016\022\014/posts:watch'
+  _globals['_GETPOSTREQUEST']._serialized_start=85
+  _globals['_GETPOSTREQUEST']._serialized_end=164
+  _globals['_GETPOSTRESPONSE']._serialized_start=166
+  _globals['_GETPOSTRESPONSE']._serialized_end=213
+  _globals['_LISTPOSTSREQUEST']._serialized_start=216
+  _globals['_LISTPOSTSREQUEST']._serialized_end=351
+  _globals['_LISTPOSTSRESPONSE']._serialized_start=353
+  _globals['_LISTPOSTSRESPONSE']._serialized_end=428
+  _globals['_GETPOSTHISTORYREQUEST']._serialized_start=430
+  _globals['_GETPOSTHISTORYREQUEST']._serialized_end=470
+  _globals['_GETPOSTHISTORYRESPONSE']._serialized_start=472
+  _globals['_GETPOSTHISTORYRESPONSE']._serialized_end=530
+  _globals['_WATCHPOSTSREQUEST']._serialized_start=532
+  _globals['_WATCHPOSTSREQUEST']._serialized_end=627
+  _globals['_WATCHPOSTSRESPONSE']._serialized_start=629
+  _globals['_WATCHPOSTSRESPONSE']._serialized_end=720
+  _globals['_POSTQUERY']._serialized_start=723
+  _globals['_POSTQUERY']._serialized_end=1124
 # @@protoc_insertion_point(module_scope)

@@ -33,7 +33,8 @@ export interface CreatePostRequest {
   /**
    * Optional client-chosen key (at most 200 characters). Retrying with the same key
    * and the same request returns the first response without appending; the same
-   * key with a different request fails with ALREADY_EXISTS.
+   * key with a different request fails with ALREADY_EXISTS. Over HTTP/JSON
+   * the Idempotency-Key header sets it (docs/http.md).
    */
   idempotencyKey: string;
 }
@@ -50,7 +51,11 @@ export interface CreatePostResponse {
 export interface UpdatePostRequest {
   /** The post to change; must be > 0. */
   postId: number;
-  /** The version the client last saw; 0 means any version. A mismatch is ABORTED. */
+  /**
+   * The version the client last saw; 0 means any version. A mismatch is ABORTED.
+   * Over HTTP/JSON an If-Match header with a response's ETag ("3") sets it,
+   * and a mismatch is then 412 Precondition Failed.
+   */
   expectedVersion: number;
   /** New title, when set (same rules as CreatePost). */
   title?:
@@ -80,7 +85,11 @@ export interface UpdatePostResponse {
 export interface DeletePostRequest {
   /** The post to delete; must be > 0. */
   postId: number;
-  /** The version the client last saw; 0 means any version. A mismatch is ABORTED. */
+  /**
+   * The version the client last saw; 0 means any version. A mismatch is ABORTED.
+   * Over HTTP/JSON an If-Match header with a response's ETag ("3") sets it,
+   * and a mismatch is then 412 Precondition Failed.
+   */
   expectedVersion: number;
   /** Optional idempotency key, as in CreatePostRequest. */
   idempotencyKey: string;

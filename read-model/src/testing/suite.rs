@@ -1,21 +1,20 @@
-//! The read-model writer against a real MongoDB-compatible server
-//! (TEST_MONGODB_URL, FerretDB in CI).
+//! The store test suite: every test a read store must pass, written once
+//! against [`ReadStore`] and a [`Fixture`] that makes stores of one
+//! implementation. [`store_suite!`](crate::store_suite) turns them into
+//! `#[test]`s; each test has data of its own.
 
-#![allow(clippy::unwrap_used)]
-
-mod support;
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
 use postmesh_proto::v1::{EventType, PostEvent};
 use proptest::prelude::*;
-use query_svc::{
-    cursor::Position,
-    filter::ListFilter,
-    store::{Applied, ReadStore, StoreError},
+
+use super::{created, event, unique, Fixture};
+use crate::{
+    cursor::Position, timestamp_to_millis, Applied, ListFilter, PostVersion, ReadModelStore, ReadStore, StoreError,
 };
-use support::{created, drop_database, event, fresh_store, unique};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -77,19 +76,19 @@ fn scenario() -> impl Strategy<Value = (Vec<PostEvent>, Vec<PostEvent>)> {
         })
 }
 
-async fn snapshot(store: &ReadStore) -> (Vec<postmesh_proto::v1::Post>, Vec<query_svc::store::PostVersion>) {
+async fn snapshot(store: &ReadStore) -> (Vec<postmesh_proto::v1::Post>, Vec<PostVersion>) {
     (
         store.all_posts().await.expect("all_posts"),
         store.all_versions().await.expect("all_versions"),
     )
 }
 
-/// Three fresh pairs of collections: the first with `in_order` applied one
-/// by one (the state every other order must converge on), the other two empty.
+/// Three fresh staging stores: the first with `in_order` applied one by one
+/// (the state every other order must converge on), the other two empty.
 async fn stores_with_expected(base: &ReadStore, in_order: &[PostEvent]) -> [ReadStore; 3] {
-    let stores = [(); 3].map(|()| base.with_collections(&unique("p"), &unique("v")));
+    let stores = [(); 3].map(|()| base.staging(&unique("s")));
     for store in &stores {
-        store.ensure_indexes().await.expect("indexes");
+        store.ensure_schema().await.expect("schema");
     }
     for event in in_order {
         assert_eq!(stores[0].apply(event).await.expect("apply"), Applied::Applied);
@@ -97,10 +96,11 @@ async fn stores_with_expected(base: &ReadStore, in_order: &[PostEvent]) -> [Read
     stores
 }
 
-#[test]
-fn any_order_with_duplicates_converges_to_in_order_state() {
+/// Events applied one by one, in any order, with duplicates, by one writer
+/// and by several at once, end in the state in-order application gives.
+pub fn any_order_with_duplicates_converges_to_in_order_state(fixture: &impl Fixture) {
     let rt = runtime();
-    let base = rt.block_on(fresh_store("qs_prop"));
+    let base = rt.block_on(fixture.fresh("qs_prop"));
     let config = ProptestConfig {
         cases: 24,
         failure_persistence: None,
@@ -131,11 +131,11 @@ fn any_order_with_duplicates_converges_to_in_order_state() {
             assert_eq!(snapshot(&sequential).await, want, "sequential shuffled order diverged");
             assert_eq!(snapshot(&concurrent).await, want, "concurrent shuffled order diverged");
             for store in [expected, sequential, concurrent] {
-                store.drop_collections().await;
+                store.discard().await;
             }
         });
     });
-    rt.block_on(drop_database(&base));
+    rt.block_on(fixture.dispose(base));
 }
 
 /// Events as in [`scenario`], shuffled with duplicates, then cut into
@@ -156,10 +156,11 @@ fn batch_scenario() -> impl Strategy<Value = (Vec<PostEvent>, Vec<Vec<PostEvent>
     })
 }
 
-#[test]
-fn batches_in_any_order_with_duplicates_converge_to_in_order_state() {
+/// The same for batches of random sizes: each event is reported applied at
+/// most once, and only while newer than what is stored.
+pub fn batches_in_any_order_with_duplicates_converge_to_in_order_state(fixture: &impl Fixture) {
     let rt = runtime();
-    let base = rt.block_on(fresh_store("qs_batch_prop"));
+    let base = rt.block_on(fixture.fresh("qs_batch_prop"));
     let config = ProptestConfig {
         cases: 24,
         failure_persistence: None,
@@ -193,16 +194,17 @@ fn batches_in_any_order_with_duplicates_converge_to_in_order_state() {
             assert_eq!(snapshot(&sequential).await, want, "sequential batches diverged");
             assert_eq!(snapshot(&concurrent).await, want, "concurrent batches diverged");
             for store in [expected, sequential, concurrent] {
-                store.drop_collections().await;
+                store.discard().await;
             }
         });
     });
-    rt.block_on(drop_database(&base));
+    rt.block_on(fixture.dispose(base));
 }
 
-#[tokio::test]
-async fn a_batch_writes_each_posts_newest_and_reports_every_event() {
-    let store = fresh_store("qs_batch").await;
+/// A batch stores every version and writes each post's newest; outcomes
+/// come per event, in order; an invalid event fails the batch unwritten.
+pub async fn a_batch_writes_each_posts_newest_and_reports_every_event(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_batch").await;
     let ms = 1_000;
     let v = |post_id, version, title: &str| event(post_id, version, EventType::PostUpdated, title, "c", "ann", ms);
     let batch = vec![
@@ -234,12 +236,12 @@ async fn a_batch_writes_each_posts_newest_and_reports_every_event() {
     assert!(matches!(error, StoreError::InvalidEvent(_)));
     assert!(store.get(4).await.unwrap().is_none());
     assert!(store.version(4, 1).await.unwrap().is_none());
-    drop_database(&store).await;
+    fixture.dispose(store).await;
 }
 
-#[tokio::test]
-async fn a_batch_larger_than_one_write_command_is_applied_whole() {
-    let store = fresh_store("qs_batch_big").await;
+/// A batch of hundreds of events (more than one write command) is applied whole.
+pub async fn a_batch_larger_than_one_write_command_is_applied_whole(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_batch_big").await;
     let first: Vec<PostEvent> = (1..=100).map(|id| created(id, "ann", 1_000)).collect();
     assert!(store
         .apply_batch(&first)
@@ -271,12 +273,12 @@ async fn a_batch_larger_than_one_write_command_is_applied_whole() {
         .iter()
         .all(|p| p.version == if p.post_id <= 100 && p.post_id % 2 == 0 { 2 } else { 1 }));
     assert_eq!(store.all_versions().await.unwrap().len(), 250);
-    drop_database(&store).await;
+    fixture.dispose(store).await;
 }
 
-#[tokio::test]
-async fn duplicates_and_older_versions_are_stale() {
-    let store = fresh_store("qs_stale").await;
+/// Duplicates and older versions are stale; history keeps every version.
+pub async fn duplicates_and_older_versions_are_stale(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_stale").await;
     let v1 = created(1, "ann", 1_000);
     let v2 = event(1, 2, EventType::PostUpdated, "new", "body", "ann", 1_000);
     assert_eq!(store.apply(&v1).await.unwrap(), Applied::Applied);
@@ -291,12 +293,12 @@ async fn duplicates_and_older_versions_are_stale() {
     let history = store.history(1).await.unwrap();
     assert_eq!(history.iter().map(|v| v.post.version).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(history[0].event_type, EventType::PostCreated);
-    drop_database(&store).await;
+    fixture.dispose(store).await;
 }
 
-#[tokio::test]
-async fn a_newer_version_applied_first_wins() {
-    let store = fresh_store("qs_reorder").await;
+/// A newer version applied first wins over older ones arriving later.
+pub async fn a_newer_version_applied_first_wins(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_reorder").await;
     let v1 = created(5, "ann", 1_000);
     let v3 = event(5, 3, EventType::PostDeleted, "t3", "c3", "ann", 1_000);
     let v2 = event(5, 2, EventType::PostUpdated, "t2", "c2", "ann", 1_000);
@@ -310,85 +312,62 @@ async fn a_newer_version_applied_first_wins() {
     let v2_doc = store.version(5, 2).await.unwrap().unwrap();
     assert_eq!(v2_doc.post.title, "t2");
     assert_eq!(v2_doc.event_type, EventType::PostUpdated);
-    drop_database(&store).await;
+    fixture.dispose(store).await;
 }
 
-#[tokio::test]
-async fn invalid_events_are_not_outages() {
-    let store = fresh_store("qs_invalid").await;
+/// An invalid event is refused, and the refusal is not an outage.
+pub async fn invalid_events_are_not_outages(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_invalid").await;
     let mut bad = created(1, "ann", 1_000);
     bad.post = None;
     let error = store.apply(&bad).await.unwrap_err();
     assert!(matches!(error, StoreError::InvalidEvent(_)));
     assert!(!error.is_unavailable());
-    drop_database(&store).await;
+    fixture.dispose(store).await;
 }
 
-#[tokio::test]
-async fn ensure_indexes_is_idempotent_and_enforces_uniqueness() {
-    let store = fresh_store("qs_indexes").await;
-    store.ensure_indexes().await.unwrap();
-    store.ensure_indexes().await.unwrap();
-    // A raw second document for the same post must be refused by the index.
-    let client = mongodb::Client::with_uri_str(support::mongodb_url()).await.unwrap();
-    let posts = client
-        .database(store.database_name())
-        .collection::<mongodb::bson::Document>("posts");
-    posts
-        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 1_i64 })
-        .await
-        .unwrap();
-    let duplicate = posts
-        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 2_i64 })
-        .await;
-    assert!(duplicate.is_err(), "unique index on post_id not enforced");
-    let versions = client
-        .database(store.database_name())
-        .collection::<mongodb::bson::Document>("post_versions");
-    versions
-        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 1_i64 })
-        .await
-        .unwrap();
-    versions
-        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 2_i64 })
-        .await
-        .unwrap();
-    let duplicate = versions
-        .insert_one(mongodb::bson::doc! { "post_id": 1_i64, "version": 1_i64 })
-        .await;
-    assert!(duplicate.is_err(), "unique index on (post_id, version) not enforced");
-    drop_database(&store).await;
+/// Ensuring the schema again changes nothing (the relay does it at every start).
+pub async fn ensure_schema_is_idempotent(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_schema").await;
+    store.apply(&created(1, "ann", 1_000)).await.unwrap();
+    store.ensure_schema().await.unwrap();
+    store.ensure_schema().await.unwrap();
+    assert_eq!(store.apply(&created(1, "ann", 1_000)).await.unwrap(), Applied::Stale);
+    assert_eq!(store.all_posts().await.unwrap().len(), 1);
+    fixture.dispose(store).await;
 }
 
-#[tokio::test]
-async fn swap_in_replaces_collections_with_their_indexes() {
-    let live = fresh_store("qs_swap").await;
+/// Swapping in a staging store replaces the live records with its own, with
+/// their unique indexes; an empty staging store swaps in an empty model.
+pub async fn swap_in_replaces_the_model_with_its_indexes(fixture: &impl Fixture) {
+    let live = fixture.fresh("qs_swap").await;
     live.apply(&created(1, "old", 1_000)).await.unwrap();
     live.apply(&created(2, "old", 2_000)).await.unwrap();
-    let fresh = live.with_collections("posts_rebuild", "post_versions_rebuild");
-    fresh.ensure_indexes().await.unwrap();
+    let fresh = live.staging("rebuild");
+    fresh.ensure_schema().await.unwrap();
     fresh.apply(&created(3, "new", 3_000)).await.unwrap();
     live.swap_in(&fresh).await.unwrap();
 
     let posts = live.all_posts().await.unwrap();
     assert_eq!(posts.iter().map(|p| p.post_id).collect::<Vec<_>>(), vec![3]);
     assert_eq!(live.all_versions().await.unwrap().len(), 1);
-    // The rebuild collections are gone, and the swapped-in ones keep their
+    // The staging store is empty, and the swapped-in records keep their
     // unique index: re-applying is still Stale, not a second document.
     assert!(fresh.all_posts().await.unwrap().is_empty());
     assert_eq!(live.apply(&created(3, "new", 3_000)).await.unwrap(), Applied::Stale);
     assert_eq!(live.all_posts().await.unwrap().len(), 1);
 
     // An empty rebuild swaps in empty collections.
-    let empty = live.with_collections("posts_empty", "post_versions_empty");
+    let empty = live.staging("empty");
     live.swap_in(&empty).await.unwrap();
     assert!(live.all_posts().await.unwrap().is_empty());
-    drop_database(&live).await;
+    fixture.dispose(live).await;
 }
 
-#[tokio::test]
-async fn list_matches_literal_text_only() {
-    let store = fresh_store("qs_literal").await;
+/// Title filters match literal text, case-insensitively: no operator or
+/// pattern injection.
+pub async fn list_matches_literal_text_only(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_literal").await;
     let titles = [
         "plain",
         "has $where inside",
@@ -424,12 +403,13 @@ async fn list_matches_literal_text_only() {
     assert_eq!(search("\0").await, vec!["nul\0byte"]);
     // Case-insensitive substring: "A" is in "A", "ab", "a|b pipe", "plain", "has $where inside", "dot.star .* here".
     assert_eq!(search("A").await.len(), 6);
-    drop_database(&store).await;
+    fixture.dispose(store).await;
 }
 
-#[tokio::test]
-async fn list_pages_newest_first_by_keyset() {
-    let store = fresh_store("qs_keyset").await;
+/// Pages come newest first (ties: higher id first) and continue strictly
+/// after a position.
+pub async fn list_pages_newest_first_by_keyset(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_keyset").await;
     // Two posts share a created_at: the higher id comes first.
     for (id, ms) in [(1, 1_000), (2, 2_000), (3, 2_000), (4, 3_000)] {
         store.apply(&created(id, "ann", ms)).await.unwrap();
@@ -439,21 +419,17 @@ async fn list_pages_newest_first_by_keyset() {
     assert_eq!(first.iter().map(|p| p.post_id).collect::<Vec<_>>(), vec![4, 3]);
     let last = first.last().unwrap();
     let after = Position {
-        created_at_ms: query_svc::store::timestamp_to_millis(last.created_at.as_ref().unwrap()),
+        created_at_ms: timestamp_to_millis(last.created_at.as_ref().unwrap()),
         post_id: last.post_id,
     };
     let second = store.list(&filter, Some(&after), 2).await.unwrap();
     assert_eq!(second.iter().map(|p| p.post_id).collect::<Vec<_>>(), vec![2, 1]);
-    drop_database(&store).await;
+    fixture.dispose(store).await;
 }
 
-#[tokio::test]
-async fn an_unreachable_server_is_unavailable_quickly() {
-    // Nothing listens on port 1.
-    let store =
-        ReadStore::connect_with_timeout("mongodb://127.0.0.1:1", &unique("qs_down"), Duration::from_millis(500))
-            .await
-            .unwrap();
+/// A store that cannot be reached says so within its timeout, as an outage.
+pub async fn an_unreachable_server_is_unavailable_quickly(fixture: &impl Fixture) {
+    let store = fixture.unreachable(Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
     let error = store.ping().await.unwrap_err();
     assert!(error.is_unavailable(), "{error}");

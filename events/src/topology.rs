@@ -3,6 +3,7 @@
 //! routes and event-relay consumes all of them, so both read the same flags.
 
 use clap::{Args, ValueEnum};
+use postmesh_proto::v1::EventType;
 
 /// How events are spread over Redis streams.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -13,7 +14,8 @@ pub enum Topology {
     PerAction,
 }
 
-/// The change an event records, as the topology routes it.
+/// The change an event records, as the topology routes it and logs and
+/// dead-letter listings name it: the one mapping from [`EventType`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// PostCreated.
@@ -25,12 +27,39 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order of [`index`](Self::index).
+    pub const ALL: [Self; 3] = [Self::Create, Self::Update, Self::Delete];
+
+    /// The action an event of `event_type` records (none for `Unspecified`).
+    pub fn of(event_type: EventType) -> Option<Self> {
+        match event_type {
+            EventType::Unspecified => None,
+            EventType::PostCreated => Some(Self::Create),
+            EventType::PostUpdated => Some(Self::Update),
+            EventType::PostDeleted => Some(Self::Delete),
+        }
+    }
+
     /// Lower-case name used in stream names and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Create => "create",
             Self::Update => "update",
             Self::Delete => "delete",
+        }
+    }
+
+    /// [`as_str`](Self::as_str), or "unknown" for no action: for logs and listings.
+    pub fn label(action: Option<Self>) -> &'static str {
+        action.map_or("unknown", Self::as_str)
+    }
+
+    /// The position of this action in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        match self {
+            Self::Create => 0,
+            Self::Update => 1,
+            Self::Delete => 2,
         }
     }
 }
@@ -104,7 +133,7 @@ impl StreamArgs {
     /// Every distinct route, the set event-relay consumes.
     pub fn routes(&self) -> Vec<Route> {
         let mut routes: Vec<Route> = Vec::new();
-        for action in [Action::Create, Action::Update, Action::Delete] {
+        for action in Action::ALL {
             let route = self.route(action);
             if !routes.contains(&route) {
                 routes.push(route);
@@ -133,6 +162,18 @@ impl StreamArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_event_type_maps_to_its_action() {
+        assert_eq!(Action::of(EventType::PostCreated), Some(Action::Create));
+        assert_eq!(Action::of(EventType::PostUpdated), Some(Action::Update));
+        assert_eq!(Action::of(EventType::PostDeleted), Some(Action::Delete));
+        assert_eq!(Action::of(EventType::Unspecified), None);
+        assert_eq!(Action::label(None), "unknown");
+        for (i, action) in Action::ALL.into_iter().enumerate() {
+            assert_eq!(action.index(), i);
+        }
+    }
 
     #[test]
     fn single_topology_has_one_route() {

@@ -1,5 +1,4 @@
-//! The MongoDB read model: the writer event-relay applies events with, and
-//! the reads query-svc serves from.
+//! The MongoDB read store (FerretDB works too): [`MongoStore`].
 //!
 //! Two collections:
 //! - `posts`: one document per post, the newest applied version
@@ -7,12 +6,9 @@
 //! - `post_versions`: one document per `(post_id, version)` (unique), for
 //!   history reads and for fanning a change out to watchers.
 //!
-//! [`ReadStore::apply_batch`] (and [`ReadStore::apply`], a batch of one) is
-//! idempotent and order-independent: whatever order, batching and however
-//! often events arrive, the collections converge on the state in-order
-//! application gives. It uses only single-document writes (several to a
-//! command), so it works the same on MongoDB and on FerretDB (no
-//! transactions, no change streams).
+//! The writer ([`MongoStore::apply_batch`](crate::ReadModelStore::apply_batch))
+//! uses only single-document writes (several to a command), so it works the
+//! same on MongoDB and on FerretDB (no transactions, no change streams).
 //!
 //! Every document has a string `_id` derived from its key (`"<post_id>"` in
 //! `posts`, `"<post_id>:<version>"` in `post_versions`), and the writer and
@@ -22,15 +18,16 @@
 //! every document of the collection. (FerretDB 1.24 then also misses its own
 //! `_id` index in SQLite, so even `_id` lookups scan, inside SQLite: see
 //! docs/performance.md.) On MongoDB `_id` is the primary index. The writer
-//! works a batch at a time ([`ReadStore::apply_batch`]): `insert` commands of
-//! up to 64 version documents, one point read per post, `insert` commands of
-//! up to 64 new posts, `update` commands of up to 64 existing ones and, on
-//! FerretDB only, one point probe per post; the reads go side by side. The
-//! `post_id` indexes stay: MongoDB uses them for history and listing, and
-//! they keep one document per post.
+//! works a batch at a time: `insert` commands of up to 64 version documents,
+//! one point read per post, `insert` commands of up to 64 new posts, `update`
+//! commands of up to 64 existing ones and, on FerretDB only, one point probe
+//! per post; the reads go side by side. The `post_id` indexes stay: MongoDB
+//! uses them for history and listing, and they keep one document per post.
+//! ListPosts filters become query documents in [`query`].
 
 mod document;
-mod error;
+pub(crate) mod error;
+mod query;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -42,12 +39,9 @@ use mongodb::{
 };
 use postmesh_proto::v1::{Post, PostEvent};
 
-pub use document::{millis_to_timestamp, timestamp_to_millis, PostVersion};
-pub use error::StoreError;
-
-use crate::{cursor::Position, filter::ListFilter};
+use crate::{cursor::Position, Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord};
 use document::{PostDoc, VersionDoc};
-use error::{is_namespace_not_found, is_not_implemented, DUPLICATE_KEY};
+use error::{is_namespace_not_found, is_not_implemented, labelled, DUPLICATE_KEY};
 
 /// Default name of the latest-state collection.
 pub const POSTS: &str = "posts";
@@ -82,30 +76,20 @@ const WRITE_ITEM_TIMEOUT: Duration = Duration::from_millis(100);
 /// document may have (a post's content alone may be 100 kB).
 const MAX_WRITE_BYTES: usize = 8 * 1024 * 1024;
 
-/// What [`ReadStore::apply`] did with an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Applied {
-    /// The event's version is now the post's latest state.
-    Applied,
-    /// The store already held this or a newer version; `posts` is unchanged
-    /// (its version document is stored, so history stays complete).
-    Stale,
-}
-
-/// Handle on the read model. Cheap to clone; clones share one connection pool.
+/// The read model on MongoDB. Cheap to clone; clones share one connection pool.
 #[derive(Clone, Debug)]
-pub struct ReadStore {
+pub struct MongoStore {
     client: Client,
     database: Database,
     posts: Collection<PostDoc>,
     versions: Collection<VersionDoc>,
     names: Arc<(String, String)>,
     /// Whether the server is FerretDB, once known (shared by clones and by
-    /// [`with_collections`](Self::with_collections): one client, one server).
+    /// [`staging`](ReadModelStore::staging): one client, one server).
     server: Arc<tokio::sync::OnceCell<bool>>,
 }
 
-impl ReadStore {
+impl MongoStore {
     /// A store on `database` at `url`, with the default collection names and
     /// [`DEFAULT_CONNECT_TIMEOUT`]. The client connects lazily, so this
     /// succeeds while MongoDB is down; only a malformed URL fails here.
@@ -123,17 +107,18 @@ impl ReadStore {
         let mut options = tokio::time::timeout(timeout.max(Duration::from_secs(1)), ClientOptions::parse(url))
             .await
             .map_err(|_| StoreError::Timeout {
+                store: "MongoDB",
                 op: "URL resolution",
                 after: timeout,
             })?
-            .map_err(StoreError::mongo("URL parsing"))?;
+            .map_err(labelled("URL parsing"))?;
         options.server_selection_timeout.get_or_insert(timeout);
         options.connect_timeout.get_or_insert(timeout);
         // Re-check a lost server every 2 s (default 10 s) so recovery after an
         // outage is noticed quickly.
         options.heartbeat_freq.get_or_insert(Duration::from_secs(2));
         options.app_name.get_or_insert_with(|| "postmesh".to_owned());
-        let client = Client::with_options(options).map_err(StoreError::mongo("client set-up"))?;
+        let client = Client::with_options(options).map_err(labelled("client set-up"))?;
         let database = client.database(database);
         Ok(Self::build(client, database, POSTS, POST_VERSIONS, Arc::default()))
     }
@@ -155,9 +140,8 @@ impl ReadStore {
         }
     }
 
-    /// The same client and database with other collection names: per-test
-    /// names, or the fresh pair a rebuild fills before [`swap_in`](Self::swap_in).
-    pub fn with_collections(&self, posts: &str, versions: &str) -> Self {
+    /// The same client and database with other collection names.
+    fn with_collections(&self, posts: &str, versions: &str) -> Self {
         Self::build(
             self.client.clone(),
             self.database.clone(),
@@ -170,144 +154,6 @@ impl ReadStore {
     /// The database name.
     pub fn database_name(&self) -> &str {
         self.database.name()
-    }
-
-    /// The names of the `posts` and `post_versions` collections.
-    pub fn collection_names(&self) -> (&str, &str) {
-        (&self.names.0, &self.names.1)
-    }
-
-    /// Creates the indexes the writer and the reads rely on. Idempotent.
-    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let unique = |name: &str| IndexOptions::builder().unique(true).name(name.to_owned()).build();
-        let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();
-        let posts = vec![
-            // The writer's version gate depends on this being unique.
-            IndexModel::builder()
-                .keys(doc! { "post_id": 1 })
-                .options(unique("post_id_unique"))
-                .build(),
-            // ListPosts: newest first with a keyset cursor.
-            IndexModel::builder()
-                .keys(doc! { "created_at": -1, "post_id": -1 })
-                .options(named("created_at_post_id"))
-                .build(),
-        ];
-        let versions = vec![IndexModel::builder()
-            .keys(doc! { "post_id": 1, "version": 1 })
-            .options(unique("post_id_version_unique"))
-            .build()];
-        // One index per command: FerretDB 1.24 panics (and drops the
-        // connection) when one createIndexes names several indexes that all
-        // exist already, which is exactly the idempotent re-run.
-        for index in posts {
-            timed("createIndexes", self.posts.create_index(index)).await?;
-        }
-        for index in versions {
-            timed("createIndexes", self.versions.create_index(index)).await?;
-        }
-        Ok(())
-    }
-
-    /// Applies one event: [`apply_batch`](Self::apply_batch) of one.
-    pub async fn apply(&self, event: &PostEvent) -> Result<Applied, StoreError> {
-        let mut applied = self.apply_batch(std::slice::from_ref(event)).await?;
-        applied
-            .pop()
-            .ok_or_else(|| StoreError::Usage("a batch of one event gave no outcome".into()))
-    }
-
-    /// Applies a batch of events (of any posts, in any order, duplicates
-    /// allowed) and tells, per event and in the same order, what it did.
-    ///
-    /// 1. Every event is checked first, so an invalid one fails the batch
-    ///    before anything is written ([`StoreError::InvalidEvent`]).
-    /// 2. Unordered `insert`s (64 documents each) store every version
-    ///    document in `post_versions` (a duplicate key: stored already).
-    /// 3. The gate, per post, for its newest version of the batch only (the
-    ///    older ones are in `post_versions`, for history and watchers): read
-    ///    the stored version by `_id` (the posts' reads side by side), then
-    ///    unordered `insert`s (64 documents each) of the posts that were
-    ///    absent, and unordered `update`s (64 statements each) that replace,
-    ///    with `upsert: true`, the document of every post whose stored
-    ///    version is older. A duplicate key in either means another writer
-    ///    inserted the post after our read: read and decide again (three
-    ///    times at most, like [`apply`](Self::apply) did).
-    /// 4. On FerretDB, [`settle`](Self::settle) every post of the batch, the
-    ///    probes side by side.
-    ///
-    /// So a batch costs two or three write commands per 64 events, one read per post
-    /// and, on FerretDB, one probe per post, instead of four round trips per
-    /// event.
-    ///
-    /// The filter of the gate's update is `{_id}` alone on FerretDB, the only
-    /// filter FerretDB 1.24 passes to SQLite (with `version: {$lt: v}` added
-    /// it decodes the whole collection for every statement). On MongoDB it is
-    /// `{_id, version: {$lt: v}}`: MongoDB evaluates the filter and writes
-    /// atomically per document, so a post's version in `posts` never goes
-    /// back, whatever replicas race, and a stored newer version makes the
-    /// upsert's insert collide on `_id` (E11000), which the re-read then
-    /// finds stale. The newest version of a post is the newest of whatever
-    /// batch carries it, so its gate writes it or finds it written: MongoDB
-    /// converges without `settle`, which is skipped there. FerretDB reads and
-    /// writes in two steps, so two writers of one post at once can leave the
-    /// older version on top; `settle` repairs that (see there).
-    ///
-    /// An event counts as [`Applied::Applied`] when its post was written by
-    /// this call and the event is newer than the version read before the
-    /// write (older versions of the batch included: the post moved past them
-    /// in this write), once per `(post, version)`; otherwise as
-    /// [`Applied::Stale`]. An error after some writes is harmless: every step
-    /// is idempotent, and a retried batch settles again.
-    pub async fn apply_batch(&self, events: &[PostEvent]) -> Result<Vec<Applied>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let versions = events
-            .iter()
-            .map(VersionDoc::from_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.insert_versions(&versions).await?;
-        // Each post once, in order of first appearance, with the index of its
-        // newest version in the batch.
-        let mut newest: Vec<usize> = Vec::new();
-        let mut slot_of: HashMap<i64, usize> = HashMap::with_capacity(versions.len());
-        for (i, version) in versions.iter().enumerate() {
-            match slot_of.get(&version.post_id) {
-                Some(&slot) => {
-                    if version.version > versions[newest[slot]].version {
-                        newest[slot] = i;
-                    }
-                }
-                None => {
-                    slot_of.insert(version.post_id, newest.len());
-                    newest.push(i);
-                }
-            }
-        }
-        let posts: Vec<PostDoc> = newest.iter().map(|&i| versions[i].to_post_doc()).collect();
-        let gated = self.gate(&posts).await?;
-        if self.is_ferretdb().await? {
-            // Stale posts settle too: a stale outcome may be this writer's own
-            // earlier write, whose settle an outage or a crash cut short.
-            self.settle_all(&posts).await?;
-        }
-        let mut seen = std::collections::HashSet::with_capacity(versions.len());
-        Ok(versions
-            .iter()
-            .map(|version| {
-                let slot = slot_of.get(&version.post_id).copied().unwrap_or_default();
-                let newer = match gated[slot] {
-                    Gate::Written { before } => before.is_none_or(|before| version.version > before),
-                    Gate::Stale => false,
-                };
-                if newer && seen.insert((version.post_id, version.version)) {
-                    Applied::Applied
-                } else {
-                    Applied::Stale
-                }
-            })
-            .collect())
     }
 
     /// Stores the version documents (one unordered `insert`); a duplicate
@@ -335,7 +181,7 @@ impl ReadStore {
             Some(WriteError {
                 code: DUPLICATE_KEY, ..
             }) => Ok(()),
-            Some(WriteError { code, message }) => Err(StoreError::Write {
+            Some(WriteError { code, message }) => Err(StoreError::MongoWrite {
                 op: "insert into post_versions",
                 code,
                 message,
@@ -418,7 +264,7 @@ impl ReadStore {
                         code: DUPLICATE_KEY, ..
                     }) => pending.push(i),
                     Some(WriteError { code, message }) => {
-                        return Err(StoreError::Write {
+                        return Err(StoreError::MongoWrite {
                             op: "write posts",
                             code,
                             message,
@@ -443,7 +289,7 @@ impl ReadStore {
         found
             .map(|document| {
                 document.get_i64("version").map_err(|_| StoreError::Corrupt {
-                    collection: self.names.0.clone(),
+                    location: self.names.0.clone(),
                     reason: format!("post {post_id} has no integer version"),
                 })
             })
@@ -484,7 +330,7 @@ impl ReadStore {
                 )
                 .await?;
                 if let Ok(concern) = reply.get_document("writeConcernError") {
-                    return Err(StoreError::Write {
+                    return Err(StoreError::MongoWrite {
                         op,
                         code: concern.get_i32("code").unwrap_or_default(),
                         message: concern.get_str("errmsg").unwrap_or_default().to_owned(),
@@ -509,7 +355,7 @@ impl ReadStore {
                 match last_failed {
                     Some(index) => start += index + 1,
                     None => {
-                        return Err(StoreError::Write {
+                        return Err(StoreError::MongoWrite {
                             op,
                             code: 0,
                             message: format!("the server answered for {done} of {} items", sent.len()),
@@ -594,63 +440,6 @@ impl ReadStore {
         timed("find in posts", self.posts.find_one(doc! { "_id": post_key(post_id) })).await
     }
 
-    /// One round trip to the server.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        timed("ping", self.database.run_command(doc! { "ping": 1 })).await?;
-        Ok(())
-    }
-
-    /// Replaces this store's collections with `fresh`'s (which must be in the
-    /// same database), indexes included, so readers never see a half-built
-    /// read model.
-    ///
-    /// On MongoDB each collection is swapped by one `renameCollection` with
-    /// `dropTarget: true`: a reader sees the old or the new collection, never
-    /// neither. FerretDB 1.24 refuses `dropTarget` (NotImplemented), so there
-    /// the equivalent is: rename the live collection to `<name>_swap_old`,
-    /// rename the fresh one into place, drop the old one. Between those two
-    /// renames (one round trip, milliseconds) the collection is absent and a
-    /// read finds nothing. If the process dies in that window, the old data
-    /// survives as `<name>_swap_old` and the fresh collection keeps its name,
-    /// so running the rebuild again completes the swap.
-    ///
-    /// `post_versions` is swapped before `posts`; for the instant between the
-    /// two, a history read may come from the new generation while a
-    /// latest-state read still comes from the old one.
-    pub async fn swap_in(&self, fresh: &ReadStore) -> Result<(), StoreError> {
-        if fresh.database.name() != self.database.name() {
-            return Err(StoreError::Usage(format!(
-                "cannot swap in collections from database {:?} into {:?}",
-                fresh.database.name(),
-                self.database.name()
-            )));
-        }
-        if fresh.names == self.names {
-            return Ok(());
-        }
-        // Creates the fresh collections if the rebuild stored nothing, so the
-        // renames below have a source, and guarantees the indexes travel along.
-        fresh.ensure_indexes().await?;
-        for (from, to) in [(&fresh.names.1, &self.names.1), (&fresh.names.0, &self.names.0)] {
-            match self.rename(from, to, true).await {
-                Ok(()) => {}
-                Err(StoreError::Mongo { ref source, .. }) if is_not_implemented(source) => {
-                    let old = format!("{to}_swap_old");
-                    self.drop_if_exists(&old).await?;
-                    match self.rename(to, &old, false).await {
-                        Ok(()) => {}
-                        Err(StoreError::Mongo { ref source, .. }) if is_namespace_not_found(source) => {}
-                        Err(other) => return Err(other),
-                    }
-                    self.rename(from, to, false).await?;
-                    self.drop_if_exists(&old).await?;
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        Ok(())
-    }
-
     async fn rename(&self, from: &str, to: &str, drop_target: bool) -> Result<(), StoreError> {
         let db = self.database.name();
         let mut command = doc! {
@@ -674,24 +463,157 @@ impl ReadStore {
         }
     }
 
-    /// Drops both collections, for test clean-up. Best effort: missing
-    /// collections are fine and other failures are only logged, since a
-    /// leftover test collection must not fail the test that made it.
-    pub async fn drop_collections(&self) {
-        for name in [&self.names.0, &self.names.1] {
-            if let Err(error) = self.drop_if_exists(name).await {
-                tracing::warn!(collection = %name, %error, "could not drop collection");
+    async fn versions_matching(&self, filter: Document) -> Result<Vec<PostVersion>, StoreError> {
+        let query = self.versions.find(filter).sort(doc! { "post_id": 1, "version": 1 });
+        let docs: Vec<VersionDoc> = timed("find in post_versions", async { query.await?.try_collect().await }).await?;
+        docs.into_iter().map(|doc| doc.into_version(&self.names.1)).collect()
+    }
+}
+
+impl ReadModelStore for MongoStore {
+    fn system(&self) -> &'static str {
+        "mongodb"
+    }
+
+    /// Creates the indexes the writer and the reads rely on (MongoDB creates
+    /// a collection with its first index). Idempotent.
+    async fn ensure_schema(&self) -> Result<(), StoreError> {
+        let unique = |name: &str| IndexOptions::builder().unique(true).name(name.to_owned()).build();
+        let named = |name: &str| IndexOptions::builder().name(name.to_owned()).build();
+        let posts = vec![
+            // The writer's version gate depends on this being unique.
+            IndexModel::builder()
+                .keys(doc! { "post_id": 1 })
+                .options(unique("post_id_unique"))
+                .build(),
+            // ListPosts: newest first with a keyset cursor.
+            IndexModel::builder()
+                .keys(doc! { "created_at": -1, "post_id": -1 })
+                .options(named("created_at_post_id"))
+                .build(),
+        ];
+        let versions = vec![IndexModel::builder()
+            .keys(doc! { "post_id": 1, "version": 1 })
+            .options(unique("post_id_version_unique"))
+            .build()];
+        // One index per command: FerretDB 1.24 panics (and drops the
+        // connection) when one createIndexes names several indexes that all
+        // exist already, which is exactly the idempotent re-run.
+        for index in posts {
+            timed("createIndexes", self.posts.create_index(index)).await?;
+        }
+        for index in versions {
+            timed("createIndexes", self.versions.create_index(index)).await?;
+        }
+        Ok(())
+    }
+
+    /// One round trip to the server.
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed("ping", self.database.run_command(doc! { "ping": 1 })).await?;
+        Ok(())
+    }
+
+    /// Applies a batch of events (of any posts, in any order, duplicates
+    /// allowed) and tells, per event and in the same order, what it did.
+    ///
+    /// 1. Every event is checked first, so an invalid one fails the batch
+    ///    before anything is written ([`StoreError::InvalidEvent`]).
+    /// 2. Unordered `insert`s (64 documents each) store every version
+    ///    document in `post_versions` (a duplicate key: stored already).
+    /// 3. The gate, per post, for its newest version of the batch only (the
+    ///    older ones are in `post_versions`, for history and watchers): read
+    ///    the stored version by `_id` (the posts' reads side by side), then
+    ///    unordered `insert`s (64 documents each) of the posts that were
+    ///    absent, and unordered `update`s (64 statements each) that replace,
+    ///    with `upsert: true`, the document of every post whose stored
+    ///    version is older. A duplicate key in either means another writer
+    ///    inserted the post after our read: read and decide again (three
+    ///    times at most).
+    /// 4. On FerretDB, [`settle`](Self::settle) every post of the batch, the
+    ///    probes side by side.
+    ///
+    /// So a batch costs two or three write commands per 64 events, one read per post
+    /// and, on FerretDB, one probe per post, instead of four round trips per
+    /// event.
+    ///
+    /// The filter of the gate's update is `{_id}` alone on FerretDB, the only
+    /// filter FerretDB 1.24 passes to SQLite (with `version: {$lt: v}` added
+    /// it decodes the whole collection for every statement). On MongoDB it is
+    /// `{_id, version: {$lt: v}}`: MongoDB evaluates the filter and writes
+    /// atomically per document, so a post's version in `posts` never goes
+    /// back, whatever replicas race, and a stored newer version makes the
+    /// upsert's insert collide on `_id` (E11000), which the re-read then
+    /// finds stale. The newest version of a post is the newest of whatever
+    /// batch carries it, so its gate writes it or finds it written: MongoDB
+    /// converges without `settle`, which is skipped there. FerretDB reads and
+    /// writes in two steps, so two writers of one post at once can leave the
+    /// older version on top; `settle` repairs that (see there).
+    ///
+    /// An event counts as [`Applied::Applied`] when its post was written by
+    /// this call and the event is newer than the version read before the
+    /// write (older versions of the batch included: the post moved past them
+    /// in this write), once per `(post, version)`; otherwise as
+    /// [`Applied::Stale`]. An error after some writes is harmless: every step
+    /// is idempotent, and a retried batch settles again.
+    async fn apply_batch(&self, events: &[PostEvent]) -> Result<Vec<Applied>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let versions = events
+            .iter()
+            .map(|event| VersionRecord::from_event(event).map(VersionDoc::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.insert_versions(&versions).await?;
+        // Each post once, in order of first appearance, with the index of its
+        // newest version in the batch.
+        let mut newest: Vec<usize> = Vec::new();
+        let mut slot_of: HashMap<i64, usize> = HashMap::with_capacity(versions.len());
+        for (i, version) in versions.iter().enumerate() {
+            match slot_of.get(&version.post_id) {
+                Some(&slot) => {
+                    if version.version > versions[newest[slot]].version {
+                        newest[slot] = i;
+                    }
+                }
+                None => {
+                    slot_of.insert(version.post_id, newest.len());
+                    newest.push(i);
+                }
             }
         }
+        let posts: Vec<PostDoc> = newest.iter().map(|&i| versions[i].to_post_doc()).collect();
+        let gated = self.gate(&posts).await?;
+        if self.is_ferretdb().await? {
+            // Stale posts settle too: a stale outcome may be this writer's own
+            // earlier write, whose settle an outage or a crash cut short.
+            self.settle_all(&posts).await?;
+        }
+        let mut seen = std::collections::HashSet::with_capacity(versions.len());
+        Ok(versions
+            .iter()
+            .map(|version| {
+                let slot = slot_of.get(&version.post_id).copied().unwrap_or_default();
+                let newer = match gated[slot] {
+                    Gate::Written { before } => before.is_none_or(|before| version.version > before),
+                    Gate::Stale => false,
+                };
+                if newer && seen.insert((version.post_id, version.version)) {
+                    Applied::Applied
+                } else {
+                    Applied::Stale
+                }
+            })
+            .collect())
     }
 
     /// The latest state of a post, deleted or not.
-    pub async fn get(&self, post_id: i64) -> Result<Option<Post>, StoreError> {
+    async fn get(&self, post_id: i64) -> Result<Option<Post>, StoreError> {
         Ok(self.get_doc(post_id).await?.map(PostDoc::into_post))
     }
 
     /// The stored version of a post (or `None` when that version is not stored).
-    pub async fn version(&self, post_id: i64, version: i64) -> Result<Option<PostVersion>, StoreError> {
+    async fn version(&self, post_id: i64, version: i64) -> Result<Option<PostVersion>, StoreError> {
         let found = timed(
             "find in post_versions",
             self.versions.find_one(doc! { "_id": version_key(post_id, version) }),
@@ -701,43 +623,99 @@ impl ReadStore {
     }
 
     /// Every stored version of a post, oldest first.
-    pub async fn history(&self, post_id: i64) -> Result<Vec<PostVersion>, StoreError> {
+    async fn history(&self, post_id: i64) -> Result<Vec<PostVersion>, StoreError> {
         self.versions_matching(doc! { "post_id": post_id }).await
     }
 
     /// One page of posts matching `filter`, newest first, strictly after
     /// `after` when given.
-    pub async fn list(
-        &self,
-        filter: &ListFilter,
-        after: Option<&Position>,
-        limit: i64,
-    ) -> Result<Vec<Post>, StoreError> {
+    async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
         let query = self
             .posts
-            .find(filter.to_document(after))
-            .sort(crate::filter::newest_first())
+            .find(query::to_document(filter, after))
+            .sort(query::newest_first())
             .limit(limit);
         let docs: Vec<PostDoc> = timed("find in posts", async { query.await?.try_collect().await }).await?;
         Ok(docs.into_iter().map(PostDoc::into_post).collect())
     }
 
     /// Every post, by id: for comparing the read model with the event store.
-    pub async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {
+    async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {
         let query = self.posts.find(Document::new()).sort(doc! { "post_id": 1 });
         let docs: Vec<PostDoc> = timed("find in posts", async { query.await?.try_collect().await }).await?;
         Ok(docs.into_iter().map(PostDoc::into_post).collect())
     }
 
     /// Every version of every post, by (post_id, version).
-    pub async fn all_versions(&self) -> Result<Vec<PostVersion>, StoreError> {
+    async fn all_versions(&self) -> Result<Vec<PostVersion>, StoreError> {
         self.versions_matching(Document::new()).await
     }
 
-    async fn versions_matching(&self, filter: Document) -> Result<Vec<PostVersion>, StoreError> {
-        let query = self.versions.find(filter).sort(doc! { "post_id": 1, "version": 1 });
-        let docs: Vec<VersionDoc> = timed("find in post_versions", async { query.await?.try_collect().await }).await?;
-        docs.into_iter().map(|doc| doc.into_version(&self.names.1)).collect()
+    /// The collections `<posts>_<tag>` and `<post_versions>_<tag>` of the
+    /// same database.
+    fn staging(&self, tag: &str) -> Self {
+        self.with_collections(&format!("{}_{tag}", self.names.0), &format!("{}_{tag}", self.names.1))
+    }
+
+    /// Replaces this store's collections with `fresh`'s (which must be in the
+    /// same database), indexes included, so readers never see a half-built
+    /// read model.
+    ///
+    /// On MongoDB each collection is swapped by one `renameCollection` with
+    /// `dropTarget: true`: a reader sees the old or the new collection, never
+    /// neither. FerretDB 1.24 refuses `dropTarget` (NotImplemented), so there
+    /// the equivalent is: rename the live collection to `<name>_swap_old`,
+    /// rename the fresh one into place, drop the old one. Between those two
+    /// renames (one round trip, milliseconds) the collection is absent and a
+    /// read finds nothing. If the process dies in that window, the old data
+    /// survives as `<name>_swap_old` and the fresh collection keeps its name,
+    /// so running the rebuild again completes the swap.
+    ///
+    /// `post_versions` is swapped before `posts`; for the instant between the
+    /// two, a history read may come from the new generation while a
+    /// latest-state read still comes from the old one.
+    async fn swap_in(&self, fresh: &Self) -> Result<(), StoreError> {
+        if fresh.database.name() != self.database.name() {
+            return Err(StoreError::Usage(format!(
+                "cannot swap in collections from database {:?} into {:?}",
+                fresh.database.name(),
+                self.database.name()
+            )));
+        }
+        if fresh.names == self.names {
+            return Ok(());
+        }
+        // Creates the fresh collections if the rebuild stored nothing, so the
+        // renames below have a source, and guarantees the indexes travel along.
+        fresh.ensure_schema().await?;
+        for (from, to) in [(&fresh.names.1, &self.names.1), (&fresh.names.0, &self.names.0)] {
+            match self.rename(from, to, true).await {
+                Ok(()) => {}
+                Err(StoreError::Mongo { ref source, .. }) if is_not_implemented(source) => {
+                    let old = format!("{to}_swap_old");
+                    self.drop_if_exists(&old).await?;
+                    match self.rename(to, &old, false).await {
+                        Ok(()) => {}
+                        Err(StoreError::Mongo { ref source, .. }) if is_namespace_not_found(source) => {}
+                        Err(other) => return Err(other),
+                    }
+                    self.rename(from, to, false).await?;
+                    self.drop_if_exists(&old).await?;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops both collections. Best effort: missing collections are fine
+    /// and other failures are only logged.
+    async fn discard(&self) {
+        for name in [&self.names.0, &self.names.1] {
+            if let Err(error) = self.drop_if_exists(name).await {
+                tracing::warn!(collection = %name, %error, "could not drop collection");
+            }
+        }
     }
 }
 
@@ -796,7 +774,7 @@ fn write_errors(reply: &Document, op: &'static str) -> Result<Vec<(usize, WriteE
     errors
         .iter()
         .map(|error| {
-            let corrupt = || StoreError::Write {
+            let corrupt = || StoreError::MongoWrite {
                 op,
                 code: 0,
                 message: format!("malformed writeErrors entry in the reply: {error}"),
@@ -830,7 +808,11 @@ async fn timed_within<T>(
     call: impl std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(limit, call.into_future()).await {
-        Ok(result) => result.map_err(StoreError::mongo(op)),
-        Err(_) => Err(StoreError::Timeout { op, after: limit }),
+        Ok(result) => result.map_err(labelled(op)),
+        Err(_) => Err(StoreError::Timeout {
+            store: "MongoDB",
+            op,
+            after: limit,
+        }),
     }
 }

@@ -1,40 +1,23 @@
-//! The stored shape of the read model, and conversions to and from protobuf.
+//! What the read model holds, whatever stores it: the outcome of applying an
+//! event, a post at one version, and the checks every event passes before
+//! any implementation stores it.
 
-use mongodb::bson::DateTime;
-use postmesh_proto::v1::{EventType, Post, PostEvent};
+use postmesh_proto::{
+    v1::{EventType, Post, PostEvent},
+    PostId,
+};
 use prost_types::Timestamp;
-use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use crate::StoreError;
 
-/// One document of `posts`: the latest state of a post.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct PostDoc {
-    pub post_id: i64,
-    pub version: i64,
-    pub title: String,
-    pub content: String,
-    pub author_name: String,
-    pub created_at: DateTime,
-    pub updated_at: DateTime,
-    pub deleted: bool,
-}
-
-/// One document of `post_versions`: a post as it stood at one version.
-///
-/// The fields are repeated rather than `#[serde(flatten)]`ed because flatten
-/// buffers through serde's generic content type and loses BSON date-times.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) struct VersionDoc {
-    pub post_id: i64,
-    pub version: i64,
-    pub event_type: String,
-    pub title: String,
-    pub content: String,
-    pub author_name: String,
-    pub created_at: DateTime,
-    pub updated_at: DateTime,
-    pub deleted: bool,
+/// What applying an event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The event's version is now the post's latest state.
+    Applied,
+    /// The store already held this or a newer version; the post's latest
+    /// state is unchanged (its version is stored, so history stays complete).
+    Stale,
 }
 
 /// A post at one version together with the kind of change that produced it.
@@ -46,7 +29,7 @@ pub struct PostVersion {
     pub event_type: EventType,
 }
 
-/// Milliseconds since the epoch, the precision BSON date-times keep.
+/// Milliseconds since the epoch: the precision the read model keeps.
 pub fn timestamp_to_millis(ts: &Timestamp) -> i64 {
     let nanos_as_millis = i64::from(ts.nanos.clamp(0, 999_999_999)) / 1_000_000;
     ts.seconds.saturating_mul(1000).saturating_add(nanos_as_millis)
@@ -61,12 +44,40 @@ pub fn millis_to_timestamp(millis: i64) -> Timestamp {
     }
 }
 
-impl VersionDoc {
-    /// Checks an event and turns it into the version document it stores.
+/// An event checked and flattened into the post as it stands at the event's
+/// version: what every implementation stores, once as the version and, when
+/// it is the newest, as the post's latest state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// The post.
+    pub post_id: i64,
+    /// Its version after the event.
+    pub version: i64,
+    /// The change (never `Unspecified`).
+    pub event_type: EventType,
+    /// Title at this version.
+    pub title: String,
+    /// Content at this version.
+    pub content: String,
+    /// Author at this version.
+    pub author_name: String,
+    /// When the post was created (milliseconds since the epoch).
+    pub created_at_ms: i64,
+    /// When this change happened: the event's time, never the applier's.
+    pub updated_at_ms: i64,
+    /// Deleted at this version.
+    pub deleted: bool,
+}
+
+impl VersionRecord {
+    /// Checks an event and flattens it. An event that fails here fails the
+    /// same way on every store and at every retry
+    /// ([`StoreError::InvalidEvent`]): a missing post state, a non-positive
+    /// id or version, an unspecified event type, missing times.
     pub fn from_event(event: &PostEvent) -> Result<Self, StoreError> {
         let invalid = |why: String| StoreError::InvalidEvent(why);
-        if event.post_id <= 0 {
-            return Err(invalid(format!("post_id must be > 0, got {}", event.post_id)));
+        if let Err(bad) = PostId::new(event.post_id) {
+            return Err(invalid(format!("post_id {bad}")));
         }
         if event.version <= 0 {
             return Err(invalid(format!(
@@ -117,57 +128,26 @@ impl VersionDoc {
         Ok(Self {
             post_id: event.post_id,
             version: event.version,
-            event_type: event_type.event_name().to_owned(),
+            event_type,
             title: post.title.clone(),
             content: post.content.clone(),
             author_name: post.author_name.clone(),
-            created_at: DateTime::from_millis(timestamp_to_millis(created_at)),
-            updated_at: DateTime::from_millis(timestamp_to_millis(updated_at)),
+            created_at_ms: timestamp_to_millis(created_at),
+            updated_at_ms: timestamp_to_millis(updated_at),
             deleted: post.deleted || event_type == EventType::PostDeleted,
         })
     }
 
-    /// The `posts` document this version becomes when it is the newest.
-    pub fn to_post_doc(&self) -> PostDoc {
-        PostDoc {
+    /// The post's state at this version, in protobuf form.
+    pub fn to_post(&self) -> Post {
+        Post {
             post_id: self.post_id,
             version: self.version,
             title: self.title.clone(),
             content: self.content.clone(),
             author_name: self.author_name.clone(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            deleted: self.deleted,
-        }
-    }
-
-    /// The protobuf form, or `Corrupt` when the event type is unknown.
-    pub fn into_version(self, collection: &str) -> Result<PostVersion, StoreError> {
-        let event_type = EventType::from_event_name(&self.event_type).ok_or_else(|| StoreError::Corrupt {
-            collection: collection.to_owned(),
-            reason: format!(
-                "post {} version {} has unknown event_type {:?}",
-                self.post_id, self.version, self.event_type
-            ),
-        })?;
-        Ok(PostVersion {
-            event_type,
-            post: self.to_post_doc().into_post(),
-        })
-    }
-}
-
-impl PostDoc {
-    /// The protobuf form.
-    pub fn into_post(self) -> Post {
-        Post {
-            post_id: self.post_id,
-            version: self.version,
-            title: self.title,
-            content: self.content,
-            author_name: self.author_name,
-            created_at: Some(millis_to_timestamp(self.created_at.timestamp_millis())),
-            updated_at: Some(millis_to_timestamp(self.updated_at.timestamp_millis())),
+            created_at: Some(millis_to_timestamp(self.created_at_ms)),
+            updated_at: Some(millis_to_timestamp(self.updated_at_ms)),
             deleted: self.deleted,
         }
     }
@@ -219,32 +199,44 @@ mod tests {
 
     #[test]
     fn updated_at_is_the_event_time() {
-        let doc = VersionDoc::from_event(&event(2, EventType::PostUpdated)).unwrap();
-        assert_eq!(doc.updated_at.timestamp_millis(), 300_005);
-        assert_eq!(doc.created_at.timestamp_millis(), 100_123);
-        assert_eq!(doc.event_type, "PostUpdated");
+        let record = VersionRecord::from_event(&event(2, EventType::PostUpdated)).unwrap();
+        assert_eq!(record.updated_at_ms, 300_005);
+        assert_eq!(record.created_at_ms, 100_123);
+        assert_eq!(record.event_type, EventType::PostUpdated);
     }
 
     #[test]
     fn delete_events_mark_the_post_deleted() {
-        let doc = VersionDoc::from_event(&event(3, EventType::PostDeleted)).unwrap();
-        assert!(doc.deleted);
+        let record = VersionRecord::from_event(&event(3, EventType::PostDeleted)).unwrap();
+        assert!(record.deleted);
     }
 
     #[test]
     fn malformed_events_are_rejected() {
         let mut bad = event(1, EventType::PostCreated);
         bad.post = None;
-        assert!(matches!(VersionDoc::from_event(&bad), Err(StoreError::InvalidEvent(_))));
+        assert!(matches!(
+            VersionRecord::from_event(&bad),
+            Err(StoreError::InvalidEvent(_))
+        ));
         let bad = event(1, EventType::Unspecified);
-        assert!(matches!(VersionDoc::from_event(&bad), Err(StoreError::InvalidEvent(_))));
+        assert!(matches!(
+            VersionRecord::from_event(&bad),
+            Err(StoreError::InvalidEvent(_))
+        ));
         let mut bad = event(0, EventType::PostCreated);
         bad.version = 0;
-        assert!(matches!(VersionDoc::from_event(&bad), Err(StoreError::InvalidEvent(_))));
+        assert!(matches!(
+            VersionRecord::from_event(&bad),
+            Err(StoreError::InvalidEvent(_))
+        ));
         let mut bad = event(1, EventType::PostCreated);
         if let Some(post) = bad.post.as_mut() {
             post.post_id = 8;
         }
-        assert!(matches!(VersionDoc::from_event(&bad), Err(StoreError::InvalidEvent(_))));
+        assert!(matches!(
+            VersionRecord::from_event(&bad),
+            Err(StoreError::InvalidEvent(_))
+        ));
     }
 }

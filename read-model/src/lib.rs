@@ -1,0 +1,35 @@
+//! postmesh-read-model: the read model, whatever stores it.
+//!
+//! event-relay writes it (applying events, rebuilding) and query-svc reads
+//! it; both hold a [`ReadStore`], chosen by URL, and neither knows which
+//! implementation is behind it. This crate owns:
+//!
+//! - the contract, [`ReadModelStore`]: apply a batch gated on version, the
+//!   point, history and list reads, the whole-model reads, schema, and the
+//!   rebuild's staging store and swap;
+//! - [`ReadStore`], the type callers hold, delegating to an implementation;
+//! - the implementations: [`mongo`] (MongoDB, FerretDB);
+//! - what all of them share: [`Applied`], [`PostVersion`], the event checks
+//!   of [`VersionRecord`], the ListPosts [`ListFilter`] and the keyset page
+//!   tokens of [`cursor`], and one error type, [`StoreError`];
+//! - the store test suite every implementation passes (`testing`, behind the
+//!   `testing` feature).
+
+#![warn(missing_docs)]
+
+mod contract;
+pub mod cursor;
+mod error;
+pub mod filter;
+mod model;
+pub mod mongo;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use contract::ReadModelStore;
+pub use error::StoreError;
+pub use filter::ListFilter;
+pub use model::{millis_to_timestamp, timestamp_to_millis, Applied, PostVersion, VersionRecord};
+pub use mongo::MongoStore;
+pub use store::ReadStore;

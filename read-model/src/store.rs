@@ -1,0 +1,121 @@
+//! [`ReadStore`]: the one read-store type callers hold, chosen by URL.
+
+use std::time::Duration;
+
+use postmesh_proto::v1::{Post, PostEvent};
+
+use crate::{cursor::Position, mongo, Applied, ListFilter, MongoStore, PostVersion, ReadModelStore, StoreError};
+
+/// The read model's store, whichever implementation its URL chose. Cheap to
+/// clone; clones share one connection pool.
+///
+/// Adding an implementation: a module with a type implementing
+/// [`ReadModelStore`], a variant here, its URL scheme in
+/// [`connect_with_timeout`](Self::connect_with_timeout), an arm in
+/// `delegate!`, and an instantiation of the store suite
+/// (`read-model/tests/`).
+#[derive(Clone, Debug)]
+pub enum ReadStore {
+    /// MongoDB (FerretDB works too): `mongodb://` and `mongodb+srv://` URLs.
+    Mongo(MongoStore),
+}
+
+/// Hands a call to the implementation behind a [`ReadStore`].
+macro_rules! delegate {
+    ($self:expr, $store:ident => $call:expr) => {
+        match $self {
+            ReadStore::Mongo($store) => $call,
+        }
+    };
+}
+
+impl ReadStore {
+    /// A store for `url` with [`mongo::DEFAULT_CONNECT_TIMEOUT`]. `database`
+    /// names the MongoDB database. Stores connect lazily, so this succeeds
+    /// while the server is down; only a malformed or unknown URL fails here.
+    pub async fn connect(url: &str, database: &str) -> Result<Self, StoreError> {
+        Self::connect_with_timeout(url, database, mongo::DEFAULT_CONNECT_TIMEOUT).await
+    }
+
+    /// As [`connect`](Self::connect), with `timeout` for finding and
+    /// connecting to the server (unless the URL sets its own).
+    pub async fn connect_with_timeout(url: &str, database: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "mongodb" | "mongodb+srv" => Ok(Self::Mongo(
+                MongoStore::connect_with_timeout(url, database, timeout).await?,
+            )),
+            _ => Err(StoreError::Usage(format!(
+                "unsupported read store URL scheme {scheme:?}: use mongodb:// (or mongodb+srv://)"
+            ))),
+        }
+    }
+
+    /// The MongoDB store, when that is what this is (for MongoDB-only tests
+    /// and tools).
+    pub fn as_mongo(&self) -> Option<&MongoStore> {
+        match self {
+            Self::Mongo(store) => Some(store),
+        }
+    }
+}
+
+impl ReadModelStore for ReadStore {
+    fn system(&self) -> &'static str {
+        delegate!(self, store => store.system())
+    }
+
+    async fn ensure_schema(&self) -> Result<(), StoreError> {
+        delegate!(self, store => store.ensure_schema().await)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        delegate!(self, store => store.ping().await)
+    }
+
+    async fn apply_batch(&self, events: &[PostEvent]) -> Result<Vec<Applied>, StoreError> {
+        delegate!(self, store => store.apply_batch(events).await)
+    }
+
+    async fn get(&self, post_id: i64) -> Result<Option<Post>, StoreError> {
+        delegate!(self, store => store.get(post_id).await)
+    }
+
+    async fn version(&self, post_id: i64, version: i64) -> Result<Option<PostVersion>, StoreError> {
+        delegate!(self, store => store.version(post_id, version).await)
+    }
+
+    async fn history(&self, post_id: i64) -> Result<Vec<PostVersion>, StoreError> {
+        delegate!(self, store => store.history(post_id).await)
+    }
+
+    async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
+        delegate!(self, store => store.list(filter, after, limit).await)
+    }
+
+    async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {
+        delegate!(self, store => store.all_posts().await)
+    }
+
+    async fn all_versions(&self) -> Result<Vec<PostVersion>, StoreError> {
+        delegate!(self, store => store.all_versions().await)
+    }
+
+    fn staging(&self, tag: &str) -> Self {
+        match self {
+            Self::Mongo(store) => Self::Mongo(store.staging(tag)),
+        }
+    }
+
+    async fn swap_in(&self, staged: &Self) -> Result<(), StoreError> {
+        // Another implementation's variant gets an arm refusing mixed kinds
+        // (`_ => Err(StoreError::Usage(..))`) once there are two.
+        match (self, staged) {
+            (Self::Mongo(live), Self::Mongo(staged)) => live.swap_in(staged).await,
+        }
+    }
+
+    async fn discard(&self) {
+        delegate!(self, store => store.discard().await)
+    }
+}

@@ -1,0 +1,45 @@
+//! The store suite against the MongoDB store, on a real MongoDB-compatible
+//! server (TEST_MONGODB_URL; FerretDB in CI), plus what only MongoDB can be
+//! asked directly.
+
+#![allow(clippy::unwrap_used)]
+
+use mongodb::bson::{doc, Document};
+use postmesh_read_model::{
+    testing::{Fixture, MongoFixture},
+    ReadModelStore,
+};
+
+postmesh_read_model::store_suite!(MongoFixture::from_env());
+
+#[tokio::test]
+async fn ensure_indexes_is_idempotent_and_enforces_uniqueness() {
+    let fixture = MongoFixture::from_env();
+    let store = fixture.fresh("qs_indexes").await;
+    store.ensure_schema().await.unwrap();
+    store.ensure_schema().await.unwrap();
+    let database = store.as_mongo().unwrap().database_name().to_owned();
+    // A raw second document for the same post must be refused by the index.
+    let client = mongodb::Client::with_uri_str(postmesh_read_model::testing::mongodb_url())
+        .await
+        .unwrap();
+    let posts = client.database(&database).collection::<Document>("posts");
+    posts
+        .insert_one(doc! { "post_id": 1_i64, "version": 1_i64 })
+        .await
+        .unwrap();
+    let duplicate = posts.insert_one(doc! { "post_id": 1_i64, "version": 2_i64 }).await;
+    assert!(duplicate.is_err(), "unique index on post_id not enforced");
+    let versions = client.database(&database).collection::<Document>("post_versions");
+    versions
+        .insert_one(doc! { "post_id": 1_i64, "version": 1_i64 })
+        .await
+        .unwrap();
+    versions
+        .insert_one(doc! { "post_id": 1_i64, "version": 2_i64 })
+        .await
+        .unwrap();
+    let duplicate = versions.insert_one(doc! { "post_id": 1_i64, "version": 1_i64 }).await;
+    assert!(duplicate.is_err(), "unique index on (post_id, version) not enforced");
+    fixture.dispose(store).await;
+}
