@@ -3,26 +3,25 @@
 //! overload is answered at once with `RESOURCE_EXHAUSTED` instead of queueing
 //! without bound.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
-
-use tokio::sync::Semaphore;
 use tonic::transport::Server;
 use tower::{
     layer::util::{Identity, Stack},
-    Layer, Service,
+    limit::GlobalConcurrencyLimitLayer,
+    load_shed::{error::Overloaded, LoadShedLayer},
+    util::MapResultLayer,
+    BoxError, ServiceBuilder,
 };
 
 use crate::{
-    config::nonzero, limits::ServerLimits, limits_status::LimitsStatusLayer, rpc::RpcTraceLayer, serve::ConnTrackLayer,
+    config::nonzero,
+    limits::ServerLimits,
+    limits_status::{DeadlineBody, LimitsStatusLayer},
+    rpc::RpcTraceLayer,
+    serve::ConnTrackLayer,
 };
 
 /// The connection tracker (outermost), RPC spans and metrics, and load shedding.
-pub type ServerLayers = Stack<ShedLayer, Stack<RpcTraceLayer, Stack<ConnTrackLayer, Identity>>>;
+pub type ServerLayers = Stack<ShedLayers, Stack<RpcTraceLayer, Stack<ConnTrackLayer, Identity>>>;
 
 /// A tonic server builder with the timeout, HTTP/2 limits, the connection
 /// tracker (for idle timeouts), the RPC span and metrics layer (so refused
@@ -43,77 +42,39 @@ pub fn server(limits: &ServerLimits) -> Server<Stack<LimitsStatusLayer, ServerLa
     server
         .layer(ConnTrackLayer)
         .layer(RpcTraceLayer::default())
-        .layer(ShedLayer::new(limits.max_concurrent_requests))
+        .layer(shed(limits.max_concurrent_requests))
         // Innermost: the client's deadline ends streams too, and an oversized
         // request is RESOURCE_EXHAUSTED, as with grpc-go/java; see limits_status.
         .layer(LimitsStatusLayer)
 }
 
-/// Admits at most `limit` requests at once and answers the rest immediately
-/// with `RESOURCE_EXHAUSTED`.
-#[derive(Clone, Debug)]
-pub struct ShedLayer {
-    permits: Arc<Semaphore>,
+/// Past the concurrency limit, a request is answered at once with
+/// `RESOURCE_EXHAUSTED` instead of waiting: tower's load shedding in front
+/// of its global concurrency limit (one semaphore for all connections), and
+/// the refusal turned into that answer here, inside the RPC layer, so it is
+/// traced and counted with its status.
+pub type ShedLayers =
+    ServiceBuilder<Stack<GlobalConcurrencyLimitLayer, Stack<LoadShedLayer, Stack<MapResultLayer<Refusal>, Identity>>>>;
+
+/// The response of the layers inside the shedding.
+type Answer = http::Response<DeadlineBody<tonic::body::Body>>;
+
+/// What the shedding layers do with an answer or a refusal.
+type Refusal = fn(Result<Answer, BoxError>) -> Result<Answer, BoxError>;
+
+fn shed(limit: usize) -> ShedLayers {
+    ServiceBuilder::new()
+        .map_result(refuse_overload as Refusal)
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(limit.max(1)))
 }
 
-impl ShedLayer {
-    /// A layer admitting `limit` concurrent requests (at least one).
-    pub fn new(limit: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(limit.max(1))),
+/// Load shedding's refusal as a gRPC answer; anything else as it was.
+fn refuse_overload(result: Result<Answer, BoxError>) -> Result<Answer, BoxError> {
+    match result {
+        Err(error) if error.is::<Overloaded>() => {
+            Ok(tonic::Status::resource_exhausted("server is at its concurrency limit; retry with backoff").into_http())
         }
-    }
-}
-
-impl<S> Layer<S> for ShedLayer {
-    type Service = Shed<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Shed {
-            inner,
-            permits: self.permits.clone(),
-        }
-    }
-}
-
-/// Service produced by [`ShedLayer`].
-#[derive(Clone, Debug)]
-pub struct Shed<S> {
-    inner: S,
-    permits: Arc<Semaphore>,
-}
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for Shed<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = http::Response<ResBody>;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let response = self.inner.call(request);
-                Box::pin(async move {
-                    let result = response.await;
-                    drop(permit);
-                    result
-                })
-            }
-            Err(_) => Box::pin(std::future::ready(Ok(tonic::Status::resource_exhausted(
-                "server is at its concurrency limit; retry with backoff",
-            )
-            .into_http()))),
-        }
+        other => other,
     }
 }
