@@ -3,7 +3,13 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use postmesh_common::{auth::AuthArgs, layers::ServerLimits, telemetry::LogFormat, tls::ServerTlsArgs};
+use postmesh_common::{
+    auth::AuthArgs,
+    config::{defaults, millis, secs},
+    limits::ServerLimits,
+    telemetry::LogFormat,
+    tls::ServerTlsArgs,
+};
 use postmesh_events::topology::StreamArgs;
 
 /// `command-svc [serve|migrate]`.
@@ -48,8 +54,13 @@ pub struct Config {
     #[arg(long, env = "COMMAND_DATABASE_POOL", default_value_t = 16)]
     pub database_pool: u32,
     /// How long to wait for a database connection before answering UNAVAILABLE (seconds).
-    #[arg(long, env = "COMMAND_DATABASE_TIMEOUT_SECS", default_value_t = 3.0)]
-    pub database_timeout_secs: f64,
+    #[arg(
+        long = "database-timeout-secs",
+        env = "COMMAND_DATABASE_TIMEOUT_SECS",
+        default_value = "3",
+        value_parser = secs
+    )]
+    pub database_timeout: Duration,
     /// Apply migrations at start-up; turn off when a Job runs `command-svc migrate`.
     #[arg(long, env = "COMMAND_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_migrate: bool,
@@ -57,11 +68,16 @@ pub struct Config {
     #[command(flatten)]
     pub streams: StreamArgs,
     /// How long the start-up PING to each Redis URL may take (seconds).
-    #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
-    pub redis_check_timeout_secs: f64,
+    #[arg(
+        long = "redis-check-timeout-secs",
+        env = "REDIS_CHECK_TIMEOUT_SECS",
+        default_value = "3",
+        value_parser = secs
+    )]
+    pub redis_check_timeout: Duration,
     /// How often the outbox poller looks for rows left unpublished (milliseconds).
-    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000)]
-    pub outbox_poll_ms: u64,
+    #[arg(long = "outbox-poll-ms", env = "OUTBOX_POLL_MS", default_value = "1000", value_parser = millis)]
+    pub outbox_poll: Duration,
     /// Request timeout, concurrency, message and connection limits.
     #[command(flatten)]
     pub limits: ServerLimits,
@@ -80,32 +96,28 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for an in-process instance on a free port, as tests use it.
+    /// The defaults, for an in-process instance on a free port writing to
+    /// `database_url` and publishing to `stream` on `redis_url`, as tests use
+    /// it: JSON logs, no metrics port, a fast outbox poll.
     pub fn for_tests(database_url: impl Into<String>, redis_url: &str, stream: &str) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database_url: database_url.into(),
-            database_pool: 16,
-            database_timeout_secs: 3.0,
-            auto_migrate: true,
             streams: StreamArgs::new(redis_url, stream),
-            redis_check_timeout_secs: 3.0,
-            outbox_poll_ms: 200,
-            limits: ServerLimits::default(),
-            tls: ServerTlsArgs::default(),
-            auth: AuthArgs::default(),
+            outbox_poll: Duration::from_millis(200),
             log_format: LogFormat::Json,
             metrics_addr: None,
+            ..defaults()
         }
     }
 
     /// The start-up PING limit.
     pub fn redis_check_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.redis_check_timeout_secs.max(0.001))
+        self.redis_check_timeout.max(Duration::from_millis(1))
     }
 
     /// The database acquire/connect limit.
     pub fn database_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.database_timeout_secs.max(0.001))
+        self.database_timeout.max(Duration::from_millis(1))
     }
 }

@@ -1,9 +1,10 @@
 //! The one error type of command-svc and its single mapping to gRPC status.
 
+use postmesh_common::errors::{describe, invalid_argument};
 use postmesh_proto::PostId;
 use sea_orm::{DbErr, RuntimeErr, SqlErr};
 use tonic::Code;
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::FieldViolation;
 
 /// Everything a command or event-store read can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -33,26 +34,12 @@ pub enum Error {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
-    /// The call carries no valid bearer token (tokens are checked).
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// The caller's token lacks the scope the call needs.
-    #[error("{0}")]
-    PermissionDenied(String),
     /// The database cannot be reached right now.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
     /// Anything else: a bug or a database error we cannot classify.
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl Error {
@@ -69,8 +56,6 @@ impl Error {
             Self::Deleted(_) => Code::FailedPrecondition,
             Self::VersionMismatch { .. } | Self::Contention(_) => Code::Aborted,
             Self::IdempotencyKeyReused(_) => Code::AlreadyExists,
-            Self::Unauthenticated(_) => Code::Unauthenticated,
-            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -81,33 +66,17 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         match error {
-            Error::InvalidArgument(violations) => tonic::Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request(violations),
-            ),
+            Error::InvalidArgument(violations) => invalid_argument(message, violations),
             Error::NotFound(_)
             | Error::Deleted(_)
             | Error::VersionMismatch { .. }
             | Error::Contention(_)
             | Error::IdempotencyKeyReused(_)
-            | Error::Unauthenticated(_)
-            | Error::PermissionDenied(_)
             | Error::Unavailable(_) => tonic::Status::new(error.code(), message),
             Error::Internal(_) => {
                 tracing::error!(%message, "internal error");
                 tonic::Status::new(Code::Internal, message)
             }
-        }
-    }
-}
-
-impl From<postmesh_common::auth::AuthError> for Error {
-    fn from(error: postmesh_common::auth::AuthError) -> Self {
-        use postmesh_common::auth::AuthError;
-        match error {
-            AuthError::Unauthenticated(_) => Self::Unauthenticated(error.to_string()),
-            AuthError::MissingScope(_) => Self::PermissionDenied(error.to_string()),
         }
     }
 }

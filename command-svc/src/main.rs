@@ -1,28 +1,26 @@
 use clap::Parser;
-use command_svc::config::{Cli, Command};
-use postmesh_common::{shutdown, telemetry};
+use command_svc::{
+    config::{Cli, Command},
+    startup,
+};
+use postmesh_common::{server, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let shutdown = shutdown::from_os_signals();
-    match cli.command.unwrap_or(Command::Serve) {
+    let Cli { command, config } = Cli::parse();
+    match command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let telemetry = telemetry::start(
+            server::main(
                 "command-svc",
-                cli.config.log_format,
-                cli.config.metrics_addr,
-                shutdown.clone(),
+                config.log_format,
+                config.metrics_addr,
+                |shutdown| async { startup::Application::build(config).await?.run_until(shutdown).await },
             )
-            .await;
-            let app = command_svc::startup::Application::build(cli.config).await?;
-            let result = app.run_until(shutdown).await;
-            telemetry.shutdown();
-            result
+            .await
         }
         Command::Migrate => {
-            let _telemetry = telemetry::init("command-svc", cli.config.log_format);
-            command_svc::startup::migrate_only(&cli.config).await
+            let _telemetry = telemetry::init("command-svc", config.log_format);
+            startup::migrate_only(&config).await
         }
     }
 }

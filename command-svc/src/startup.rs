@@ -1,25 +1,27 @@
 //! Wiring: connect, migrate, check Redis, bind, serve, drain.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use postmesh_common::{
-    auth::{Access, Authenticator},
-    layers::{bounded_drain, flip_health_then_stop},
+    auth::{Access, AuthInterceptor, Authenticator},
     redact::redact_url,
     redis_check::check_redis,
-    serve,
-    shutdown::{self, Shutdown, ShutdownTrigger},
+    server::Server,
+    shutdown::{self, Shutdown},
     tls::{self, ServerTls},
 };
 use postmesh_proto::v1::{event_store_server::EventStoreServer, post_command_server::PostCommandServer};
-use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
+use tonic::service::{interceptor::InterceptedService, Routes};
+use tonic_health::ServingStatus;
+
+/// The service serving in the background of this process (see [`spawn`]).
+pub use postmesh_common::server::Running;
 
 use crate::{
     app::Commands,
     config::Config,
-    grpc::{AuthInterceptor, CommandService, EventStoreService},
+    grpc::{CommandService, EventStoreService},
     outbox::{self, Handoff, Publisher},
     store::EventStore,
 };
@@ -30,9 +32,7 @@ const SERVICES: &[&str] = &["posts.v1.PostCommand", "posts.v1.EventStore"];
 /// A command-svc that has connected to its dependencies and bound its port,
 /// but not yet started serving.
 pub struct Application {
-    listener: TcpListener,
-    probe: Option<TcpListener>,
-    tls: Option<ServerTls>,
+    server: Server,
     auth: Option<Arc<Authenticator>>,
     store: EventStore,
     publisher: Publisher,
@@ -74,24 +74,20 @@ impl Application {
         let (publisher, handoff) = outbox::publisher(
             store.clone(),
             config.streams.clone(),
-            Duration::from_millis(config.outbox_poll_ms.max(10)),
+            config.outbox_poll.max(std::time::Duration::from_millis(10)),
         )
         .await?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-        let probe = match config.tls.health_probe_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (HEALTH_PROBE_ADDR)"))?,
-            ),
-            None => None,
-        };
-        Ok(Self {
-            listener,
-            probe,
+        let server = Server::bind(
+            config.listen_addr,
+            config.tls.health_probe_addr,
             tls,
+            config.limits.clone(),
+            SERVICES,
+        )
+        .await?
+        .describe(postmesh_proto::FILE_DESCRIPTOR_SET);
+        Ok(Self {
+            server,
             auth,
             store,
             publisher,
@@ -102,7 +98,7 @@ impl Application {
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.config.listen_addr)
+        self.server.local_addr().unwrap_or(self.config.listen_addr)
     }
 
     /// Serves until `shutdown` fires: health flips to NOT_SERVING, in-flight
@@ -110,29 +106,7 @@ impl Application {
     /// the drained requests included), and the function returns.
     pub async fn run_until(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        for service in SERVICES {
-            health
-                .set_service_status(*service, tonic_health::ServingStatus::Serving)
-                .await;
-        }
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            // Advertise only what this server serves (the posts.v1 set also describes PostQuery).
-            .with_service_name(SERVICES[0])
-            .with_service_name(SERVICES[1])
-            .with_service_name("grpc.health.v1.Health")
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .build_v1()?;
-        let reflection_alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(postmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(SERVICES[0])
-            .with_service_name(SERVICES[1])
-            .with_service_name("grpc.health.v1.Health")
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .build_v1alpha()?;
+        self.server.health().report(ServingStatus::Serving).await;
         let max = self.config.limits.max_message_bytes;
         let commands = InterceptedService::new(
             PostCommandServer::new(CommandService::new(Commands::new(self.store.clone(), self.handoff)))
@@ -143,10 +117,6 @@ impl Application {
             EventStoreServer::new(EventStoreService::new(self.store.clone())).max_decoding_message_size(max),
             AuthInterceptor::new(self.auth.clone(), Access::Read),
         );
-        if let Some(probe) = self.probe {
-            let routes = tonic::service::Routes::new(health_service.clone());
-            tokio::spawn(serve::serve_probe(probe, routes, shutdown.clone()));
-        }
 
         // The publisher stops after the server drained, not when shutdown fires,
         // so the events of requests finishing during the drain go out too.
@@ -158,26 +128,14 @@ impl Application {
             backend = self.store.backend_name(),
             topology = ?self.config.streams.topology,
             stream = %self.config.streams.stream,
-            tls = self.tls.is_some(),
-            mtls = self.tls.as_ref().is_some_and(ServerTls::is_mutual),
+            tls = self.server.tls().is_some(),
+            mtls = self.server.tls().is_some_and(ServerTls::is_mutual),
             tokens_for_writes = self.auth.is_some(),
             tokens_for_reads = self.auth.as_ref().is_some_and(|a| a.requires_token_for_reads()),
             "command-svc serving"
         );
-        let server = self
-            .config
-            .limits
-            .server()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_alpha)
-            .add_service(commands)
-            .add_service(events)
-            .serve_with_incoming_shutdown(
-                serve::incoming(self.listener, &self.config.limits, self.tls.clone()),
-                flip_health_then_stop(shutdown.clone(), health, SERVICES),
-            );
-        let drained = bounded_drain(server, shutdown, self.config.limits.shutdown_grace()).await;
+        let routes = Routes::new(commands).add_service(events);
+        let drained = self.server.serve(routes, shutdown, async {}).await;
         stop_publisher.trigger();
         if let Err(error) = publisher.await {
             tracing::warn!(%error, "outbox publisher ended abnormally");
@@ -188,34 +146,8 @@ impl Application {
     }
 }
 
-/// An in-process command-svc for tests and tools.
-pub struct Running {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Fire to stop it.
-    pub trigger: ShutdownTrigger,
-    /// Resolves when it has stopped.
-    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    /// `http://addr`, for tonic clients.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops it and waits.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.trigger.trigger();
-        self.handle.await?
-    }
-}
-
 /// Builds and serves in the background; returns once the port is bound.
 pub async fn spawn(config: Config) -> anyhow::Result<Running> {
     let app = Application::build(config).await?;
-    let addr = app.local_addr();
-    let (trigger, signal) = shutdown::channel();
-    let handle = tokio::spawn(app.run_until(signal));
-    Ok(Running { addr, trigger, handle })
+    Ok(Running::spawn(app.local_addr(), |shutdown| app.run_until(shutdown)))
 }

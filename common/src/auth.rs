@@ -1,4 +1,5 @@
-//! Bearer-token (JWT) checks shared by the services' auth interceptors.
+//! Bearer-token (JWT) checks, and the one server interceptor
+//! ([`AuthInterceptor`]) every service puts in front of its API.
 //!
 //! Off by default. With a verification key configured (`AUTH_JWT_KEY_FILE`:
 //! RSA or Ed25519 public keys in PEM, or a JWKS file), a call that needs
@@ -13,7 +14,7 @@
 //! restart (list the old and the new key together during the overlap).
 //! Neither tokens nor keys ever appear in logs or error messages.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Args;
 use jsonwebtoken::{
@@ -23,7 +24,10 @@ use jsonwebtoken::{
 use serde::Deserialize;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use crate::reload::{LoadError, Reloading};
+use crate::{
+    config::{defaults, secs},
+    reload::{LoadError, Reloading},
+};
 
 /// The write scope unless configured otherwise.
 pub const DEFAULT_WRITE_SCOPE: &str = "posts:write";
@@ -56,25 +60,16 @@ pub struct AuthArgs {
     #[arg(long, env = "AUTH_REQUIRE_FOR_READS", default_value_t = false, action = clap::ArgAction::Set)]
     pub auth_require_for_reads: bool,
     /// Clock skew tolerated on `exp` and `nbf` (seconds).
-    #[arg(long, env = "AUTH_LEEWAY_SECS", default_value_t = 30)]
-    pub auth_leeway_secs: u64,
+    #[arg(long = "auth-leeway-secs", env = "AUTH_LEEWAY_SECS", default_value = "30", value_parser = secs)]
+    pub auth_leeway: Duration,
     /// How often the key file is checked for changes (seconds).
-    #[arg(long, env = "AUTH_RELOAD_SECS", default_value_t = 10.0)]
-    pub auth_reload_secs: f64,
+    #[arg(long = "auth-reload-secs", env = "AUTH_RELOAD_SECS", default_value = "10", value_parser = secs)]
+    pub auth_reload: Duration,
 }
 
 impl Default for AuthArgs {
     fn default() -> Self {
-        Self {
-            auth_jwt_key_file: None,
-            auth_issuer: None,
-            auth_audience: None,
-            auth_write_scope: DEFAULT_WRITE_SCOPE.into(),
-            auth_read_scope: DEFAULT_READ_SCOPE.into(),
-            auth_require_for_reads: false,
-            auth_leeway_secs: 30,
-            auth_reload_secs: 10.0,
-        }
+        defaults()
     }
 }
 
@@ -260,7 +255,7 @@ impl Authenticator {
         let keys = Reloading::watch(
             "token verification keys",
             vec![path.clone()],
-            Duration::from_secs_f64(args.auth_reload_secs.max(0.01)),
+            args.auth_reload.max(Duration::from_millis(10)),
             |files| parse_keys(&files[0]),
         )
         .map_err(|error| match error {
@@ -280,7 +275,7 @@ impl Authenticator {
             write_scope: args.auth_write_scope.trim().to_owned(),
             read_scope: args.auth_read_scope.trim().to_owned(),
             require_for_reads: args.auth_require_for_reads,
-            leeway: args.auth_leeway_secs,
+            leeway: args.auth_leeway.as_secs(),
         }))
     }
 
@@ -395,6 +390,53 @@ fn bearer(metadata: &MetadataMap) -> Result<&str, AuthError> {
         return Err(missing());
     }
     Ok(token.trim())
+}
+
+/// The bearer-token check in front of a service's API: refused calls never
+/// reach a handler. A no-op when tokens are not configured. A verified
+/// caller's [`Principal`] goes into the request's extensions.
+#[derive(Clone, Debug)]
+pub struct AuthInterceptor {
+    auth: Option<Arc<Authenticator>>,
+    access: Access,
+}
+
+impl AuthInterceptor {
+    /// Checks each call for `access` with `auth` (None: no checks).
+    pub fn new(auth: Option<Arc<Authenticator>>, access: Access) -> Self {
+        Self { auth, access }
+    }
+}
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some(auth) = &self.auth else {
+            return Ok(request);
+        };
+        match auth.check(request.metadata(), self.access) {
+            Ok(Some(principal)) => {
+                request.extensions_mut().insert(principal);
+                Ok(request)
+            }
+            Ok(None) => Ok(request),
+            Err(error) => {
+                let status = tonic::Status::from(error);
+                tracing::info!(access = ?self.access, code = ?status.code(), reason = %status.message(), "call refused");
+                Err(status)
+            }
+        }
+    }
+}
+
+/// UNAUTHENTICATED or PERMISSION_DENIED, with the reason (never the token).
+impl From<AuthError> for tonic::Status {
+    fn from(error: AuthError) -> Self {
+        let message = error.to_string();
+        match error {
+            AuthError::Unauthenticated(_) => Self::unauthenticated(message),
+            AuthError::MissingScope(_) => Self::permission_denied(message),
+        }
+    }
 }
 
 /// A client-side token source: a file re-read on every use, so a rotated

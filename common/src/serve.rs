@@ -34,7 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower::{Layer, Service};
 
-use crate::{layers::ServerLimits, shutdown::Shutdown, tls::ServerTls};
+use crate::{limits::ServerLimits, shutdown::Shutdown, tls::ServerTls};
 
 /// Requests in flight on one connection, and since when it has had none.
 #[derive(Debug)]

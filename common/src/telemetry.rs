@@ -1,8 +1,10 @@
 //! Logs, traces and metrics for every binary.
 //!
-//! - Logs: JSON lines (with the `trace_id` and `span_id` of their span when
-//!   traces are exported), or a readable format when stderr is a terminal
-//!   (or `LOG_FORMAT=pretty`).
+//! - Logs: JSON lines (tracing-subscriber's: `timestamp`, `level`, the
+//!   event's fields with its `message` at the top level, `target`, the
+//!   current `span` with its fields, and the `trace_id` and `span_id` of that
+//!   span when traces are exported), or a readable format when stderr is a
+//!   terminal (or `LOG_FORMAT=pretty`).
 //! - Traces: `tracing` spans become OpenTelemetry spans exported over
 //!   OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific
 //!   variable) is set. The standard `OTEL_*` variables apply: service name,
@@ -31,7 +33,10 @@ use opentelemetry_sdk::{
 use tracing::{Event, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    fmt::{format::Writer, FmtContext, FormatEvent, FormatFields},
+    fmt::{
+        format::{Format, Json, JsonFields, Writer},
+        FmtContext, FormatEvent, FormatFields, MakeWriter,
+    },
     prelude::*,
     registry::LookupSpan,
     EnvFilter,
@@ -50,6 +55,9 @@ pub enum LogFormat {
     /// Human-readable.
     Pretty,
 }
+
+/// The content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 
 /// Keeps the exporters alive; flushes them on `shutdown`.
 pub struct Telemetry {
@@ -136,13 +144,7 @@ pub fn init(service: &str, format: LogFormat) -> Telemetry {
     let no_spans = (!export_traces).then(|| tracing_subscriber::filter::filter_fn(|metadata| !metadata.is_span()));
     let registry_layers = tracing_subscriber::registry().with(filter).with(no_spans).with(otel);
     let installed = if json {
-        registry_layers
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(JsonLines)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
+        registry_layers.with(json_lines(std::io::stderr)).try_init()
     } else {
         registry_layers
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -169,34 +171,25 @@ impl Telemetry {
         encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
 
-    /// Serves `GET /metrics` (any path, in fact) on `addr` until shutdown.
-    /// A minimal HTTP/1.1 responder: Prometheus scrapers need nothing more.
+    /// Serves `GET /metrics` on `addr` until shutdown (other paths: 404).
     pub async fn serve_metrics(
         self: std::sync::Arc<Self>,
         addr: SocketAddr,
         mut shutdown: Shutdown,
     ) -> std::io::Result<SocketAddr> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use axum::{http::header::CONTENT_TYPE, routing::get, Router};
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
+        let metrics = Router::new().route(
+            "/metrics",
+            get(move || async move { ([(CONTENT_TYPE, PROMETHEUS_TEXT)], self.prometheus_text()) }),
+        );
         tokio::spawn(async move {
-            loop {
-                let (mut socket, _) = tokio::select! {
-                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
-                    _ = shutdown.wait() => return,
-                };
-                let telemetry = self.clone();
-                tokio::spawn(async move {
-                    let mut request = [0u8; 2048];
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), socket.read(&mut request)).await;
-                    let body = telemetry.prometheus_text();
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = socket.write_all(response.as_bytes()).await;
-                    let _ = socket.shutdown().await;
-                });
+            let served = axum::serve(listener, metrics)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(%bound, %error, "metrics endpoint failed");
             }
         });
         Ok(bound)
@@ -215,62 +208,49 @@ impl Drop for Telemetry {
     }
 }
 
-/// One JSON object per event: time, level, target, message and fields, plus
-/// the OpenTelemetry `trace_id`/`span_id` of the span it happened in.
-struct JsonLines;
+/// The JSON log lines, written to `writer`: the event's fields at the top
+/// level, the current span, no span list, and the OpenTelemetry ids.
+pub fn json_lines<S, W>(writer: W) -> tracing_subscriber::fmt::Layer<S, JsonFields, WithTraceIds<Format<Json>>, W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    let format = tracing_subscriber::fmt::format()
+        .json()
+        .flatten_event(true)
+        .with_span_list(false);
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(JsonFields::new())
+        .event_format(WithTraceIds(format))
+        .with_writer(writer)
+}
 
-impl<S, N> FormatEvent<S, N> for JsonLines
+/// tracing-subscriber's JSON lines, plus the OpenTelemetry `trace_id` and
+/// `span_id` of the span an event happened in (when there is one): the
+/// library formats the line, this adds the two ids before its closing brace.
+/// The ids are read through the global subscriber, the one [`init`] installs.
+#[derive(Debug)]
+pub struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let mut map = serde_json::Map::new();
-        map.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .into(),
-        );
-        map.insert("level".into(), event.metadata().level().as_str().into());
-        map.insert("target".into(), event.metadata().target().into());
-        event.record(&mut Fields(&mut map));
-        if let Some(span) = ctx.lookup_current() {
-            map.insert("span".into(), span.name().into());
+        let ids = ctx.lookup_current().and_then(|_| {
             let context = tracing::Span::current().context();
-            let span_context = context.span().span_context().clone();
-            if span_context.is_valid() {
-                map.insert("trace_id".into(), span_context.trace_id().to_string().into());
-                map.insert("span_id".into(), span_context.span_id().to_string().into());
-            }
-        }
-        writeln!(writer, "{}", serde_json::Value::Object(map))
-    }
-}
-
-struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
-    }
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), value.to_string().into());
+            let span = context.span().span_context().clone();
+            span.is_valid().then(|| (span.trace_id(), span.span_id()))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let object = line.trim_end().strip_suffix('}').ok_or(fmt::Error)?;
+        writeln!(writer, r#"{object},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#)
     }
 }
 
@@ -291,4 +271,79 @@ pub async fn start(
         }
     }
     telemetry
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_put_the_event_fields_at_the_top_level() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(json_lines(move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", rpc.method = "CreatePost");
+            let _entered = span.enter();
+            tracing::info!(domain = "posts", post_id = 7_i64, replayed = true, "command applied");
+        });
+        let line = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(line.ends_with('\n') && line.lines().count() == 1, "{line}");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["message"], "command applied");
+        assert_eq!(value["domain"], "posts");
+        assert_eq!(value["post_id"], 7);
+        assert!(line.contains(r#""replayed":true"#), "{line}");
+        assert_eq!(value["span"]["name"], "rpc");
+        assert!(value.get("trace_id").is_none(), "no OpenTelemetry span, no ids");
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: metrics\r\nconnection: close\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        socket.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_on_their_path_only() {
+        let telemetry = Arc::new(init("metrics-test", LogFormat::Json));
+        opentelemetry::global::meter("postmesh")
+            .u64_counter("test.metrics.served")
+            .build()
+            .add(1, &[]);
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let addr = telemetry
+            .serve_metrics(SocketAddr::from(([127, 0, 0, 1], 0)), shutdown)
+            .await
+            .unwrap();
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains(PROMETHEUS_TEXT), "{metrics}");
+        assert!(metrics.contains("test_metrics_served"), "{metrics}");
+        let elsewhere = get(addr, "/").await;
+        assert!(elsewhere.starts_with("HTTP/1.1 404"), "{elsewhere}");
+        trigger.trigger();
+    }
 }

@@ -21,7 +21,10 @@ use rustls::{
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::reload::{LoadError, Reloading};
+use crate::{
+    config::{defaults, secs},
+    reload::{LoadError, Reloading},
+};
 
 /// Makes `ring` the process-wide rustls provider, for libraries that build
 /// their rustls configuration from the default (the Redis client's `rediss://`).
@@ -31,7 +34,7 @@ pub fn install_default_provider() {
 }
 
 /// Server-side TLS settings, read identically by all three services.
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct ServerTlsArgs {
     /// PEM certificate chain the gRPC server presents; with TLS_KEY_FILE this
     /// turns TLS on (off by default: plaintext).
@@ -46,15 +49,26 @@ pub struct ServerTlsArgs {
     pub tls_client_ca_file: Option<PathBuf>,
     /// How often the certificate, key and client CA files are checked for
     /// changes (seconds).
-    #[arg(long, env = "TLS_RELOAD_SECS", default_value_t = 10.0)]
-    pub tls_reload_secs: f64,
+    #[arg(long = "tls-reload-secs", env = "TLS_RELOAD_SECS", default_value = "10", value_parser = secs)]
+    pub tls_reload: Duration,
     /// Longest a TLS handshake may take before the connection is dropped (seconds).
-    #[arg(long, env = "TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10.0)]
-    pub tls_handshake_timeout_secs: f64,
+    #[arg(
+        long = "tls-handshake-timeout-secs",
+        env = "TLS_HANDSHAKE_TIMEOUT_SECS",
+        default_value = "10",
+        value_parser = secs
+    )]
+    pub tls_handshake_timeout: Duration,
     /// A second, plaintext listener serving only grpc.health.v1, for probes
     /// that cannot speak TLS (the kubelet's gRPC probe). Off by default.
     #[arg(long, env = "HEALTH_PROBE_ADDR")]
     pub health_probe_addr: Option<SocketAddr>,
+}
+
+impl Default for ServerTlsArgs {
+    fn default() -> Self {
+        defaults()
+    }
 }
 
 /// What is wrong with a certificate, key or CA file. Names files, never their content.
@@ -155,7 +169,7 @@ impl ServerTls {
         let mut paths = vec![cert.clone(), key.clone()];
         paths.extend(args.tls_client_ca_file.clone());
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        let interval = Duration::from_secs_f64(args.tls_reload_secs.max(0.01));
+        let interval = args.tls_reload.max(Duration::from_millis(10));
         let config = Reloading::watch("TLS certificate", paths, interval, move |files| {
             server_config(&names, files)
         })
@@ -165,7 +179,7 @@ impl ServerTls {
         })?;
         Ok(Some(Self {
             config,
-            handshake_timeout: Duration::from_secs_f64(args.tls_handshake_timeout_secs.max(0.01)),
+            handshake_timeout: args.tls_handshake_timeout.max(Duration::from_millis(10)),
             mutual: args.tls_client_ca_file.is_some(),
         }))
     }
@@ -417,8 +431,8 @@ mod tests {
         let args = ServerTlsArgs {
             tls_cert_file: Some(cert_file),
             tls_key_file: Some(key_file.clone()),
-            tls_reload_secs: 1.0,
-            tls_handshake_timeout_secs: 1.0,
+            tls_reload: Duration::from_secs(1),
+            tls_handshake_timeout: Duration::from_secs(1),
             ..ServerTlsArgs::default()
         };
         let error = ServerTls::from_args(&args).unwrap_err().to_string();
@@ -435,8 +449,8 @@ mod tests {
         let args = ServerTlsArgs {
             tls_cert_file: Some(cert_file),
             tls_key_file: Some(key_file),
-            tls_reload_secs: 1.0,
-            tls_handshake_timeout_secs: 1.0,
+            tls_reload: Duration::from_secs(1),
+            tls_handshake_timeout: Duration::from_secs(1),
             ..ServerTlsArgs::default()
         };
         let error = ServerTls::from_args(&args).unwrap_err().to_string();

@@ -4,7 +4,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use postmesh_common::{
-    layers::ServerLimits,
+    config::{defaults, millis, secs},
+    limits::ServerLimits,
     telemetry::LogFormat,
     tls::{CommandClientArgs, ServerTlsArgs},
 };
@@ -100,17 +101,17 @@ pub struct Config {
     #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
     /// First retry delay (milliseconds); doubles per attempt, with jitter.
-    #[arg(long, env = "RELAY_RETRY_BASE_MS", default_value_t = 100)]
-    pub retry_base_ms: u64,
+    #[arg(long = "retry-base-ms", env = "RELAY_RETRY_BASE_MS", default_value = "100", value_parser = millis)]
+    pub retry_base: Duration,
     /// Longest retry delay (milliseconds), also the cap of outage backoff.
-    #[arg(long, env = "RELAY_RETRY_MAX_MS", default_value_t = 5000)]
-    pub retry_max_ms: u64,
+    #[arg(long = "retry-max-ms", env = "RELAY_RETRY_MAX_MS", default_value = "5000", value_parser = millis)]
+    pub retry_max: Duration,
     /// Pending entries idle this long (milliseconds) are claimed from dead consumers.
-    #[arg(long, env = "RELAY_CLAIM_IDLE_MS", default_value_t = 30000)]
-    pub claim_idle_ms: u64,
+    #[arg(long = "claim-idle-ms", env = "RELAY_CLAIM_IDLE_MS", default_value = "30000", value_parser = millis)]
+    pub claim_idle: Duration,
     /// Longest XREADGROUP block (milliseconds).
-    #[arg(long, env = "RELAY_BLOCK_MS", default_value_t = 1000)]
-    pub block_ms: u64,
+    #[arg(long = "block-ms", env = "RELAY_BLOCK_MS", default_value = "1000", value_parser = millis)]
+    pub block: Duration,
     /// Pub/sub channel announcing applied events to query-svc.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
@@ -121,8 +122,13 @@ pub struct Config {
     #[command(flatten)]
     pub command_client: CommandClientArgs,
     /// How long the start-up PING to each Redis URL may take (seconds).
-    #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
-    pub redis_check_timeout_secs: f64,
+    #[arg(
+        long = "redis-check-timeout-secs",
+        env = "REDIS_CHECK_TIMEOUT_SECS",
+        default_value = "3",
+        value_parser = secs
+    )]
+    pub redis_check_timeout: Duration,
     /// Limits of the health server, and the shutdown grace period.
     #[command(flatten)]
     pub limits: ServerLimits,
@@ -138,30 +144,23 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for an in-process relay in tests: free port, fast retries.
+    /// The defaults, for an in-process relay in tests: a free port, small
+    /// batches, fast retries and claims, JSON logs, no metrics port.
     pub fn for_tests(redis_url: &str, stream: &str, mongodb_url: &str, database: &str, channel: &str) -> Self {
         Self {
             health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             streams: StreamArgs::new(redis_url, stream),
             mongodb_url: mongodb_url.to_owned(),
             mongodb_database: database.to_owned(),
-            group: "projector".to_owned(),
-            consumer: None,
             batch_size: 64,
-            apply_concurrency: 1,
-            max_attempts: 3,
-            retry_base_ms: 20,
-            retry_max_ms: 500,
-            claim_idle_ms: 2000,
-            block_ms: 200,
+            retry_base: Duration::from_millis(20),
+            retry_max: Duration::from_millis(500),
+            claim_idle: Duration::from_millis(2000),
+            block: Duration::from_millis(200),
             notify_channel: channel.to_owned(),
-            command_endpoint: "http://127.0.0.1:50051".to_owned(),
-            command_client: CommandClientArgs::default(),
-            redis_check_timeout_secs: 3.0,
-            limits: ServerLimits::default(),
-            tls: ServerTlsArgs::default(),
             log_format: LogFormat::Json,
             metrics_addr: None,
+            ..defaults()
         }
     }
 
@@ -182,6 +181,12 @@ impl Config {
 
     /// The start-up PING limit.
     pub fn redis_check_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.redis_check_timeout_secs.max(0.001))
+        self.redis_check_timeout.max(Duration::from_millis(1))
+    }
+
+    /// The first retry delay and the cap of all delays (at least 1 ms each).
+    pub fn retry_delays(&self) -> (Duration, Duration) {
+        let floor = Duration::from_millis(1);
+        (self.retry_base.max(floor), self.retry_max.max(floor))
     }
 }

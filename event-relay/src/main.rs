@@ -1,36 +1,38 @@
 use clap::Parser;
-use event_relay::config::{Cli, Command};
-use postmesh_common::{shutdown, telemetry};
+use event_relay::{
+    config::{Cli, Command},
+    dlq, rebuild,
+    startup::Application,
+    status,
+};
+use postmesh_common::{server, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let shutdown = shutdown::from_os_signals();
-    match cli.command.unwrap_or(Command::Serve) {
+    let Cli { command, config } = Cli::parse();
+    // The one-shot commands log, but serve no metrics.
+    let logs = || telemetry::init("event-relay", config.log_format);
+    match command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let telemetry = telemetry::start(
+            server::main(
                 "event-relay",
-                cli.config.log_format,
-                cli.config.metrics_addr,
-                shutdown.clone(),
+                config.log_format,
+                config.metrics_addr,
+                |shutdown| async { Application::build(config).await?.run_until(shutdown).await },
             )
-            .await;
-            let app = event_relay::startup::Application::build(cli.config).await?;
-            let result = app.run_until(shutdown).await;
-            telemetry.shutdown();
-            result
+            .await
         }
         Command::Dlq { action } => {
-            let _telemetry = telemetry::init("event-relay", cli.config.log_format);
-            event_relay::dlq::run_cli(&cli.config, action).await
+            let _logs = logs();
+            dlq::run_cli(&config, action).await
         }
         Command::Rebuild => {
-            let _telemetry = telemetry::init("event-relay", cli.config.log_format);
-            event_relay::rebuild::run(&cli.config).await.map(|_| ())
+            let _logs = logs();
+            rebuild::run(&config).await.map(|_| ())
         }
         Command::Status => {
-            let _telemetry = telemetry::init("event-relay", cli.config.log_format);
-            event_relay::status::run(&cli.config).await
+            let _logs = logs();
+            status::run(&config).await
         }
     }
 }

@@ -5,14 +5,14 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use postmesh_common::{
-    layers::{bounded_drain, flip_health_then_stop},
     redis_check::check_redis,
-    serve,
-    shutdown::{self, Shutdown, ShutdownTrigger},
+    server::{self, Server},
+    shutdown::Shutdown,
     tls::{self, ServerTls},
 };
 use postmesh_read_model::{ReadModelStore, ReadStore};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::sync::watch;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -26,9 +26,7 @@ pub const HEALTH_SERVICE: &str = "postmesh.EventRelay";
 
 /// A relay that has checked its dependencies and bound its health port.
 pub struct Application {
-    listener: TcpListener,
-    probe: Option<TcpListener>,
-    tls: Option<ServerTls>,
+    server: Server,
     store: ReadStore,
     config: Config,
     stats: Arc<Stats>,
@@ -45,21 +43,16 @@ impl Application {
         let store = ReadStore::connect(&config.mongodb_url, &config.mongodb_database)
             .await
             .context("cannot open the read store")?;
-        let listener = TcpListener::bind(config.health_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.health_addr))?;
-        let probe = match config.tls.health_probe_addr {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (HEALTH_PROBE_ADDR)"))?,
-            ),
-            None => None,
-        };
-        Ok(Self {
-            listener,
-            probe,
+        let server = Server::bind(
+            config.health_addr,
+            config.tls.health_probe_addr,
             tls,
+            config.limits.clone(),
+            &[HEALTH_SERVICE],
+        )
+        .await?;
+        Ok(Self {
+            server,
             store,
             config,
             stats: Arc::default(),
@@ -68,7 +61,7 @@ impl Application {
 
     /// The bound health address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.config.health_addr)
+        self.server.local_addr().unwrap_or(self.config.health_addr)
     }
 
     /// The read store it writes to.
@@ -89,14 +82,10 @@ impl Application {
 
     /// Runs with any projector (tests inject failures this way).
     pub async fn run_with<P: Projector>(self, projector: P, shutdown: Shutdown) -> anyhow::Result<()> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status("", ServingStatus::NotServing).await;
-        health
-            .set_service_status(HEALTH_SERVICE, ServingStatus::NotServing)
-            .await;
+        let health = self.server.health();
+        health.report(ServingStatus::NotServing).await;
         let (serving_tx, mut serving_rx) = watch::channel(false);
         {
-            let health = health.clone();
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
                 loop {
@@ -108,8 +97,7 @@ impl Application {
                     if shutdown.is_triggered() {
                         return;
                     }
-                    health.set_service_status("", status).await;
-                    health.set_service_status(HEALTH_SERVICE, status).await;
+                    health.report(status).await;
                     tokio::select! {
                         changed = serving_rx.changed() => if changed.is_err() { return },
                         _ = shutdown.wait() => return,
@@ -117,28 +105,8 @@ impl Application {
                 }
             });
         }
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        if let Some(probe) = self.probe {
-            let routes = tonic::service::Routes::new(health_service.clone());
-            tokio::spawn(serve::serve_probe(probe, routes, shutdown.clone()));
-        }
-        let server = self
-            .config
-            .limits
-            .server()
-            .add_service(health_service)
-            .add_service(reflection)
-            .serve_with_incoming_shutdown(
-                serve::incoming(self.listener, &self.config.limits, self.tls.clone()),
-                flip_health_then_stop(shutdown.clone(), health, &[HEALTH_SERVICE]),
-            );
-        let server = tokio::spawn(bounded_drain(
-            server,
-            shutdown.clone(),
-            self.config.limits.shutdown_grace(),
-        ));
+        // The relay serves health (and reflection) only.
+        let server = tokio::spawn(self.server.serve(Routes::default(), shutdown.clone(), async {}));
 
         register_metrics(&self.config, self.stats.clone(), shutdown.clone());
         let consumer_name = self.config.consumer_name();
@@ -153,10 +121,10 @@ impl Application {
                 batch_size: self.config.batch_size.max(1),
                 apply_concurrency: self.config.apply_concurrency.max(1),
                 max_attempts: self.config.max_attempts.max(1),
-                retry_base: Duration::from_millis(self.config.retry_base_ms.max(1)),
-                retry_max: Duration::from_millis(self.config.retry_max_ms.max(1)),
-                claim_idle: Duration::from_millis(self.config.claim_idle_ms.max(1)),
-                block: Duration::from_millis(self.config.block_ms.max(1)),
+                retry_base: self.config.retry_delays().0,
+                retry_max: self.config.retry_delays().1,
+                claim_idle: self.config.claim_idle.max(Duration::from_millis(1)),
+                block: self.config.block.max(Duration::from_millis(1)),
                 dlq_stream: self.config.streams.dlq_stream(),
                 notify_channel: self.config.notify_channel.clone(),
             };
@@ -267,11 +235,8 @@ async fn wait_for_indexes(store: &ReadStore, config: &Config, mut shutdown: Shut
                 if tries == 1 {
                     tracing::warn!(%error, "read store not ready; waiting");
                 }
-                let delay = backoff(
-                    tries,
-                    Duration::from_millis(config.retry_base_ms.max(1)),
-                    Duration::from_millis(config.retry_max_ms.max(1)),
-                );
+                let (base, max) = config.retry_delays();
+                let delay = backoff(tries, base, max);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.wait() => return false,
@@ -283,23 +248,18 @@ async fn wait_for_indexes(store: &ReadStore, config: &Config, mut shutdown: Shut
 
 /// An in-process relay for tests.
 pub struct Running {
-    /// Health address.
-    pub addr: SocketAddr,
+    /// Its health server: address, stop.
+    pub service: server::Running,
     /// Its read store.
     pub store: ReadStore,
     /// Its counters.
     pub stats: Arc<Stats>,
-    /// Fire to stop it.
-    pub trigger: ShutdownTrigger,
-    /// Resolves when it stopped.
-    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
     /// Stops it and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
-        self.trigger.trigger();
-        self.handle.await?
+        self.service.stop().await
     }
 }
 
@@ -315,17 +275,9 @@ where
     F: FnOnce(ReadStore) -> P,
 {
     let app = Application::build(config).await?;
-    let addr = app.local_addr();
     let store = app.store();
     let stats = app.stats();
     let projector = wrap(store.clone());
-    let (trigger, signal) = shutdown::channel();
-    let handle = tokio::spawn(app.run_with(projector, signal));
-    Ok(Running {
-        addr,
-        store,
-        stats,
-        trigger,
-        handle,
-    })
+    let service = server::Running::spawn(app.local_addr(), |shutdown| app.run_with(projector, shutdown));
+    Ok(Running { service, store, stats })
 }

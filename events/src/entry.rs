@@ -94,6 +94,9 @@ pub enum DecodeError {
     /// Decoded, but cannot describe a post change.
     #[error("event is incomplete: {0}")]
     Incomplete(&'static str),
+    /// The event's post id is not one.
+    #[error("event post_id {0}")]
+    PostId(#[from] postmesh_proto::InvalidPostId),
 }
 
 impl Entry {
@@ -101,9 +104,7 @@ impl Entry {
     pub fn event(&self) -> Result<PostEvent, DecodeError> {
         let bytes = self.fields.get(field::EVENT).ok_or(DecodeError::MissingEvent)?;
         let event = PostEvent::decode(bytes.as_slice())?;
-        if event.post_id <= 0 {
-            return Err(DecodeError::Incomplete("post_id must be > 0"));
-        }
+        postmesh_proto::PostId::new(event.post_id)?;
         if event.version <= 0 {
             return Err(DecodeError::Incomplete("version must be > 0"));
         }

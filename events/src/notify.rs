@@ -10,6 +10,7 @@
 //!   anything read from it before may be gone or older now
 //!   ([`Notification::Reset`]).
 
+use postmesh_proto::PostId;
 use serde::{Deserialize, Serialize};
 
 /// The channel both ends use unless told otherwise (`NOTIFY_CHANNEL`).
@@ -56,7 +57,7 @@ impl Notification {
     pub fn parse(payload: &[u8]) -> Option<Self> {
         if let Some(change) = serde_json::from_slice::<Change>(payload)
             .ok()
-            .filter(|c| c.post_id > 0 && c.version > 0)
+            .filter(|c| PostId::new(c.post_id).is_ok() && c.version > 0)
         {
             return Some(Self::Applied(change));
         }

@@ -3,7 +3,13 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser};
-use postmesh_common::{auth::AuthArgs, layers::ServerLimits, telemetry::LogFormat, tls::ServerTlsArgs};
+use postmesh_common::{
+    auth::AuthArgs,
+    config::{defaults, millis, secs},
+    limits::ServerLimits,
+    telemetry::LogFormat,
+    tls::ServerTlsArgs,
+};
 
 /// `query-svc`: serve PostQuery until SIGTERM/SIGINT.
 #[derive(Parser, Debug)]
@@ -28,23 +34,28 @@ pub struct Config {
     pub mongodb_database: String,
     /// How long the driver may look for a reachable MongoDB before a read
     /// fails with UNAVAILABLE (milliseconds).
-    #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 3000)]
-    pub mongodb_timeout_ms: u64,
+    #[arg(long = "mongodb-timeout-ms", env = "MONGODB_TIMEOUT_MS", default_value = "3000", value_parser = millis)]
+    pub mongodb_timeout: Duration,
     /// How often MongoDB is pinged to drive the health status (milliseconds).
-    #[arg(long, env = "HEALTH_CHECK_MS", default_value_t = 1000)]
-    pub health_check_ms: u64,
+    #[arg(long = "health-check-ms", env = "HEALTH_CHECK_MS", default_value = "1000", value_parser = millis)]
+    pub health_check: Duration,
     /// Redis carrying the relay's "applied" notifications.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// How long the start-up PING to Redis may take (seconds).
-    #[arg(long, env = "REDIS_CHECK_TIMEOUT_SECS", default_value_t = 3.0)]
-    pub redis_check_timeout_secs: f64,
+    #[arg(
+        long = "redis-check-timeout-secs",
+        env = "REDIS_CHECK_TIMEOUT_SECS",
+        default_value = "3",
+        value_parser = secs
+    )]
+    pub redis_check_timeout: Duration,
     /// Pub/sub channel event-relay publishes `{"post_id":..,"version":..}` on.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
     /// Longest GetPost waits for min_version, whatever the client's deadline (milliseconds).
-    #[arg(long, env = "MAX_WAIT_MS", default_value_t = 5000)]
-    pub max_wait_ms: u64,
+    #[arg(long = "max-wait-ms", env = "MAX_WAIT_MS", default_value = "5000", value_parser = millis)]
+    pub max_wait: Duration,
     /// Changes queued per WatchPosts stream before a slow reader is cut off.
     #[arg(long, env = "WATCH_BUFFER", default_value_t = 256)]
     pub watch_buffer: usize,
@@ -59,8 +70,8 @@ pub struct Config {
     #[arg(long, env = "QUERY_CACHE_MAX_MIB", default_value_t = 32)]
     pub cache_max_mib: usize,
     /// Longest a cached post is served after it was read (milliseconds).
-    #[arg(long, env = "QUERY_CACHE_TTL_MS", default_value_t = 10_000)]
-    pub cache_ttl_ms: u64,
+    #[arg(long = "cache-ttl-ms", env = "QUERY_CACHE_TTL_MS", default_value = "10000", value_parser = millis)]
+    pub cache_ttl: Duration,
     /// Request timeout, concurrency, message and connection limits.
     #[command(flatten)]
     pub limits: ServerLimits,
@@ -79,49 +90,33 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for an in-process instance on a free port, as tests use it.
+    /// The defaults, for an in-process instance on a free port reading
+    /// `database` at `mongodb_url` and woken on `channel` at `redis_url`, as
+    /// tests use it: JSON logs, no metrics port, a quick health ping and a
+    /// short MongoDB timeout.
     pub fn for_tests(mongodb_url: &str, database: &str, redis_url: &str, channel: &str) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             mongodb_url: mongodb_url.to_owned(),
             mongodb_database: database.to_owned(),
-            mongodb_timeout_ms: 1000,
-            health_check_ms: 200,
+            mongodb_timeout: Duration::from_millis(1000),
+            health_check: Duration::from_millis(200),
             redis_url: redis_url.to_owned(),
-            redis_check_timeout_secs: 3.0,
             notify_channel: channel.to_owned(),
-            max_wait_ms: 5000,
-            watch_buffer: 256,
-            max_watchers: 1000,
-            cache_posts: 20_000,
-            cache_max_mib: 32,
-            cache_ttl_ms: 10_000,
-            limits: ServerLimits::default(),
-            tls: ServerTlsArgs::default(),
-            auth: AuthArgs::default(),
             log_format: LogFormat::Json,
             metrics_addr: None,
+            ..defaults()
         }
     }
 
     /// The start-up PING limit.
     pub fn redis_check_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.redis_check_timeout_secs.max(0.001))
+        self.redis_check_timeout.max(Duration::from_millis(1))
     }
 
     /// The MongoDB server-selection and connect timeout.
     pub fn mongodb_timeout(&self) -> Duration {
-        Duration::from_millis(self.mongodb_timeout_ms.max(1))
-    }
-
-    /// The server's cap on min_version waits.
-    pub fn max_wait(&self) -> Duration {
-        Duration::from_millis(self.max_wait_ms)
-    }
-
-    /// The post cache's TTL.
-    pub fn cache_ttl(&self) -> Duration {
-        Duration::from_millis(self.cache_ttl_ms)
+        self.mongodb_timeout.max(Duration::from_millis(1))
     }
 
     /// The post cache's memory budget in bytes.
@@ -131,6 +126,6 @@ impl Config {
 
     /// The interval of the health ping.
     pub fn health_check_interval(&self) -> Duration {
-        Duration::from_millis(self.health_check_ms.max(10))
+        self.health_check.max(Duration::from_millis(10))
     }
 }

@@ -1,7 +1,8 @@
 //! The one error type of query-svc and its single mapping to gRPC status.
 
+use postmesh_common::errors::{describe, invalid_argument};
 use tonic::Code;
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::FieldViolation;
 
 use postmesh_read_model::StoreError;
 
@@ -42,23 +43,9 @@ pub enum Error {
     /// A watcher fell more than its buffer behind and was cut off.
     #[error("watcher fell more than {0} changes behind and was ended; reconnect and re-read")]
     WatcherLagged(usize),
-    /// The call carries no valid bearer token (reads require one).
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// The caller's token lacks the read scope.
-    #[error("{0}")]
-    PermissionDenied(String),
     /// Anything else: a bug, or a stored document we cannot read.
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl Error {
@@ -72,30 +59,14 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         match error {
-            Error::InvalidArgument(violations) => tonic::Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request(violations),
-            ),
+            Error::InvalidArgument(violations) => invalid_argument(message, violations),
             Error::NotFound(_) | Error::Deleted(_) | Error::NoHistory(_) => tonic::Status::new(Code::NotFound, message),
             Error::NotCaughtUp { .. } | Error::Unavailable(_) => tonic::Status::new(Code::Unavailable, message),
             Error::TooManyWatchers(_) | Error::WatcherLagged(_) => tonic::Status::new(Code::ResourceExhausted, message),
-            Error::Unauthenticated(_) => tonic::Status::new(Code::Unauthenticated, message),
-            Error::PermissionDenied(_) => tonic::Status::new(Code::PermissionDenied, message),
             Error::Internal(_) => {
                 tracing::error!(%message, "internal error");
                 tonic::Status::new(Code::Internal, message)
             }
-        }
-    }
-}
-
-impl From<postmesh_common::auth::AuthError> for Error {
-    fn from(error: postmesh_common::auth::AuthError) -> Self {
-        use postmesh_common::auth::AuthError;
-        match error {
-            AuthError::Unauthenticated(_) => Self::Unauthenticated(error.to_string()),
-            AuthError::MissingScope(_) => Self::PermissionDenied(error.to_string()),
         }
     }
 }
@@ -113,6 +84,8 @@ impl From<StoreError> for Error {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use tonic_types::StatusExt;
+
     use super::*;
 
     #[test]

@@ -4,14 +4,14 @@
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use futures::Stream;
-use postmesh_common::{
-    auth::{Access, Authenticator},
-    shutdown::Shutdown,
-};
+use postmesh_common::shutdown::Shutdown;
 use postmesh_events::notify::Change;
-use postmesh_proto::v1::{
-    post_query_server::PostQuery, GetPostHistoryRequest, GetPostHistoryResponse, GetPostRequest, GetPostResponse,
-    ListPostsRequest, ListPostsResponse, Post, WatchPostsRequest, WatchPostsResponse,
+use postmesh_proto::{
+    v1::{
+        post_query_server::PostQuery, GetPostHistoryRequest, GetPostHistoryResponse, GetPostRequest, GetPostResponse,
+        ListPostsRequest, ListPostsResponse, Post, WatchPostsRequest, WatchPostsResponse,
+    },
+    PostId,
 };
 use postmesh_read_model::{
     cursor::{self, Position},
@@ -19,7 +19,7 @@ use postmesh_read_model::{
 };
 use prost::Message;
 use tokio::{sync::broadcast::error::RecvError, time::Instant};
-use tonic::{metadata::MetadataMap, service::Interceptor, Request, Response, Status};
+use tonic::{metadata::MetadataMap, Request, Response, Status};
 use tonic_types::FieldViolation;
 
 use crate::{
@@ -283,40 +283,6 @@ impl QueryService {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchPostsResponse, Status>> + Send>>;
 
-/// The bearer-token check in front of PostQuery: reads pass untouched unless
-/// AUTH_REQUIRE_FOR_READS is on, and then need a token with the read scope.
-#[derive(Clone, Debug)]
-pub struct AuthInterceptor {
-    auth: Option<Arc<Authenticator>>,
-}
-
-impl AuthInterceptor {
-    /// An interceptor checking reads with `auth` (None: no checks).
-    pub fn new(auth: Option<Arc<Authenticator>>) -> Self {
-        Self { auth }
-    }
-}
-
-impl Interceptor for AuthInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(auth) = &self.auth else {
-            return Ok(request);
-        };
-        match auth.check(request.metadata(), Access::Read) {
-            Ok(Some(principal)) => {
-                request.extensions_mut().insert(principal);
-                Ok(request)
-            }
-            Ok(None) => Ok(request),
-            Err(error) => {
-                let error = Error::from(error);
-                tracing::info!(reason = %error, "call refused");
-                Err(error.into())
-            }
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl PostQuery for QueryService {
     type WatchPostsStream = WatchStream;
@@ -352,8 +318,8 @@ impl PostQuery for QueryService {
 }
 
 fn check_post_id(violations: &mut Vec<FieldViolation>, field: &str, post_id: i64) {
-    if post_id <= 0 {
-        violations.push(FieldViolation::new(field, format!("must be > 0, got {post_id}")));
+    if let Err(violation) = PostId::from_field(field, post_id) {
+        violations.push(violation);
     }
 }
 

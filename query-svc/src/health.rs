@@ -5,21 +5,15 @@
 
 use std::time::Duration;
 
-use postmesh_common::shutdown::Shutdown;
-use tonic_health::{server::HealthReporter, ServingStatus};
+use postmesh_common::{server::Health, shutdown::Shutdown};
+use tonic_health::ServingStatus;
 
 use postmesh_read_model::{ReadModelStore, ReadStore};
 
-/// Pings `store` every `interval` and reports the result for `services` and
-/// the server as a whole, until `shutdown`. Returns promptly on shutdown and
+/// Pings `store` every `interval` and reports the result to `health`, until
+/// `shutdown`. Returns promptly on shutdown and
 /// never reports after it, so the final NOT_SERVING cannot be overwritten.
-pub async fn follow_store(
-    store: ReadStore,
-    health: HealthReporter,
-    services: &'static [&'static str],
-    interval: Duration,
-    mut shutdown: Shutdown,
-) {
+pub async fn follow_store(store: ReadStore, health: Health, interval: Duration, mut shutdown: Shutdown) {
     let mut last: Option<bool> = None;
     loop {
         let result = tokio::select! {
@@ -47,10 +41,7 @@ pub async fn follow_store(
             } else {
                 ServingStatus::NotServing
             };
-            health.set_service_status("", status).await;
-            for service in services {
-                health.set_service_status(*service, status).await;
-            }
+            health.report(status).await;
             last = Some(serving);
         }
         tokio::select! {

@@ -1,21 +1,12 @@
 use clap::Parser;
-use postmesh_common::{shutdown, telemetry};
-use query_svc::config::Cli;
+use postmesh_common::server;
+use query_svc::{config::Cli, startup::Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let shutdown = shutdown::from_os_signals();
-    // Kept until exit: dropping it flushes buffered spans and metrics.
-    let telemetry = telemetry::start(
-        "query-svc",
-        cli.config.log_format,
-        cli.config.metrics_addr,
-        shutdown.clone(),
-    )
-    .await;
-    let app = query_svc::startup::Application::build(cli.config).await?;
-    let result = app.run_until(shutdown).await;
-    telemetry.shutdown();
-    result
+    let Cli { config } = Cli::parse();
+    server::main("query-svc", config.log_format, config.metrics_addr, |shutdown| async {
+        Application::build(config).await?.run_until(shutdown).await
+    })
+    .await
 }

@@ -251,7 +251,7 @@ async fn min_version_waits_for_the_notification() {
 
 #[tokio::test]
 async fn min_version_not_reached_is_unavailable_naming_both_versions() {
-    let mut h = Harness::start_with("qs_wait_fail", |c| c.max_wait_ms = 400).await;
+    let mut h = Harness::start_with("qs_wait_fail", |c| c.max_wait = Duration::from_millis(400)).await;
     h.apply(&created(1, "ann", 1_000)).await;
 
     // The client's deadline is the limit...
@@ -748,7 +748,7 @@ async fn a_mongodb_outage_is_unavailable_and_recovers_without_restart() {
     // A long TTL, so the cached post below cannot expire during the outage.
     let mut h = Harness::start_with("qs_outage", |c| {
         c.mongodb_url = proxied.clone();
-        c.cache_ttl_ms = 120_000;
+        c.cache_ttl = Duration::from_millis(120_000);
     })
     .await;
     h.apply(&created(1, "ann", 1_000)).await;
@@ -860,7 +860,7 @@ async fn notifications_resume_after_a_redis_blip() {
 #[tokio::test]
 async fn get_post_is_cached_and_each_notification_brings_the_next_version() {
     // A long TTL: only notifications may refresh what is cached here.
-    let mut h = Harness::start_with("qs_cache", |c| c.cache_ttl_ms = 120_000).await;
+    let mut h = Harness::start_with("qs_cache", |c| c.cache_ttl = Duration::from_millis(120_000)).await;
     h.apply(&created(1, "ann", 1_000)).await;
     assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
 
@@ -915,7 +915,7 @@ async fn get_post_is_cached_and_each_notification_brings_the_next_version() {
 
 #[tokio::test]
 async fn cached_posts_expire_after_the_ttl() {
-    let mut h = Harness::start_with("qs_cache_ttl", |c| c.cache_ttl_ms = 300).await;
+    let mut h = Harness::start_with("qs_cache_ttl", |c| c.cache_ttl = Duration::from_millis(300)).await;
     h.apply(&created(1, "ann", 1_000)).await;
     assert_eq!(h.get(1, 0, false).await.unwrap().version, 1);
     let changed = Instant::now();
@@ -947,7 +947,7 @@ async fn the_cache_is_dropped_while_the_subscription_is_down() {
     let proxied = format!("redis://{}", gate.addr);
     let mut h = Harness::start_with("qs_cache_blip", |c| {
         c.redis_url = proxied.clone();
-        c.cache_ttl_ms = 120_000;
+        c.cache_ttl = Duration::from_millis(120_000);
     })
     .await;
     h.apply(&created(1, "ann", 1_000)).await;

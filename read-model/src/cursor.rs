@@ -10,6 +10,7 @@
 //! so no secret key is needed.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use postmesh_proto::PostId;
 use sha2::{Digest, Sha256};
 
 const VERSION: u8 = 1;
@@ -82,7 +83,7 @@ pub fn decode(token: &str, fingerprint: [u8; 8]) -> Result<Position, TokenError>
     if word(17..25) != fingerprint {
         return Err(TokenError::OtherFilters);
     }
-    if position.post_id <= 0 {
+    if PostId::new(position.post_id).is_err() {
         return Err(TokenError::Corrupted);
     }
     Ok(position)

@@ -2,7 +2,10 @@
 //! event, a post at one version, and the checks every event passes before
 //! any implementation stores it.
 
-use postmesh_proto::v1::{EventType, Post, PostEvent};
+use postmesh_proto::{
+    v1::{EventType, Post, PostEvent},
+    PostId,
+};
 use prost_types::Timestamp;
 
 use crate::StoreError;
@@ -73,8 +76,8 @@ impl VersionRecord {
     /// id or version, an unspecified event type, missing times.
     pub fn from_event(event: &PostEvent) -> Result<Self, StoreError> {
         let invalid = |why: String| StoreError::InvalidEvent(why);
-        if event.post_id <= 0 {
-            return Err(invalid(format!("post_id must be > 0, got {}", event.post_id)));
+        if let Err(bad) = PostId::new(event.post_id) {
+            return Err(invalid(format!("post_id {bad}")));
         }
         if event.version <= 0 {
             return Err(invalid(format!(

@@ -103,8 +103,8 @@ pub fn server_tls(dir: &Path, pki: &Pki, mutual: bool) -> ServerTlsArgs {
         tls_cert_file: Some(write(dir, "server.crt", &pki.server_cert)),
         tls_key_file: Some(write(dir, "server.key", &pki.server_key)),
         tls_client_ca_file: mutual.then(|| write(dir, "client-ca.crt", &pki.ca_pem)),
-        tls_reload_secs: 0.1,
-        tls_handshake_timeout_secs: 2.0,
+        tls_reload: Duration::from_millis(100),
+        tls_handshake_timeout: Duration::from_secs(2),
         health_probe_addr: None,
     }
 }
@@ -276,8 +276,8 @@ pub fn auth_args(dir: &Path, public_pem: &str) -> AuthArgs {
         auth_jwt_key_file: Some(write(dir, "jwt.pub", public_pem)),
         auth_issuer: Some(ISSUER.into()),
         auth_audience: Some(AUDIENCE.into()),
-        auth_leeway_secs: 0,
-        auth_reload_secs: 0.1,
+        auth_leeway: Duration::ZERO,
+        auth_reload: Duration::from_millis(100),
         ..AuthArgs::default()
     }
 }

@@ -627,7 +627,7 @@ async fn database_outage_is_unavailable_within_the_deadline_and_recovers() {
     let via_proxy = db.url.replace(&upstream, &proxy.addr.to_string());
     let stream = unique("posts.events");
     let mut config = Config::for_tests(via_proxy, &redis_url(), &stream);
-    config.database_timeout_secs = 1.0;
+    config.database_timeout = Duration::from_secs(1);
     let running = command_svc::startup::spawn(config).await.unwrap();
     let mut client = PostCommandClient::connect(running.endpoint()).await.unwrap();
     client.create_post(create("up")).await.unwrap();

@@ -275,9 +275,9 @@ async fn a_ferretdb_outage_of_20_seconds_loses_nothing_and_fills_no_dead_letters
     let write = WriteSide::start(&names, &redis_url()).await;
     let mut config = relay_config(&names);
     config.mongodb_url = ferret.url();
-    config.retry_max_ms = 1000;
+    config.retry_max = Duration::from_millis(1000);
     let relay = event_relay::startup::spawn(config).await.unwrap();
-    let health_endpoint = format!("http://{}", relay.addr);
+    let health_endpoint = relay.service.endpoint();
     for i in 0..5 {
         write.create(&format!("early {i}")).await;
     }
@@ -516,7 +516,7 @@ async fn a_rebuild_clears_query_svc_caches() {
         &redis_url(),
         &names.channel,
     );
-    config.cache_ttl_ms = 300_000;
+    config.cache_ttl = Duration::from_secs(300);
     let query = query_svc::startup::spawn(config).await.unwrap();
     let mut client = PostQueryClient::connect(query.endpoint()).await.unwrap();
     let get = |min_version| GetPostRequest {

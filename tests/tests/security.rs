@@ -201,7 +201,7 @@ async fn a_stalled_tls_handshake_neither_blocks_others_nor_lives_forever() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new("stall-ca");
     let mut tls = server_tls(dir.path(), &pki, false);
-    tls.tls_handshake_timeout_secs = 1.0;
+    tls.tls_handshake_timeout = Duration::from_secs(1);
     let svc = command_svc(tls, AuthArgs::default()).await;
     let port = svc.running.addr.port();
 
@@ -526,7 +526,7 @@ async fn closed_within(socket: &mut tokio::net::TcpStream, limit: Duration) -> b
 async fn idle_connections_are_closed_but_open_streams_keep_theirs() {
     let mut config =
         query_svc::config::Config::for_tests(&mongodb_url(), &unique("sec_idle"), &redis_url(), &unique("sec.idle"));
-    config.limits.connection_idle_timeout_secs = 0.5;
+    config.limits.connection_idle_timeout = Duration::from_millis(500);
     let running = query_svc::startup::spawn(config).await.unwrap();
     let port = running.addr.port();
 
@@ -561,7 +561,7 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     let db = TestDatabase::create(Backend::Sqlite).await;
     let mut config = command_svc::config::Config::for_tests(db.url.clone(), &redis_url(), &unique("sec.cap"));
     config.limits.max_connections = 2;
-    config.limits.connection_idle_timeout_secs = 0.0;
+    config.limits.connection_idle_timeout = Duration::ZERO;
     let running = command_svc::startup::spawn(config).await.unwrap();
     let port = running.addr.port();
 

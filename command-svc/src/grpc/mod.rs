@@ -1,10 +1,8 @@
 //! gRPC adapters: translate requests into domain commands and store calls.
 
-mod auth;
 mod command;
 mod event_store;
 
-pub use auth::AuthInterceptor;
 pub use command::CommandService;
 pub use event_store::EventStoreService;
 
