@@ -1,7 +1,13 @@
 //! The consume loop for one stream: read a batch in the consumer group,
-//! apply it to the read model with one batch apply (entry by entry, with
-//! retries, when the store rejects the batch), dead-letter what keeps
-//! failing, announce what became visible, acknowledge.
+//! decode it, apply it to the read model with one batch apply, announce what
+//! became visible, acknowledge.
+//!
+//! There is one apply path: `Consumer::attempt` applies a batch through
+//! store outages, and a batch of one is a batch. When the store rejects a
+//! batch of several, its entries are applied one by one (each a batch of
+//! one), with retries, so that one bad event is dead-lettered on its own
+//! while the rest are applied. Whatever the path, `Consumer::finish`
+//! counts, measures, logs and announces what was applied.
 //!
 //! Three kinds of trouble are kept apart:
 //! - an entry that cannot be decoded is dead-lettered at once;
@@ -12,6 +18,7 @@
 //!   entries, so an outage never fills the dead-letter stream.
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -28,7 +35,7 @@ use postmesh_events::{
     topology::{Action, Route},
 };
 use postmesh_proto::v1::PostEvent;
-use postmesh_read_model::Applied;
+use postmesh_read_model::{timestamp_to_millis, Applied};
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
@@ -38,25 +45,6 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::projector::{ApplyError, Projector};
-
-/// Splits a batch into one group per post (by the entry's `post_id` field),
-/// each in stream order, the groups in order of their first entry. Entries
-/// without a `post_id` share one group.
-fn by_post(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
-    let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
-    let mut groups: Vec<Vec<Entry>> = Vec::new();
-    for entry in entries {
-        let key = entry.fields.get(field::POST_ID).cloned().unwrap_or_default();
-        match index.get(&key) {
-            Some(&i) => groups[i].push(entry),
-            None => {
-                index.insert(key, groups.len());
-                groups.push(vec![entry]);
-            }
-        }
-    }
-    groups
-}
 
 /// Counters shared by every consumer of a process (for status and metrics).
 #[derive(Debug, Default)]
@@ -150,29 +138,58 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     capped.mul_f64(jitter).min(max)
 }
 
+/// Whether a batch was handled to the end.
 enum Outcome {
     Done,
+    /// Shutdown came while the store was unreachable: the entries not
+    /// handled stay pending.
     Interrupted,
 }
 
-/// How a batch went through [`Projector::apply_batch`].
-enum Batch {
-    /// Applied (and counted, logged, announced).
-    Applied,
-    /// Shutdown came during a store outage: nothing is handled.
+/// What one [`Consumer::attempt`] came to.
+enum Attempt {
+    /// Applied: one outcome per event, in order.
+    Applied(Vec<Applied>),
+    /// The store refused the batch, with why.
+    Rejected(String),
+    /// Shutdown came during a store outage.
     Interrupted,
-    /// To be applied entry by entry.
-    OneByOne,
+}
+
+/// The decoded entries of one batch: `entries[i]` carried `events[i]`.
+#[derive(Default)]
+struct Decoded {
+    entries: Vec<Entry>,
+    events: Vec<PostEvent>,
+}
+
+impl Decoded {
+    /// The indices of each post's entries, in stream order, the posts in
+    /// order of their first entry.
+    fn by_post(&self) -> Vec<Vec<usize>> {
+        let mut slot: HashMap<i64, usize> = HashMap::new();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (i, event) in self.events.iter().enumerate() {
+            match slot.get(&event.post_id) {
+                Some(&group) => groups[group].push(i),
+                None => {
+                    slot.insert(event.post_id, groups.len());
+                    groups.push(vec![i]);
+                }
+            }
+        }
+        groups
+    }
 }
 
 /// The client span of a read-model write, under `parent`.
-fn apply_span(parent: &tracing::Span) -> tracing::Span {
+fn apply_span(parent: &tracing::Span, db_system: &'static str) -> tracing::Span {
     tracing::info_span!(
         parent: parent,
         "apply",
         otel.name = "update posts",
         otel.kind = "client",
-        db.system = "mongodb",
+        db.system = db_system,
         db.operation.name = "update",
         db.collection.name = "posts",
     )
@@ -314,27 +331,38 @@ impl<P: Projector> Consumer<P> {
         Ok(entry::from_ids(&self.route.stream, reply.claimed))
     }
 
-    /// Handles a batch: dead-letters what cannot be decoded, applies the rest
-    /// with one [`Projector::apply_batch`], announces what became visible in
-    /// one pipelined round trip, then acknowledges what was handled.
-    ///
-    /// A store outage pauses here and the same events are applied again once
-    /// the store answers. A batch the store rejects (or a projector without a
-    /// batch path) goes entry by entry instead ([`process_entries`](Self::process_entries)),
-    /// where each event is retried and, if it keeps failing, dead-lettered on
-    /// its own.
+    /// Handles a batch: dead-letters what cannot be decoded (at once, in
+    /// stream order, so stopping there never applies a post's entry ahead of
+    /// it), applies the rest, then acknowledges what was handled.
     async fn process(&mut self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> Outcome {
         self.stats.consumed.fetch_add(entries.len() as u64, Ordering::Relaxed);
         let mut acks: Vec<String> = Vec::with_capacity(entries.len());
-        let mut decoded: Vec<(Entry, PostEvent)> = Vec::with_capacity(entries.len());
+        let mut decoded = Decoded::default();
         for entry in entries {
             match entry.event() {
-                Ok(event) => decoded.push((entry, event)),
+                Ok(event) => {
+                    decoded.entries.push(entry);
+                    decoded.events.push(event);
+                }
                 Err(error) => {
-                    // Entries of the batch are still unhandled, so stopping
-                    // here never applies a post's entry ahead of this one.
-                    if !self.handle(&entry, shutdown).await {
-                        tracing::debug!(%error, "shutdown while dead-lettering an undecodable entry");
+                    let span = self.process_span(&entry);
+                    span.in_scope(|| {
+                        tracing::warn!(
+                            stream = %entry.stream,
+                            entry_id = %entry.id,
+                            post_id = %entry.text(field::POST_ID),
+                            version = %entry.text(field::VERSION),
+                            action = Action::label(entry.action()),
+                            attempt = 1,
+                            %error,
+                            "undecodable entry; dead-lettering"
+                        );
+                    });
+                    let lettered = self
+                        .dead_letter(&entry, &error.to_string(), 1, shutdown)
+                        .instrument(span)
+                        .await;
+                    if !lettered {
                         self.ack(&acks).await;
                         return Outcome::Interrupted;
                     }
@@ -342,109 +370,189 @@ impl<P: Projector> Consumer<P> {
                 }
             }
         }
-        let outcome = match self.apply_decoded(&decoded, shutdown).await {
-            Batch::Applied => {
-                acks.extend(decoded.into_iter().map(|(entry, _)| entry.id));
-                Outcome::Done
-            }
-            Batch::Interrupted => Outcome::Interrupted,
-            Batch::OneByOne => {
-                let (handled, outcome) = self
-                    .process_entries(decoded.into_iter().map(|(e, _)| e).collect(), shutdown)
-                    .await;
-                acks.extend(handled);
-                outcome
-            }
-        };
+        let outcome = self.apply(&decoded, &mut acks, shutdown).await;
         self.ack(&acks).await;
         outcome
     }
 
-    /// Applies decoded events as one batch, through store outages.
-    async fn apply_decoded(&self, decoded: &[(Entry, PostEvent)], shutdown: &mut Shutdown) -> Batch {
-        if decoded.is_empty() {
-            return Batch::Applied;
+    /// Applies a decoded batch with one batch apply; when the store rejects
+    /// it, entry by entry ([`apply_each`](Self::apply_each)), so one bad
+    /// event is retried and dead-lettered on its own. A batch of one goes
+    /// straight to `apply_each`, whose first attempt is that batch apply.
+    /// Pushes the ids of the handled entries onto `acks`.
+    async fn apply(&self, decoded: &Decoded, acks: &mut Vec<String>, shutdown: &mut Shutdown) -> Outcome {
+        if decoded.events.len() <= 1 {
+            return self.apply_each(decoded, acks, shutdown).await;
         }
-        let events: Vec<PostEvent> = decoded.iter().map(|(_, event)| event.clone()).collect();
+        // Spans per entry, continuing each entry's trace, all covering the
+        // one shared write; created before it, closed after it.
+        let spans: Vec<tracing::Span> = decoded.entries.iter().map(|e| self.process_span(e)).collect();
+        match self.attempt(&decoded.events, &spans, shutdown).await {
+            Attempt::Applied(outcomes) => {
+                self.finish(&decoded.entries, &decoded.events, &outcomes, 1, &spans)
+                    .await;
+                acks.extend(decoded.entries.iter().map(|e| e.id.clone()));
+                Outcome::Done
+            }
+            Attempt::Interrupted => Outcome::Interrupted,
+            Attempt::Rejected(error) => {
+                tracing::warn!(
+                    stream = %self.route.stream,
+                    events = decoded.events.len(),
+                    %error,
+                    "the store rejected the batch; applying one by one"
+                );
+                drop(spans);
+                self.apply_each(decoded, acks, shutdown).await
+            }
+        }
+    }
+
+    /// Applies entries one by one, each a batch of one with retries: the
+    /// entries of one post one after another, in stream order, and up to
+    /// `apply_concurrency` posts side by side (the store's apply is
+    /// order-independent and safe under concurrency).
+    async fn apply_each(&self, decoded: &Decoded, acks: &mut Vec<String>, shutdown: &mut Shutdown) -> Outcome {
+        let results: Vec<(Vec<String>, bool)> = futures::stream::iter(decoded.by_post().into_iter().map(|group| {
+            let mut shutdown = shutdown.clone();
+            async move {
+                let mut handled = Vec::with_capacity(group.len());
+                for i in group {
+                    if !self.apply_one(decoded, i, &mut shutdown).await {
+                        // This post's later entries stay pending too, so they
+                        // are never applied ahead of this one.
+                        return (handled, false);
+                    }
+                    handled.push(decoded.entries[i].id.clone());
+                }
+                (handled, true)
+            }
+        }))
+        .buffer_unordered(self.settings.apply_concurrency.max(1))
+        .collect()
+        .await;
+        let mut outcome = Outcome::Done;
+        for (handled, finished) in results {
+            acks.extend(handled);
+            if !finished {
+                outcome = Outcome::Interrupted;
+            }
+        }
+        outcome
+    }
+
+    /// Applies entry `i` of `decoded` on its own, under its span: a batch
+    /// of one, tried again with backoff while the store rejects it and, after
+    /// `max_attempts`, dead-lettered. True once handled either way (it may be
+    /// acknowledged); false when shutdown interrupted a store outage.
+    async fn apply_one(&self, decoded: &Decoded, i: usize, shutdown: &mut Shutdown) -> bool {
+        let entry = &decoded.entries[i];
+        let (entries, events) = (std::slice::from_ref(entry), &decoded.events[i..=i]);
+        let event = &events[0];
+        let span = self.process_span(entry);
+        let spans = std::slice::from_ref(&span);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.attempt(events, spans, shutdown).await {
+                Attempt::Applied(outcomes) => {
+                    self.finish(entries, events, &outcomes, attempt, spans).await;
+                    return true;
+                }
+                Attempt::Interrupted => return false,
+                Attempt::Rejected(error) => error,
+            };
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            span.in_scope(|| {
+                tracing::warn!(
+                    stream = %entry.stream,
+                    entry_id = %entry.id,
+                    post_id = event.post_id,
+                    version = event.version,
+                    action = Action::label(Action::of(event.event_type())),
+                    attempt,
+                    %error,
+                    "event apply failed"
+                );
+            });
+            if attempt >= self.settings.max_attempts {
+                return self
+                    .dead_letter(entry, &error, attempt, shutdown)
+                    .instrument(span.clone())
+                    .await;
+            }
+            tokio::time::sleep(backoff(attempt, self.settings.retry_base, self.settings.retry_max)).await;
+        }
+    }
+
+    /// Applies `events` as one batch, through store outages: while the
+    /// store is unreachable, reports NOT_SERVING and waits with capped
+    /// backoff, then applies the same events again. Each try writes under
+    /// one apply span per event, a child of that event's span in `spans`.
+    async fn attempt(&self, events: &[PostEvent], spans: &[tracing::Span], shutdown: &mut Shutdown) -> Attempt {
         let mut outage = 0u32;
         loop {
-            // Spans per entry, continuing each entry's trace, all covering
-            // the one shared write; created before it, closed after it.
-            let spans: Vec<(tracing::Span, tracing::Span)> = decoded
+            let applies: Vec<tracing::Span> = spans
                 .iter()
-                .map(|(entry, _)| {
-                    let process = self.process_span(entry);
-                    let apply = apply_span(&process);
-                    (process, apply)
-                })
+                .map(|parent| apply_span(parent, self.projector.db_system()))
                 .collect();
-            let result = self.projector.apply_batch(&events).await;
+            let result = match applies.first() {
+                // One event: its write runs inside its apply span.
+                Some(apply) if applies.len() == 1 => self.projector.project(events).instrument(apply.clone()).await,
+                _ => self.projector.project(events).await,
+            };
+            drop(applies);
             match result {
-                None => return Batch::OneByOne,
-                Some(Ok(outcomes)) if outcomes.len() == events.len() => {
-                    if outage > 0 {
-                        self.set_serving(true);
-                    }
-                    self.finish(decoded, &outcomes, spans).await;
-                    return Batch::Applied;
+                Ok(outcomes) if outcomes.len() == events.len() => return Attempt::Applied(outcomes),
+                Ok(outcomes) => {
+                    return Attempt::Rejected(format!(
+                        "the store answered for {} of {} events",
+                        outcomes.len(),
+                        events.len()
+                    ))
                 }
-                Some(Ok(outcomes)) => {
-                    tracing::warn!(
-                        stream = %self.route.stream,
-                        events = events.len(),
-                        outcomes = outcomes.len(),
-                        "the store answered for a different number of events; applying one by one"
-                    );
-                    return Batch::OneByOne;
-                }
-                Some(Err(ApplyError::Unavailable(error))) => {
-                    drop(spans);
+                Err(ApplyError::Rejected(error)) => return Attempt::Rejected(error),
+                Err(ApplyError::Unavailable(error)) => {
                     outage += 1;
                     if outage == 1 {
                         tracing::warn!(%error, "read store unreachable; pausing consumption");
                         self.set_serving(false);
                     }
                     if !self.wait_for_store(outage, shutdown).await {
-                        return Batch::Interrupted;
+                        return Attempt::Interrupted;
                     }
                     tracing::info!("read store reachable again; resuming");
-                }
-                Some(Err(ApplyError::Rejected(error))) => {
-                    if outage > 0 {
-                        self.set_serving(true);
-                    }
-                    tracing::warn!(
-                        stream = %self.route.stream,
-                        events = events.len(),
-                        %error,
-                        "the store rejected the batch; applying one by one"
-                    );
-                    return Batch::OneByOne;
+                    self.set_serving(true);
                 }
             }
         }
     }
 
-    /// Counts, measures, logs and announces the outcome of an applied batch.
+    /// Counts, measures, logs (in each entry's span) and announces what
+    /// applying `events` (carried by `entries`, at `attempt`) did.
     async fn finish(
         &self,
-        decoded: &[(Entry, PostEvent)],
+        entries: &[Entry],
+        events: &[PostEvent],
         outcomes: &[Applied],
-        spans: Vec<(tracing::Span, tracing::Span)>,
+        attempt: u32,
+        spans: &[tracing::Span],
     ) {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut visible: Vec<(i64, i64)> = Vec::new();
+        let mut visible: Vec<Change> = Vec::new();
         let (mut applied, mut stale) = (0u64, 0u64);
-        for (((entry, event), outcome), (process, apply)) in decoded.iter().zip(outcomes).zip(spans) {
-            drop(apply);
+        for (((entry, event), outcome), span) in entries.iter().zip(events).zip(outcomes).zip(spans) {
             let outcome = match outcome {
                 Applied::Applied => {
                     applied += 1;
                     if let Some(occurred) = &event.occurred_at {
-                        let occurred_ms = occurred.seconds * 1000 + i64::from(occurred.nanos) / 1_000_000;
-                        self.lag.record((now_ms - occurred_ms).max(0) as f64, &[]);
+                        self.lag
+                            .record((now_ms - timestamp_to_millis(occurred)).max(0) as f64, &[]);
                     }
-                    visible.push((event.post_id, event.version));
+                    visible.push(Change {
+                        post_id: event.post_id,
+                        version: event.version,
+                    });
                     "applied"
                 }
                 Applied::Stale => {
@@ -452,14 +560,14 @@ impl<P: Projector> Consumer<P> {
                     "stale"
                 }
             };
-            process.in_scope(|| {
+            span.in_scope(|| {
                 tracing::info!(
                     stream = %entry.stream,
                     entry_id = %entry.id,
                     post_id = event.post_id,
                     version = event.version,
                     action = Action::label(Action::of(event.event_type())),
-                    attempt = 1,
+                    attempt,
                     outcome,
                     "event applied"
                 );
@@ -468,43 +576,8 @@ impl<P: Projector> Consumer<P> {
         self.stats.applied.fetch_add(applied, Ordering::Relaxed);
         self.stats.stale.fetch_add(stale, Ordering::Relaxed);
         // Per post in version order, whatever order the stream had.
-        visible.sort_unstable();
-        self.notify_all(&visible).await;
-    }
-
-    /// Applies entries one by one: the entries of one post one after
-    /// another, in stream order, and up to `apply_concurrency` posts side by
-    /// side (the store's apply is order-independent and safe under
-    /// concurrency). Gives the ids of the handled entries.
-    async fn process_entries(&self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> (Vec<String>, Outcome) {
-        let count = entries.len();
-        let results: Vec<(Vec<String>, bool)> = futures::stream::iter(by_post(entries).into_iter().map(|group| {
-            let mut shutdown = shutdown.clone();
-            async move {
-                let mut acks = Vec::with_capacity(group.len());
-                for entry in group {
-                    if !self.handle(&entry, &mut shutdown).await {
-                        // This post's later entries stay pending too, so they
-                        // are never applied ahead of this one.
-                        return (acks, false);
-                    }
-                    acks.push(entry.id);
-                }
-                (acks, true)
-            }
-        }))
-        .buffer_unordered(self.settings.apply_concurrency.max(1))
-        .collect()
-        .await;
-        let mut acks: Vec<String> = Vec::with_capacity(count);
-        let mut outcome = Outcome::Done;
-        for (handled, finished) in results {
-            acks.extend(handled);
-            if !finished {
-                outcome = Outcome::Interrupted;
-            }
-        }
-        (acks, outcome)
+        visible.sort_unstable_by_key(|c| (c.post_id, c.version));
+        self.notify(&visible).await;
     }
 
     /// Acknowledges handled entries.
@@ -544,105 +617,6 @@ impl<P: Projector> Consumer<P> {
         span
     }
 
-    /// Handles one entry inside a consumer span that continues the trace the
-    /// publisher put on the entry; false when shutdown interrupted an outage
-    /// wait and the entry must stay pending.
-    async fn handle(&self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
-        let span = self.process_span(entry);
-        self.handle_in_span(entry, shutdown).instrument(span).await
-    }
-
-    async fn handle_in_span(&self, entry: &Entry, shutdown: &mut Shutdown) -> bool {
-        let event = match entry.event() {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(
-                    stream = %entry.stream,
-                    entry_id = %entry.id,
-                    post_id = %entry.text(field::POST_ID),
-                    version = %entry.text(field::VERSION),
-                    action = Action::label(entry.action()),
-                    attempt = 1,
-                    %error,
-                    "undecodable entry; dead-lettering"
-                );
-                return self.dead_letter(entry, &error.to_string(), 1, shutdown).await;
-            }
-        };
-        let action = Action::label(Action::of(event.event_type()));
-        let mut attempt = 0u32;
-        let mut outage = 0u32;
-        loop {
-            attempt += 1;
-            let apply_span = apply_span(&tracing::Span::current());
-            match self.projector.apply(&event).instrument(apply_span).await {
-                Ok(applied) => {
-                    if outage > 0 {
-                        self.set_serving(true);
-                    }
-                    let outcome = match applied {
-                        Applied::Applied => {
-                            self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                            if let Some(occurred) = &event.occurred_at {
-                                let occurred_ms = occurred.seconds * 1000 + i64::from(occurred.nanos) / 1_000_000;
-                                let lag_ms = chrono::Utc::now().timestamp_millis() - occurred_ms;
-                                self.lag.record(lag_ms.max(0) as f64, &[]);
-                            }
-                            self.notify(event.post_id, event.version).await;
-                            "applied"
-                        }
-                        Applied::Stale => {
-                            self.stats.stale.fetch_add(1, Ordering::Relaxed);
-                            "stale"
-                        }
-                    };
-                    tracing::info!(
-                        stream = %entry.stream,
-                        entry_id = %entry.id,
-                        post_id = event.post_id,
-                        version = event.version,
-                        action,
-                        attempt,
-                        outcome,
-                        "event applied"
-                    );
-                    return true;
-                }
-                Err(ApplyError::Unavailable(error)) => {
-                    attempt -= 1;
-                    outage += 1;
-                    if outage == 1 {
-                        tracing::warn!(%error, "read store unreachable; pausing consumption");
-                        self.set_serving(false);
-                    }
-                    if !self.wait_for_store(outage, shutdown).await {
-                        return false;
-                    }
-                    tracing::info!("read store reachable again; resuming");
-                    self.set_serving(true);
-                }
-                Err(ApplyError::Rejected(error)) => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        stream = %entry.stream,
-                        entry_id = %entry.id,
-                        post_id = event.post_id,
-                        version = event.version,
-                        action,
-                        attempt,
-                        %error,
-                        "event apply failed"
-                    );
-                    if attempt >= self.settings.max_attempts {
-                        return self.dead_letter(entry, &error, attempt, shutdown).await;
-                    }
-                    let delay = backoff(attempt, self.settings.retry_base, self.settings.retry_max);
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-    }
-
     /// Pings the store with capped backoff until it answers; false on shutdown.
     async fn wait_for_store(&self, mut tries: u32, shutdown: &mut Shutdown) -> bool {
         loop {
@@ -651,7 +625,7 @@ impl<P: Projector> Consumer<P> {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.wait() => return false,
             }
-            if self.projector.ping().await.is_ok() {
+            if self.projector.ping_store().await.is_ok() {
                 return true;
             }
             tries += 1;
@@ -662,37 +636,23 @@ impl<P: Projector> Consumer<P> {
         self.serving.send_replace(serving);
     }
 
-    /// Publishes one notification per `(post_id, version)`, in the given
-    /// order, in one pipelined round trip.
-    async fn notify_all(&self, visible: &[(i64, i64)]) {
+    /// Publishes one notification per change, in the given order, in one
+    /// pipelined round trip.
+    async fn notify(&self, visible: &[Change]) {
         if visible.is_empty() {
             return;
         }
         let mut pipe = redis::pipe();
-        for (post_id, version) in visible {
-            let payload = Notification::Applied(Change {
-                post_id: *post_id,
-                version: *version,
-            })
-            .encode();
-            pipe.publish(&self.settings.notify_channel, payload).ignore();
+        for change in visible {
+            pipe.publish(&self.settings.notify_channel, Notification::Applied(*change).encode())
+                .ignore();
         }
+        // A clone shares the one multiplexed connection.
         let mut main = self.main.clone();
         let sent: redis::RedisResult<()> = pipe.query_async(&mut main).await;
         if let Err(error) = sent {
             // Only waiters and watchers miss them; the read model is already right.
             tracing::debug!(%error, count = visible.len(), "notifications not published");
-        }
-    }
-
-    async fn notify(&self, post_id: i64, version: i64) {
-        let payload = Notification::Applied(Change { post_id, version }).encode();
-        // A clone shares the one multiplexed connection.
-        let mut main = self.main.clone();
-        let sent: redis::RedisResult<i64> = main.publish(&self.settings.notify_channel, payload).await;
-        if let Err(error) = sent {
-            // Only waiters and watchers miss it; the read model is already right.
-            tracing::debug!(%error, post_id, version, "notification not published");
         }
     }
 
@@ -738,32 +698,25 @@ impl<P: Projector> Consumer<P> {
 mod tests {
     use super::*;
 
-    fn entry(id: &str, post_id: Option<&str>) -> Entry {
-        let mut fields = entry::Fields::new();
-        if let Some(post_id) = post_id {
-            fields.insert("post_id".into(), post_id.as_bytes().to_vec());
+    fn decoded(post_ids: &[i64]) -> Decoded {
+        let mut decoded = Decoded::default();
+        for (i, post_id) in post_ids.iter().enumerate() {
+            decoded.entries.push(Entry {
+                stream: "s".into(),
+                id: format!("{}-0", i + 1),
+                fields: entry::Fields::new(),
+            });
+            decoded.events.push(PostEvent {
+                post_id: *post_id,
+                ..PostEvent::default()
+            });
         }
-        Entry {
-            stream: "s".into(),
-            id: id.into(),
-            fields,
-        }
+        decoded
     }
 
     #[test]
     fn a_batch_splits_into_posts_each_in_stream_order() {
-        let batch = vec![
-            entry("1-0", Some("7")),
-            entry("2-0", Some("8")),
-            entry("3-0", None),
-            entry("4-0", Some("7")),
-            entry("5-0", None),
-            entry("6-0", Some("8")),
-        ];
-        let groups: Vec<Vec<String>> = by_post(batch)
-            .into_iter()
-            .map(|g| g.into_iter().map(|e| e.id).collect())
-            .collect();
-        assert_eq!(groups, [vec!["1-0", "4-0"], vec!["2-0", "6-0"], vec!["3-0", "5-0"]]);
+        let batch = decoded(&[7, 8, 9, 7, 9, 8]);
+        assert_eq!(batch.by_post(), [vec![0, 3], vec![1, 5], vec![2, 4]]);
     }
 }

@@ -1,6 +1,6 @@
-//! The seam between the relay and the read model: anything that can apply an
-//! event. Production uses the read model's `ReadStore`; tests wrap it to
-//! inject writer failures.
+//! The seam between the relay and the read model: anything that can apply a
+//! batch of events. Production uses the read model's `ReadStore`; tests wrap
+//! it to inject writer failures.
 
 use std::future::Future;
 
@@ -14,7 +14,7 @@ pub enum ApplyError {
     /// pauses instead of counting an attempt.
     #[error("read store unavailable: {0}")]
     Unavailable(String),
-    /// The store refused this event.
+    /// The store refused this batch.
     #[error("{0}")]
     Rejected(String),
 }
@@ -31,38 +31,30 @@ impl From<StoreError> for ApplyError {
 
 /// Applies events to a read model.
 pub trait Projector: Clone + Send + Sync + 'static {
-    /// Applies one event; idempotent and order-independent.
-    fn apply(&self, event: &PostEvent) -> impl Future<Output = Result<Applied, ApplyError>> + Send;
-    /// Applies a batch of events (any posts, any order, duplicates allowed)
-    /// and tells per event, in the same order, what it did; all or nothing as
+    /// The store's kind as the write spans name it (`db.system`).
+    fn db_system(&self) -> &'static str;
+
+    /// Applies a batch of events (any posts, any order, duplicates allowed;
+    /// one event is a batch of one) and tells per event, in the same order,
+    /// what it did; idempotent and order-independent, and all or nothing as
     /// far as the caller knows: an error leaves every event to be applied
-    /// again. `None` when this projector applies one event at a time only
-    /// (the relay then calls [`apply`](Self::apply) per entry).
-    fn apply_batch(
-        &self,
-        events: &[PostEvent],
-    ) -> impl Future<Output = Option<Result<Vec<Applied>, ApplyError>>> + Send {
-        let _ = events;
-        std::future::ready(None)
-    }
+    /// again.
+    fn project(&self, events: &[PostEvent]) -> impl Future<Output = Result<Vec<Applied>, ApplyError>> + Send;
+
     /// Checks the read model is reachable.
-    fn ping(&self) -> impl Future<Output = Result<(), ApplyError>> + Send;
+    fn ping_store(&self) -> impl Future<Output = Result<(), ApplyError>> + Send;
 }
 
 impl Projector for ReadStore {
-    async fn apply(&self, event: &PostEvent) -> Result<Applied, ApplyError> {
-        Ok(ReadModelStore::apply(self, event).await?)
+    fn db_system(&self) -> &'static str {
+        self.system()
     }
 
-    async fn apply_batch(&self, events: &[PostEvent]) -> Option<Result<Vec<Applied>, ApplyError>> {
-        Some(
-            ReadModelStore::apply_batch(self, events)
-                .await
-                .map_err(ApplyError::from),
-        )
+    async fn project(&self, events: &[PostEvent]) -> Result<Vec<Applied>, ApplyError> {
+        Ok(self.apply_batch(events).await?)
     }
 
-    async fn ping(&self) -> Result<(), ApplyError> {
-        Ok(ReadModelStore::ping(self).await?)
+    async fn ping_store(&self) -> Result<(), ApplyError> {
+        Ok(self.ping().await?)
     }
 }
