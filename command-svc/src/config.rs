@@ -7,6 +7,7 @@ use postmesh_common::{
     auth::AuthArgs,
     config::{defaults, millis, secs},
     limits::ServerLimits,
+    redis_check::RedisCheckArgs,
     telemetry::LogFormat,
     tls::ServerTlsArgs,
 };
@@ -67,14 +68,9 @@ pub struct Config {
     /// Streams and Redis URLs.
     #[command(flatten)]
     pub streams: StreamArgs,
-    /// How long the start-up PING to each Redis URL may take (seconds).
-    #[arg(
-        long = "redis-check-timeout-secs",
-        env = "REDIS_CHECK_TIMEOUT_SECS",
-        default_value = "3",
-        value_parser = secs
-    )]
-    pub redis_check_timeout: Duration,
+    /// The start-up PING to Redis.
+    #[command(flatten)]
+    pub redis_check: RedisCheckArgs,
     /// How often the outbox poller looks for rows left unpublished (milliseconds).
     #[arg(long = "outbox-poll-ms", env = "OUTBOX_POLL_MS", default_value = "1000", value_parser = millis)]
     pub outbox_poll: Duration,
@@ -109,11 +105,6 @@ impl Config {
             metrics_addr: None,
             ..defaults()
         }
-    }
-
-    /// The start-up PING limit.
-    pub fn redis_check_timeout(&self) -> Duration {
-        self.redis_check_timeout.max(Duration::from_millis(1))
     }
 
     /// The database acquire/connect limit.

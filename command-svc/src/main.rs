@@ -1,3 +1,5 @@
+//! The `command-svc` binary: `serve` (the default) or `migrate`; all else is the library.
+
 use clap::Parser;
 use command_svc::{
     config::{Cli, Command},

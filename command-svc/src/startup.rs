@@ -65,7 +65,7 @@ impl Application {
             .context("token settings")?
             .map(Arc::new);
         for url in config.streams.redis_urls() {
-            check_redis(&url, config.redis_check_timeout()).await?;
+            check_redis(&url, config.redis_check.timeout()).await?;
         }
         let store = connect(&config).await?;
         if config.auto_migrate {

@@ -5,7 +5,29 @@
 
 use std::time::Duration;
 
-use crate::redact::redact_url;
+use clap::Args;
+
+use crate::{config::secs, redact::redact_url};
+
+/// The start-up check's setting, the same in every service.
+#[derive(Args, Clone, Debug)]
+pub struct RedisCheckArgs {
+    /// How long the start-up PING to each Redis URL may take (seconds).
+    #[arg(
+        long = "redis-check-timeout-secs",
+        env = "REDIS_CHECK_TIMEOUT_SECS",
+        default_value = "3",
+        value_parser = secs
+    )]
+    pub redis_check_timeout: Duration,
+}
+
+impl RedisCheckArgs {
+    /// The PING limit (at least a millisecond).
+    pub fn timeout(&self) -> Duration {
+        self.redis_check_timeout.max(Duration::from_millis(1))
+    }
+}
 
 /// Why a Redis URL failed its start-up check.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,9 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use postmesh_common::{
-    config::{defaults, millis, secs},
+    config::{defaults, millis},
     limits::ServerLimits,
+    redis_check::RedisCheckArgs,
     telemetry::LogFormat,
     tls::{CommandClientArgs, ServerTlsArgs},
 };
@@ -121,14 +122,9 @@ pub struct Config {
     /// TLS, mTLS and token for calls to command-svc.
     #[command(flatten)]
     pub command_client: CommandClientArgs,
-    /// How long the start-up PING to each Redis URL may take (seconds).
-    #[arg(
-        long = "redis-check-timeout-secs",
-        env = "REDIS_CHECK_TIMEOUT_SECS",
-        default_value = "3",
-        value_parser = secs
-    )]
-    pub redis_check_timeout: Duration,
+    /// The start-up PING to Redis.
+    #[command(flatten)]
+    pub redis_check: RedisCheckArgs,
     /// Limits of the health server, and the shutdown grace period.
     #[command(flatten)]
     pub limits: ServerLimits,
@@ -177,11 +173,6 @@ impl Config {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_owned());
         let salt: u16 = rand::random();
         format!("{host}-{}-{salt:04x}", std::process::id())
-    }
-
-    /// The start-up PING limit.
-    pub fn redis_check_timeout(&self) -> Duration {
-        self.redis_check_timeout.max(Duration::from_millis(1))
     }
 
     /// The first retry delay and the cap of all delays (at least 1 ms each).

@@ -1,3 +1,5 @@
+//! The `event-relay` binary: `serve` (the default), `dlq`, `rebuild` or `status`; all else is the library.
+
 use clap::Parser;
 use event_relay::{
     config::{Cli, Command},

@@ -71,9 +71,9 @@ async fn publish_reset(config: &Config) -> anyhow::Result<()> {
             .await?;
         redis::RedisResult::Ok(receivers)
     };
-    let receivers = tokio::time::timeout(config.redis_check_timeout(), publish)
+    let receivers = tokio::time::timeout(config.redis_check.timeout(), publish)
         .await
-        .map_err(|_| anyhow::anyhow!("Redis did not answer within {:?}", config.redis_check_timeout()))??;
+        .map_err(|_| anyhow::anyhow!("Redis did not answer within {:?}", config.redis_check.timeout()))??;
     tracing::info!(receivers, channel = %config.notify_channel, "published the reset notification");
     Ok(())
 }

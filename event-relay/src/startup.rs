@@ -38,7 +38,7 @@ impl Application {
         tls::install_default_provider();
         let tls = ServerTls::from_args(&config.tls).context("TLS settings")?;
         for url in config.streams.redis_urls() {
-            check_redis(&url, config.redis_check_timeout()).await?;
+            check_redis(&url, config.redis_check.timeout()).await?;
         }
         let store = ReadStore::connect(&config.mongodb_url, &config.mongodb_database)
             .await

@@ -5,8 +5,9 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser};
 use postmesh_common::{
     auth::AuthArgs,
-    config::{defaults, millis, secs},
+    config::{defaults, millis},
     limits::ServerLimits,
+    redis_check::RedisCheckArgs,
     telemetry::LogFormat,
     tls::ServerTlsArgs,
 };
@@ -42,14 +43,9 @@ pub struct Config {
     /// Redis carrying the relay's "applied" notifications.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
-    /// How long the start-up PING to Redis may take (seconds).
-    #[arg(
-        long = "redis-check-timeout-secs",
-        env = "REDIS_CHECK_TIMEOUT_SECS",
-        default_value = "3",
-        value_parser = secs
-    )]
-    pub redis_check_timeout: Duration,
+    /// The start-up PING to Redis.
+    #[command(flatten)]
+    pub redis_check: RedisCheckArgs,
     /// Pub/sub channel event-relay publishes `{"post_id":..,"version":..}` on.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
@@ -107,11 +103,6 @@ impl Config {
             metrics_addr: None,
             ..defaults()
         }
-    }
-
-    /// The start-up PING limit.
-    pub fn redis_check_timeout(&self) -> Duration {
-        self.redis_check_timeout.max(Duration::from_millis(1))
     }
 
     /// The MongoDB server-selection and connect timeout.

@@ -1,3 +1,5 @@
+//! The `query-svc` binary: serves PostQuery; all else is the library.
+
 use clap::Parser;
 use postmesh_common::server;
 use query_svc::{config::Cli, startup::Application};

@@ -53,8 +53,8 @@ impl Application {
         let auth = Authenticator::from_args(&config.auth)
             .context("token settings")?
             .map(Arc::new);
-        let redis = check_redis(&config.redis_url, config.redis_check_timeout()).await?;
-        let notifications = Listener::subscribe(redis, &config.notify_channel, config.redis_check_timeout())
+        let redis = check_redis(&config.redis_url, config.redis_check.timeout()).await?;
+        let notifications = Listener::subscribe(redis, &config.notify_channel, config.redis_check.timeout())
             .await
             .with_context(|| format!("cannot subscribe at {}", redact_url(&config.redis_url)))?;
         let store =

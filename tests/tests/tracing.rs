@@ -351,7 +351,11 @@ async fn one_trace_follows_a_command_through_all_three_services() {
 /// The body of `GET /metrics`.
 async fn scrape(port: u16) -> String {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    // As Prometheus scrapes: HTTP/1.1 (to HTTP/1.0 the server answers 1.0).
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
