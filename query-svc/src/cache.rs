@@ -1,5 +1,5 @@
 //! A bounded in-process cache of the read model's `posts`, so that GetPost
-//! does not cost a MongoDB round trip for every call.
+//! does not cost a read-store round trip for every call.
 //!
 //! # Why it stays coherent
 //!

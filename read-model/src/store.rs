@@ -119,3 +119,21 @@ impl ReadModelStore for ReadStore {
         delegate!(self, store => store.discard().await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_url_scheme_picks_the_store() {
+        let store = ReadStore::connect("mongodb://127.0.0.1:1", "db").await;
+        assert!(matches!(store, Ok(ReadStore::Mongo(_))));
+        for url in ["postgres://127.0.0.1/db", "127.0.0.1:27017", ""] {
+            let error = ReadStore::connect(url, "db").await.err();
+            assert!(
+                matches!(&error, Some(StoreError::Usage(message)) if message.contains("scheme")),
+                "{url}: {error:?}"
+            );
+        }
+    }
+}
