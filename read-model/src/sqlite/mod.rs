@@ -71,7 +71,7 @@ const MAX_ROWS: usize = 64;
 
 /// The columns of a version row, in the order [`version_from_row`] reads them.
 const VERSION_COLUMNS: &str =
-    "post_id, version, event_type, title, content, author_name, created_at, updated_at, deleted";
+    "post_id, version, title, content, author_name, created_at, updated_at, deleted, event_type";
 
 /// The columns a version row is written with, in the order `write_batch` binds them.
 const VERSION_INSERT_COLUMNS: &str =
@@ -498,7 +498,6 @@ fn rows(count: usize, width: usize) -> String {
 
 /// A post from a row of [`POST_COLUMNS`].
 fn post_from_row(row: &SqliteRow) -> Result<Post, StoreError> {
-    let get = labelled("read posts");
     let decode = || -> Result<Post, sqlx::Error> {
         Ok(Post {
             post_id: row.try_get(0)?,
@@ -511,25 +510,14 @@ fn post_from_row(row: &SqliteRow) -> Result<Post, StoreError> {
             deleted: row.try_get(7)?,
         })
     };
-    decode().map_err(get)
+    decode().map_err(labelled("read a post"))
 }
 
-/// A version from a row of [`VERSION_COLUMNS`].
+/// A version from a row of [`VERSION_COLUMNS`]: a post's columns, then its
+/// event type.
 fn version_from_row(row: &SqliteRow, table: &str) -> Result<PostVersion, StoreError> {
-    let decode = || -> Result<(String, Post), sqlx::Error> {
-        let post = Post {
-            post_id: row.try_get(0)?,
-            version: row.try_get(1)?,
-            title: row.try_get(3)?,
-            content: row.try_get(4)?,
-            author_name: row.try_get(5)?,
-            created_at: Some(millis_to_timestamp(row.try_get(6)?)),
-            updated_at: Some(millis_to_timestamp(row.try_get(7)?)),
-            deleted: row.try_get(8)?,
-        };
-        Ok((row.try_get(2)?, post))
-    };
-    let (event_type, post) = decode().map_err(labelled("read post_versions"))?;
+    let post = post_from_row(row)?;
+    let event_type: String = row.try_get(8).map_err(labelled("read post_versions"))?;
     let event_type = EventType::from_event_name(&event_type).ok_or_else(|| StoreError::Corrupt {
         location: table.to_owned(),
         reason: format!(
