@@ -162,9 +162,11 @@ async fn the_search_index_follows_every_change_and_every_swap() {
     assert_eq!(
         names,
         [
+            "meta_posts",
             "post_versions",
             "posts",
             "search_posts",
+            "sqlite_autoindex_meta_posts_1",
             "sqlite_autoindex_post_versions_1",
             "sqlite_autoindex_post_versions_2",
             "sqlite_autoindex_posts_1",

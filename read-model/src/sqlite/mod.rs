@@ -71,7 +71,7 @@ const MAX_ROWS: usize = 64;
 
 /// The columns of a version row, in the order [`version_from_row`] reads them.
 const VERSION_COLUMNS: &str =
-    "post_id, version, title, content, author_name, created_at, updated_at, deleted, event_type";
+    "post_id, version, title, content, author_name, created_at, updated_at, deleted, event_type, position";
 
 /// The columns a version row is written with, in the order `write_batch` binds them.
 const VERSION_INSERT_COLUMNS: &str =
@@ -192,12 +192,7 @@ impl SqliteStore {
 
     /// Stores the batch's versions and gates each post's newest into
     /// `posts`, in one transaction (see [`apply_batch`](ReadModelStore::apply_batch)).
-    async fn write_batch(
-        &self,
-        events: &[PostEvent],
-        records: &[VersionRecord],
-        plan: &Plan,
-    ) -> Result<Vec<Gate>, StoreError> {
+    async fn write_batch(&self, records: &[VersionRecord], plan: &Plan) -> Result<Vec<Gate>, StoreError> {
         let Names { posts, versions, .. } = &*self.names;
         timed("apply a batch", async {
             let mut tx = self.begin_write().await?;
@@ -212,7 +207,7 @@ impl SqliteStore {
                     statement = statement
                         .bind(record.post_id)
                         .bind(record.version)
-                        .bind(events[i].position)
+                        .bind(record.position)
                         .bind(record.event_type.event_name())
                         .bind(record.title.as_str())
                         .bind(record.content.as_str())
@@ -296,6 +291,35 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs a write; where the tables do not exist yet (a store whose
+    /// schema was never ensured, a staging store after its swap), creates
+    /// them and runs it again.
+    async fn creating_schema<T, F: Future<Output = Result<T, StoreError>>>(
+        &self,
+        write: impl Fn() -> F,
+    ) -> Result<T, StoreError> {
+        match write().await {
+            Err(error) if is_missing_table(&error) => {
+                self.ensure_schema().await?;
+                write().await
+            }
+            other => other,
+        }
+    }
+
+    /// One statement on the writer connection (autocommit): its rows.
+    async fn write_one(&self, op: &'static str, sql: &str, binds: &[Bind]) -> Result<Vec<SqliteRow>, StoreError> {
+        self.creating_schema(|| {
+            timed(op, async {
+                bound(sqlx::query(sql), binds.to_vec())
+                    .fetch_all(&self.shared.writer)
+                    .await
+                    .map_err(labelled(op))
+            })
+        })
+        .await
+    }
+
     /// Rows of a read on the reader pool; a missing table reads as empty.
     async fn read<T>(
         &self,
@@ -305,14 +329,10 @@ impl SqliteStore {
         decode: impl Fn(&SqliteRow) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let rows = timed(op, async {
-            let mut statement = sqlx::query(sql);
-            for bind in binds {
-                statement = match bind {
-                    Bind::Int(value) => statement.bind(value),
-                    Bind::Text(value) => statement.bind(value),
-                };
-            }
-            statement.fetch_all(&self.shared.readers).await.map_err(labelled(op))
+            bound(sqlx::query(sql), binds)
+                .fetch_all(&self.shared.readers)
+                .await
+                .map_err(labelled(op))
         })
         .await;
         match rows {
@@ -387,13 +407,7 @@ impl ReadModelStore for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let keys: Vec<(i64, i64)> = records.iter().map(|r| (r.post_id, r.version)).collect();
         let plan = Plan::of(&keys);
-        let gated = match self.write_batch(events, &records, &plan).await {
-            Err(error) if is_missing_table(&error) => {
-                self.ensure_schema().await?;
-                self.write_batch(events, &records, &plan).await?
-            }
-            other => other?,
-        };
+        let gated = self.creating_schema(|| self.write_batch(&records, &plan)).await?;
         Ok(plan.outcomes(&keys, &gated))
     }
 
@@ -432,8 +446,82 @@ impl ReadModelStore for SqliteStore {
         self.versions_where("ORDER BY post_id, version", Vec::new()).await
     }
 
-    /// The tables `posts_<tag>`, `post_versions_<tag>` and `search_posts_<tag>`
-    /// of the same file.
+    /// One count over the `(position, …)` index of `post_versions`.
+    async fn count_positions(&self, after: i64, through: i64) -> Result<u64, StoreError> {
+        if through <= after {
+            return Ok(0);
+        }
+        let sql = format!(
+            "SELECT count(*) FROM \"{}\" WHERE position > ? AND position <= ?",
+            self.names.versions
+        );
+        let counts = self
+            .read(
+                "count post_versions",
+                &sql,
+                vec![Bind::Int(after), Bind::Int(through)],
+                |row| row.try_get::<i64, _>(0).map_err(labelled("count post_versions")),
+            )
+            .await?;
+        Ok(counts.first().map_or(0, |&n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    /// The `checkpoint` row of the meta table (0 when there is none).
+    async fn checkpoint(&self) -> Result<i64, StoreError> {
+        let sql = format!(
+            "SELECT position FROM \"{}\" WHERE key = '{CHECKPOINT}'",
+            self.names.meta
+        );
+        let found = self
+            .read("read the checkpoint", &sql, Vec::new(), |row| {
+                row.try_get::<Option<i64>, _>(0)
+                    .map_err(labelled("read the checkpoint"))
+            })
+            .await?;
+        Ok(found.into_iter().flatten().next().unwrap_or(0))
+    }
+
+    /// One statement on the writer: an update filtered on the old position,
+    /// or, from 0 (none kept), an insert that only overwrites a 0.
+    async fn advance_checkpoint(&self, from: i64, to: i64) -> Result<bool, StoreError> {
+        let meta = &self.names.meta;
+        let sql = if from == 0 {
+            format!(
+                "INSERT INTO \"{meta}\" (key, position) VALUES ('{CHECKPOINT}', ?) \
+                 ON CONFLICT (key) DO UPDATE SET position = excluded.position \
+                 WHERE coalesce(\"{meta}\".position, 0) = ? RETURNING 1"
+            )
+        } else {
+            format!("UPDATE \"{meta}\" SET position = ? WHERE key = '{CHECKPOINT}' AND position = ? RETURNING 1")
+        };
+        let moved = self
+            .write_one("advance the checkpoint", &sql, &[Bind::Int(to), Bind::Int(from)])
+            .await?;
+        Ok(!moved.is_empty())
+    }
+
+    /// One upsert of `lease:<name>` that only overwrites a lease of the same
+    /// owner or an expired one; RETURNING tells whether it wrote.
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_millis();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let meta = &self.names.meta;
+        let sql = format!(
+            "INSERT INTO \"{meta}\" (key, owner, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE \"{meta}\".owner = excluded.owner OR \"{meta}\".expires_at <= ? RETURNING 1"
+        );
+        let binds = [
+            Bind::Text(format!("lease:{name}")),
+            Bind::Text(owner.to_owned()),
+            Bind::Int(until),
+            Bind::Int(now),
+        ];
+        Ok(!self.write_one("take a lease", &sql, &binds).await?.is_empty())
+    }
+
+    /// The tables `posts_<tag>`, `post_versions_<tag>`, `search_posts_<tag>`
+    /// and `meta_posts_<tag>` of the same file.
     fn staging(&self, tag: &str) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
@@ -443,8 +531,8 @@ impl ReadModelStore for SqliteStore {
 
     /// Replaces this store's tables with `staged`'s in one transaction: the
     /// live tables are dropped and the staged ones renamed into place, their
-    /// indexes with them, and the search triggers recreated under the live
-    /// names. Readers see the old model or the new one, never neither, and
+    /// indexes and checkpoint with them, and the search triggers recreated
+    /// under the live names. Readers see the old model or the new one, never neither, and
     /// a failure (or a crash) anywhere leaves the old one.
     async fn swap_in(&self, staged: &Self) -> Result<(), StoreError> {
         if !Arc::ptr_eq(&self.shared, &staged.shared) && self.shared.file != staged.shared.file {
@@ -490,6 +578,17 @@ fn chunks(n: usize) -> Vec<Range<usize>> {
     ranges
 }
 
+/// `statement` with `binds` bound in order.
+fn bound<'q>(
+    statement: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    binds.into_iter().fold(statement, |statement, bind| match bind {
+        Bind::Int(value) => statement.bind(value),
+        Bind::Text(value) => statement.bind(value),
+    })
+}
+
 /// `(?, …), …`: `count` rows of `width` placeholders.
 fn rows(count: usize, width: usize) -> String {
     let row = format!("({})", vec!["?"; width].join(", "));
@@ -514,7 +613,7 @@ fn post_from_row(row: &SqliteRow) -> Result<Post, StoreError> {
 }
 
 /// A version from a row of [`VERSION_COLUMNS`]: a post's columns, then its
-/// event type.
+/// event type and log position.
 fn version_from_row(row: &SqliteRow, table: &str) -> Result<PostVersion, StoreError> {
     let post = post_from_row(row)?;
     let event_type: String = row.try_get(8).map_err(labelled("read post_versions"))?;
@@ -525,7 +624,22 @@ fn version_from_row(row: &SqliteRow, table: &str) -> Result<PostVersion, StoreEr
             post.post_id, post.version
         ),
     })?;
-    Ok(PostVersion { post, event_type })
+    let position = row.try_get(9).map_err(labelled("read post_versions"))?;
+    Ok(PostVersion {
+        post,
+        event_type,
+        position,
+    })
+}
+
+/// The key of the checkpoint row in the meta table.
+const CHECKPOINT: &str = "checkpoint";
+
+/// The caller's clock, in milliseconds since the epoch (leases).
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Runs a store call under [`OPERATION_TIMEOUT`].

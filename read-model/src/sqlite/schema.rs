@@ -10,6 +10,9 @@
 //! second copy.) Each constraint holds trivially because `post_id`, or
 //! `(post_id, version)`, is unique already; it is there for its index.
 //!
+//! The meta table (checkpoint, leases) is swapped with the model, as the
+//! contract asks: a rebuilt model carries the checkpoint it was built to.
+//!
 //! Triggers are the exception: they keep their names and mention the search
 //! table by name, so a swap drops the staging ones and creates them anew
 //! under the live names, in the same transaction.
@@ -28,6 +31,9 @@ pub(crate) struct Names {
     pub versions: String,
     /// The FTS5 trigram index over `posts`' title and content.
     pub search: String,
+    /// The catch-up's checkpoint and the leases (a few rows), swapped with
+    /// the model so a rebuilt one carries its own checkpoint.
+    pub meta: String,
 }
 
 impl Names {
@@ -43,6 +49,7 @@ impl Names {
             // A prefix, not a suffix: no staging tag can make a posts or
             // versions table collide with a search table (or its shadows).
             search: format!("search_{posts}"),
+            meta: format!("meta_{posts}"),
         }
     }
 
@@ -67,6 +74,7 @@ impl Names {
             posts,
             versions,
             search,
+            meta,
         } = self;
         format!(
             r#"
@@ -103,6 +111,13 @@ CREATE TABLE IF NOT EXISTS "{versions}" (
 -- second copy of the text, and names no content table that a swap's
 -- renames would leave dangling. The triggers hand it the old values.
 CREATE VIRTUAL TABLE IF NOT EXISTS "{search}" USING fts5(title, content, content='', tokenize='trigram');
+-- 'checkpoint' (position), 'lease:<name>' (owner, expires_at in ms).
+CREATE TABLE IF NOT EXISTS "{meta}" (
+    key TEXT PRIMARY KEY,
+    position INTEGER,
+    owner TEXT,
+    expires_at INTEGER
+);
 {triggers}"#,
             triggers = self.create_triggers(),
         )
@@ -132,7 +147,7 @@ END;
     /// their tables).
     pub fn drop_all(&self) -> String {
         let mut sql = self.drop_triggers();
-        for table in [&self.search, &self.posts, &self.versions] {
+        for table in [&self.search, &self.posts, &self.versions, &self.meta] {
             sql.push_str(&format!("DROP TABLE IF EXISTS \"{table}\";\n"));
         }
         sql
@@ -155,6 +170,7 @@ END;
             (&staged.posts, &self.posts),
             (&staged.versions, &self.versions),
             (&staged.search, &self.search),
+            (&staged.meta, &self.meta),
         ] {
             sql.push_str(&format!("ALTER TABLE \"{from}\" RENAME TO \"{to}\";\n"));
         }
@@ -174,6 +190,7 @@ mod tests {
         assert_eq!(staged.posts, "posts_re_build__DROP_TABLE_posts");
         assert_eq!(staged.versions, "post_versions_re_build__DROP_TABLE_posts");
         assert_eq!(staged.search, "search_posts_re_build__DROP_TABLE_posts");
+        assert_eq!(staged.meta, "meta_posts_re_build__DROP_TABLE_posts");
         assert_ne!(live.staging("fts").posts, live.search);
     }
 }
