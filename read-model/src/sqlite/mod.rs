@@ -69,13 +69,10 @@ const READERS: u32 = 4;
 /// (prepared once per connection and cached) serve every batch size.
 const MAX_ROWS: usize = 64;
 
-/// The columns of a version row, in the order [`version_from_row`] reads them.
+/// The columns of a version row, in the order `write_batch` binds and
+/// [`version_from_row`] reads them.
 const VERSION_COLUMNS: &str =
     "post_id, version, title, content, author_name, created_at, updated_at, deleted, event_type, position";
-
-/// The columns a version row is written with, in the order `write_batch` binds them.
-const VERSION_INSERT_COLUMNS: &str =
-    "post_id, version, position, event_type, title, content, author_name, created_at, updated_at, deleted";
 
 /// What a store and its staging stores share: one file, its connections.
 #[derive(Debug)]
@@ -198,23 +195,14 @@ impl SqliteStore {
             let mut tx = self.begin_write().await?;
             for range in chunks(records.len()) {
                 let sql = format!(
-                    "INSERT INTO \"{versions}\" ({VERSION_INSERT_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
+                    "INSERT INTO \"{versions}\" ({VERSION_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
                     rows(range.len(), 10)
                 );
                 let mut statement = sqlx::query(&sql);
-                for i in range {
-                    let record = &records[i];
-                    statement = statement
-                        .bind(record.post_id)
-                        .bind(record.version)
-                        .bind(record.position)
+                for record in &records[range] {
+                    statement = bind_post(statement, record)
                         .bind(record.event_type.event_name())
-                        .bind(record.title.as_str())
-                        .bind(record.content.as_str())
-                        .bind(record.author_name.as_str())
-                        .bind(record.created_at_ms)
-                        .bind(record.updated_at_ms)
-                        .bind(record.deleted);
+                        .bind(record.position);
                 }
                 statement
                     .execute(&mut *tx)
@@ -259,16 +247,8 @@ impl SqliteStore {
                     rows(range.len(), 8)
                 );
                 let mut statement = sqlx::query(&sql);
-                for record in &newer[range] {
-                    statement = statement
-                        .bind(record.post_id)
-                        .bind(record.version)
-                        .bind(record.title.as_str())
-                        .bind(record.content.as_str())
-                        .bind(record.author_name.as_str())
-                        .bind(record.created_at_ms)
-                        .bind(record.updated_at_ms)
-                        .bind(record.deleted);
+                for &record in &newer[range] {
+                    statement = bind_post(statement, record);
                 }
                 for row in statement.fetch_all(&mut *tx).await.map_err(labelled("upsert posts"))? {
                     written.insert(row.try_get(0).map_err(labelled("upsert posts"))?);
@@ -576,6 +556,22 @@ fn chunks(n: usize) -> Vec<Range<usize>> {
         start += size;
     }
     ranges
+}
+
+/// `statement` with a record's [`POST_COLUMNS`] bound, in order.
+fn bind_post<'q>(
+    statement: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    record: &'q VersionRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    statement
+        .bind(record.post_id)
+        .bind(record.version)
+        .bind(record.title.as_str())
+        .bind(record.content.as_str())
+        .bind(record.author_name.as_str())
+        .bind(record.created_at_ms)
+        .bind(record.updated_at_ms)
+        .bind(record.deleted)
 }
 
 /// `statement` with `binds` bound in order.
