@@ -3,7 +3,7 @@
 # a fresh Debian machine gets everything; a prepared one is done in seconds.
 #   apt:    mariadb-server, redis-server, protobuf-compiler (+ libprotobuf-dev
 #           for google/protobuf/*.proto, only a Recommends of protoc), jq (the
-#           grpcurl examples use it)
+#           grpcurl examples use it), curl (the HTTP suites and docs/http.md)
 #   go:     ferretdb, grpcurl, buf at pinned versions, into $(go env GOPATH)/bin
 #   rustup: rustfmt, clippy
 set -euo pipefail
@@ -18,7 +18,7 @@ GRPCURL_VERSION=v1.9.4
 # v1.65.0 needs only go >= 1.24 (later v1.7x releases need go 1.25/1.26) and
 # understands the v2 buf.yaml in proto/.
 BUF_VERSION=v1.65.0
-APT_PACKAGES=(mariadb-server redis-server protobuf-compiler libprotobuf-dev jq)
+APT_PACKAGES=(mariadb-server redis-server protobuf-compiler libprotobuf-dev jq curl)
 
 # Whatever was created only for this run is removed however the script ends.
 sudo=()
