@@ -4,7 +4,8 @@
 #   redis     port $PM_REDIS_PORT (6379), no persistence
 #   ferretdb  port $PM_MONGO_PORT (27017), SQLite backend in .run/ferretdb/
 #
-# usage: scripts/servers.sh up | down [NAME...] | status
+# usage: scripts/servers.sh up [NAME...] | down [NAME...] | status
+#   (no NAME: all three; scripts/up.sh starts only the ones the mesh uses)
 #
 # `up` leaves alone any server already answering on its port (a developer's
 # own Redis on 6379 is fine) and waits, by polling, until each one answers.
@@ -182,11 +183,18 @@ ferret_up() {
 
 # --------------------------------------------------------------- commands
 cmd_up() {
+    local name
     mkdir -p "$RUN_DIR" "$LOG_DIR"
-    mariadb_up
-    redis_up
-    ferret_up
-    log "servers are up; the tests use:"
+    (($# > 0)) || set -- "${SERVERS[@]}"
+    for name in "$@"; do
+        case "$name" in
+            mariadb) mariadb_up ;;
+            redis) redis_up ;;
+            ferretdb) ferret_up ;;
+            *) die "unknown server '$name' (expected: ${SERVERS[*]})" ;;
+        esac
+    done
+    log "servers up: $*; the tests use:"
     printf 'TEST_MYSQL_URL=%s\nTEST_REDIS_URL=%s\nTEST_MONGODB_URL=%s\n' \
         "$TEST_MYSQL_URL" "$TEST_REDIS_URL" "$TEST_MONGODB_URL"
     printf '(or: . scripts/env.sh)\n'
@@ -230,11 +238,11 @@ cmd_status() {
 }
 
 case "${1:-}" in
-    up) cmd_up ;;
+    up) shift; cmd_up "$@" ;;
     down) shift; cmd_down "$@" ;;
     status) cmd_status ;;
     *)
-        echo "usage: $0 up | down [mariadb|redis|ferretdb ...] | status" >&2
+        echo "usage: $0 up [mariadb|redis|ferretdb ...] | down [mariadb|redis|ferretdb ...] | status" >&2
         exit 2
         ;;
 esac

@@ -53,7 +53,7 @@ rm -f "$ROOT/.run/cargo-test.log"
 
 
 # Without these the rest cannot run: stop at the first failure.
-step "install dependencies" "$ROOT/scripts/install-deps.sh" || exit 1
+step "install dependencies" "$ROOT/scripts/install-deps.sh" --tests || exit 1
 step "servers up" "$ROOT/scripts/servers.sh" up || exit 1
 # The end-to-end tests spawn the real binaries from target/debug.
 step "cargo build --bins" cargo build --workspace --bins || exit 1

@@ -408,6 +408,7 @@ mod tests {
                 "PATCH /post/{p0} UpdatePost",
                 "DELETE /post/{p0} DeletePost",
                 "GET /events ReadAll",
+                "GET /events/head GetHead",
                 "GET /post/{p0}/events ReadPost",
             ]
         );

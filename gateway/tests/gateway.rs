@@ -153,6 +153,10 @@ impl EventStore for Memory {
         Ok(Response::new(Box::pin(futures::stream::iter(events.chain(failure)))))
     }
 
+    async fn get_head(&self, _request: Request<GetHeadRequest>) -> Result<Response<GetHeadResponse>, Status> {
+        Ok(Response::new(GetHeadResponse { complete_through: 2 }))
+    }
+
     async fn read_post(&self, request: Request<ReadPostRequest>) -> Result<Response<Self::ReadPostStream>, Status> {
         let post = self.post(request.into_inner().post_id)?;
         let event = ReadPostResponse {
@@ -375,6 +379,9 @@ async fn the_routes_of_the_annotations_answer_in_proto3_json() {
     let answer = call(addr, "HEAD", "/post/1", "").await;
     assert_eq!(answer.status, 200);
     assert!(answer.body.is_empty());
+
+    let answer = call(addr, "GET", "/events/head", "").await;
+    assert_eq!(answer.json(), json!({"completeThrough": "2"}));
 
     let answer = call(addr, "GET", "/openapi.json", "").await;
     assert_eq!(answer.json(), json!({"swagger": "2.0"}));

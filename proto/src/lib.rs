@@ -20,6 +20,12 @@ pub mod posts {
 
 pub use posts::v1;
 
+/// Response metadata (initial headers) of `EventStore.ReadAll`: the log's
+/// head when the read began, as `GetHead` gives it. Every position at or
+/// below it is committed, so a reader that got this far from its cursor has
+/// read the log completely up to it.
+pub const COMPLETE_THROUGH_METADATA: &str = "postmesh-complete-through";
+
 /// The OpenAPI (Swagger 2.0) documents of the HTTP/JSON API, generated from
 /// the `google.api.http` annotations by scripts/gen-openapi.sh (committed;
 /// CI checks they match the protos).

@@ -44,6 +44,18 @@ pub enum StoreError {
     /// post, a non-positive id or version, an unspecified event type.
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// Writing the event kept colliding with a record the store holds under
+    /// another key (a unique index the version gate does not address, such
+    /// as a stray document with the post's `post_id`): applying it again
+    /// cannot help. The relay dead-letters the event with this reason rather
+    /// than acknowledge it unapplied.
+    #[error("conflict in {location}: {reason}")]
+    Conflict {
+        /// The collection or table holding the colliding record.
+        location: String,
+        /// What collided.
+        reason: String,
+    },
     /// A stored document or row does not have the shape this code writes.
     #[error("corrupt data in {location}: {reason}")]
     Corrupt {
@@ -70,7 +82,7 @@ impl StoreError {
             Self::Timeout { .. } => true,
             Self::Mongo { source, .. } => mongo::error::is_unavailable(source),
             Self::MongoWrite { code, .. } => mongo::error::is_transient(*code),
-            Self::InvalidEvent(_) | Self::Corrupt { .. } | Self::Usage(_) => false,
+            Self::InvalidEvent(_) | Self::Conflict { .. } | Self::Corrupt { .. } | Self::Usage(_) => false,
         }
     }
 }

@@ -5,8 +5,9 @@
 //! implementation is behind it. This crate owns:
 //!
 //! - the contract, [`ReadModelStore`]: apply a batch gated on version, the
-//!   point, history and list reads, the whole-model reads, schema, and the
-//!   rebuild's staging store and swap;
+//!   point, history and list reads, the whole-model reads, schema, the
+//!   rebuild's staging store and swap, and the catch-up's positions,
+//!   checkpoint and leases;
 //! - [`ReadStore`], the type callers hold, delegating to an implementation;
 //! - the implementations: [`mongo`] (MongoDB, FerretDB);
 //! - what all of them share: [`Applied`], [`PostVersion`], the event checks

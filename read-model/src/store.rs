@@ -101,6 +101,22 @@ impl ReadModelStore for ReadStore {
         delegate!(self, store => store.all_versions().await)
     }
 
+    async fn count_positions(&self, after: i64, through: i64) -> Result<u64, StoreError> {
+        delegate!(self, store => store.count_positions(after, through).await)
+    }
+
+    async fn checkpoint(&self) -> Result<i64, StoreError> {
+        delegate!(self, store => store.checkpoint().await)
+    }
+
+    async fn advance_checkpoint(&self, from: i64, to: i64) -> Result<bool, StoreError> {
+        delegate!(self, store => store.advance_checkpoint(from, to).await)
+    }
+
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        delegate!(self, store => store.try_lease(name, owner, ttl).await)
+    }
+
     fn staging(&self, tag: &str) -> Self {
         match self {
             Self::Mongo(store) => Self::Mongo(store.staging(tag)),

@@ -8,7 +8,7 @@ use command_svc::config::Config;
 use futures::{future::join_all, StreamExt};
 use postmesh_proto::v1::{
     event_store_client::EventStoreClient, post_command_client::PostCommandClient, CreatePostRequest, DeletePostRequest,
-    EventType, PostEvent, ReadAllRequest, ReadPostRequest, UpdatePostRequest,
+    EventType, GetHeadRequest, PostEvent, ReadAllRequest, ReadPostRequest, UpdatePostRequest,
 };
 use postmesh_tests::{
     proxy::TcpProxy, redis_url, servers::RedisProc, stream_entries, stream_len, unique, wait_until, Backend,
@@ -149,6 +149,7 @@ on_both_backends!(
     bad_input_names_every_bad_field,
     unknown_and_deleted_posts_are_refused,
     every_change_is_one_event_and_one_stream_entry,
+    the_head_is_the_last_position_and_read_all_reports_it,
 );
 
 async fn update_changes_only_the_fields_that_are_set(backend: Backend) {
@@ -530,6 +531,60 @@ async fn every_change_is_one_event_and_one_stream_entry(backend: Backend) {
         out
     };
     assert_eq!(from_two, [2]);
+}
+
+async fn the_head_is_the_last_position_and_read_all_reports_it(backend: Backend) {
+    let f = Fixture::start(backend).await;
+    let head = || async {
+        f.events
+            .clone()
+            .get_head(GetHeadRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .complete_through
+    };
+    let complete_through = |from_position| {
+        let mut events = f.events.clone();
+        async move {
+            let response = events
+                .read_all(ReadAllRequest {
+                    from_position,
+                    max_count: 0,
+                })
+                .await
+                .unwrap();
+            let header = response
+                .metadata()
+                .get(postmesh_proto::COMPLETE_THROUGH_METADATA)
+                .expect("ReadAll sets the complete-through metadata")
+                .to_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap();
+            let mut stream = response.into_inner();
+            let mut positions = Vec::new();
+            while let Some(item) = stream.next().await {
+                positions.push(item.unwrap().event.unwrap().position);
+            }
+            (header, positions)
+        }
+    };
+    assert_eq!(head().await, 0, "an empty log");
+    assert_eq!(complete_through(0).await, (0, vec![]));
+    let (id, _) = f.create("first").await;
+    f.commands
+        .clone()
+        .update_post(update(id, 1, Some("second")))
+        .await
+        .unwrap();
+    f.create("third").await;
+    let events = f.read_all().await;
+    let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+    // Dense: positions are 1..=n with no gap.
+    assert_eq!(positions, [1, 2, 3]);
+    assert_eq!(head().await, 3);
+    assert_eq!(complete_through(1).await, (3, vec![2, 3]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

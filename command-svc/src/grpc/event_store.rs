@@ -1,12 +1,14 @@
 //! `posts.v1.EventStore`: the event log, streamed in pages so a full rebuild
-//! never loads the whole store into memory.
+//! never loads the whole store into memory, and the log's head (`GetHead`).
 
 use std::pin::Pin;
 
 use futures::Stream;
 use postmesh_proto::v1::{
-    event_store_server::EventStore as EventStoreApi, ReadAllRequest, ReadAllResponse, ReadPostRequest, ReadPostResponse,
+    event_store_server::EventStore as EventStoreApi, GetHeadRequest, GetHeadResponse, ReadAllRequest, ReadAllResponse,
+    ReadPostRequest, ReadPostResponse,
 };
+use postmesh_proto::COMPLETE_THROUGH_METADATA;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -52,6 +54,9 @@ impl EventStoreApi for EventStoreService {
             req.max_count as u64
         };
         let mut after = req.from_position;
+        // The head before the first page: everything through it is committed,
+        // so a client that read this far from its cursor has all of it.
+        let head = store.head().await?;
         // Fetch the first page before answering, so a dead database is an
         // error status rather than a stream that breaks at once.
         let mut page = store.read_all(after, PAGE.min(remaining)).await?;
@@ -78,7 +83,14 @@ impl EventStoreApi for EventStoreService {
                 };
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as Self::ReadAllStream);
+        response.metadata_mut().insert(COMPLETE_THROUGH_METADATA, head.into());
+        Ok(response)
+    }
+
+    async fn get_head(&self, _request: Request<GetHeadRequest>) -> Result<Response<GetHeadResponse>, Status> {
+        let complete_through = self.store.head().await?;
+        Ok(Response::new(GetHeadResponse { complete_through }))
     }
 
     async fn read_post(&self, request: Request<ReadPostRequest>) -> Result<Response<Self::ReadPostStream>, Status> {

@@ -226,6 +226,19 @@ impl EventStore {
         }))
     }
 
+    /// The highest position through which the log is complete (0: empty).
+    /// Positions are taken in commit order without gaps (see the module
+    /// doc), so this is the highest committed position.
+    pub async fn head(&self) -> Result<i64, Error> {
+        let max: Option<Option<i64>> = post_event::Entity::find()
+            .select_only()
+            .column_as(post_event::Column::Position.max(), "head")
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(max.flatten().unwrap_or(0))
+    }
+
     /// Events after `from_position`, in position order, at most `limit`.
     pub async fn read_all(&self, from_position: i64, limit: u64) -> Result<Vec<PostEvent>, Error> {
         let rows = post_event::Entity::find()

@@ -100,6 +100,9 @@ macro_rules! store_suite {
             list_matches_literal_text_only,
             list_pages_newest_first_by_keyset,
             an_unreachable_server_is_unavailable_quickly,
+            positions_are_stored_and_counted,
+            the_checkpoint_moves_by_compare_and_set_and_swaps_with_the_model,
+            a_lease_has_one_owner_until_it_expires,
         );
     };
     (@sync $fixture:expr; $($name:ident,)*) => {

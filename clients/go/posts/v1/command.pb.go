@@ -523,6 +523,89 @@ func (x *ReadAllResponse) GetEvent() *PostEvent {
 	return nil
 }
 
+// Input for GetHead.
+type GetHeadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHeadRequest) Reset() {
+	*x = GetHeadRequest{}
+	mi := &file_posts_v1_command_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHeadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHeadRequest) ProtoMessage() {}
+
+func (x *GetHeadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_posts_v1_command_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHeadRequest.ProtoReflect.Descriptor instead.
+func (*GetHeadRequest) Descriptor() ([]byte, []int) {
+	return file_posts_v1_command_proto_rawDescGZIP(), []int{8}
+}
+
+// Result of GetHead.
+type GetHeadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every position from 1 through this one is committed; 0 for an empty log.
+	CompleteThrough int64 `protobuf:"varint,1,opt,name=complete_through,json=completeThrough,proto3" json:"complete_through,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetHeadResponse) Reset() {
+	*x = GetHeadResponse{}
+	mi := &file_posts_v1_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHeadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHeadResponse) ProtoMessage() {}
+
+func (x *GetHeadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_posts_v1_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHeadResponse.ProtoReflect.Descriptor instead.
+func (*GetHeadResponse) Descriptor() ([]byte, []int) {
+	return file_posts_v1_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetHeadResponse) GetCompleteThrough() int64 {
+	if x != nil {
+		return x.CompleteThrough
+	}
+	return 0
+}
+
 // Input for ReadPost.
 type ReadPostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -534,7 +617,7 @@ type ReadPostRequest struct {
 
 func (x *ReadPostRequest) Reset() {
 	*x = ReadPostRequest{}
-	mi := &file_posts_v1_command_proto_msgTypes[8]
+	mi := &file_posts_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +629,7 @@ func (x *ReadPostRequest) String() string {
 func (*ReadPostRequest) ProtoMessage() {}
 
 func (x *ReadPostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_posts_v1_command_proto_msgTypes[8]
+	mi := &file_posts_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +642,7 @@ func (x *ReadPostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPostRequest.ProtoReflect.Descriptor instead.
 func (*ReadPostRequest) Descriptor() ([]byte, []int) {
-	return file_posts_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_posts_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReadPostRequest) GetPostId() int64 {
@@ -580,7 +663,7 @@ type ReadPostResponse struct {
 
 func (x *ReadPostResponse) Reset() {
 	*x = ReadPostResponse{}
-	mi := &file_posts_v1_command_proto_msgTypes[9]
+	mi := &file_posts_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +675,7 @@ func (x *ReadPostResponse) String() string {
 func (*ReadPostResponse) ProtoMessage() {}
 
 func (x *ReadPostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_posts_v1_command_proto_msgTypes[9]
+	mi := &file_posts_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +688,7 @@ func (x *ReadPostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadPostResponse.ProtoReflect.Descriptor instead.
 func (*ReadPostResponse) Descriptor() ([]byte, []int) {
-	return file_posts_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_posts_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadPostResponse) GetEvent() *PostEvent {
@@ -655,7 +738,10 @@ const file_posts_v1_command_proto_rawDesc = "" +
 	"\rfrom_position\x18\x01 \x01(\x03R\ffromPosition\x12\x1b\n" +
 	"\tmax_count\x18\x02 \x01(\x03R\bmaxCount\"<\n" +
 	"\x0fReadAllResponse\x12)\n" +
-	"\x05event\x18\x01 \x01(\v2\x13.posts.v1.PostEventR\x05event\"*\n" +
+	"\x05event\x18\x01 \x01(\v2\x13.posts.v1.PostEventR\x05event\"\x10\n" +
+	"\x0eGetHeadRequest\"<\n" +
+	"\x0fGetHeadResponse\x12)\n" +
+	"\x10complete_through\x18\x01 \x01(\x03R\x0fcompleteThrough\"*\n" +
 	"\x0fReadPostRequest\x12\x17\n" +
 	"\apost_id\x18\x01 \x01(\x03R\x06postId\"=\n" +
 	"\x10ReadPostResponse\x12)\n" +
@@ -667,10 +753,11 @@ const file_posts_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"UpdatePost\x12\x1b.posts.v1.UpdatePostRequest\x1a\x1c.posts.v1.UpdatePostResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*2\x0f/post/{post_id}\x12`\n" +
 	"\n" +
-	"DeletePost\x12\x1b.posts.v1.DeletePostRequest\x1a\x1c.posts.v1.DeletePostResponse\"\x17\x82\xd3\xe4\x93\x02\x11*\x0f/post/{post_id}2\xc4\x01\n" +
+	"DeletePost\x12\x1b.posts.v1.DeletePostRequest\x1a\x1c.posts.v1.DeletePostResponse\"\x17\x82\xd3\xe4\x93\x02\x11*\x0f/post/{post_id}2\x9a\x02\n" +
 	"\n" +
 	"EventStore\x12Q\n" +
-	"\aReadAll\x12\x18.posts.v1.ReadAllRequest\x1a\x19.posts.v1.ReadAllResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\a/events0\x01\x12c\n" +
+	"\aReadAll\x12\x18.posts.v1.ReadAllRequest\x1a\x19.posts.v1.ReadAllResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\a/events0\x01\x12T\n" +
+	"\aGetHead\x12\x18.posts.v1.GetHeadRequest\x1a\x19.posts.v1.GetHeadResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/events/head\x12c\n" +
 	"\bReadPost\x12\x19.posts.v1.ReadPostRequest\x1a\x1a.posts.v1.ReadPostResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/post/{post_id}/events0\x01B:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3"
 
 var (
@@ -685,7 +772,7 @@ func file_posts_v1_command_proto_rawDescGZIP() []byte {
 	return file_posts_v1_command_proto_rawDescData
 }
 
-var file_posts_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_posts_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_posts_v1_command_proto_goTypes = []any{
 	(*CreatePostRequest)(nil),  // 0: posts.v1.CreatePostRequest
 	(*CreatePostResponse)(nil), // 1: posts.v1.CreatePostResponse
@@ -695,25 +782,29 @@ var file_posts_v1_command_proto_goTypes = []any{
 	(*DeletePostResponse)(nil), // 5: posts.v1.DeletePostResponse
 	(*ReadAllRequest)(nil),     // 6: posts.v1.ReadAllRequest
 	(*ReadAllResponse)(nil),    // 7: posts.v1.ReadAllResponse
-	(*ReadPostRequest)(nil),    // 8: posts.v1.ReadPostRequest
-	(*ReadPostResponse)(nil),   // 9: posts.v1.ReadPostResponse
-	(*PostEvent)(nil),          // 10: posts.v1.PostEvent
+	(*GetHeadRequest)(nil),     // 8: posts.v1.GetHeadRequest
+	(*GetHeadResponse)(nil),    // 9: posts.v1.GetHeadResponse
+	(*ReadPostRequest)(nil),    // 10: posts.v1.ReadPostRequest
+	(*ReadPostResponse)(nil),   // 11: posts.v1.ReadPostResponse
+	(*PostEvent)(nil),          // 12: posts.v1.PostEvent
 }
 var file_posts_v1_command_proto_depIdxs = []int32{
-	10, // 0: posts.v1.ReadAllResponse.event:type_name -> posts.v1.PostEvent
-	10, // 1: posts.v1.ReadPostResponse.event:type_name -> posts.v1.PostEvent
+	12, // 0: posts.v1.ReadAllResponse.event:type_name -> posts.v1.PostEvent
+	12, // 1: posts.v1.ReadPostResponse.event:type_name -> posts.v1.PostEvent
 	0,  // 2: posts.v1.PostCommand.CreatePost:input_type -> posts.v1.CreatePostRequest
 	2,  // 3: posts.v1.PostCommand.UpdatePost:input_type -> posts.v1.UpdatePostRequest
 	4,  // 4: posts.v1.PostCommand.DeletePost:input_type -> posts.v1.DeletePostRequest
 	6,  // 5: posts.v1.EventStore.ReadAll:input_type -> posts.v1.ReadAllRequest
-	8,  // 6: posts.v1.EventStore.ReadPost:input_type -> posts.v1.ReadPostRequest
-	1,  // 7: posts.v1.PostCommand.CreatePost:output_type -> posts.v1.CreatePostResponse
-	3,  // 8: posts.v1.PostCommand.UpdatePost:output_type -> posts.v1.UpdatePostResponse
-	5,  // 9: posts.v1.PostCommand.DeletePost:output_type -> posts.v1.DeletePostResponse
-	7,  // 10: posts.v1.EventStore.ReadAll:output_type -> posts.v1.ReadAllResponse
-	9,  // 11: posts.v1.EventStore.ReadPost:output_type -> posts.v1.ReadPostResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
+	8,  // 6: posts.v1.EventStore.GetHead:input_type -> posts.v1.GetHeadRequest
+	10, // 7: posts.v1.EventStore.ReadPost:input_type -> posts.v1.ReadPostRequest
+	1,  // 8: posts.v1.PostCommand.CreatePost:output_type -> posts.v1.CreatePostResponse
+	3,  // 9: posts.v1.PostCommand.UpdatePost:output_type -> posts.v1.UpdatePostResponse
+	5,  // 10: posts.v1.PostCommand.DeletePost:output_type -> posts.v1.DeletePostResponse
+	7,  // 11: posts.v1.EventStore.ReadAll:output_type -> posts.v1.ReadAllResponse
+	9,  // 12: posts.v1.EventStore.GetHead:output_type -> posts.v1.GetHeadResponse
+	11, // 13: posts.v1.EventStore.ReadPost:output_type -> posts.v1.ReadPostResponse
+	8,  // [8:14] is the sub-list for method output_type
+	2,  // [2:8] is the sub-list for method input_type
 	2,  // [2:2] is the sub-list for extension type_name
 	2,  // [2:2] is the sub-list for extension extendee
 	0,  // [0:2] is the sub-list for field type_name
@@ -732,7 +823,7 @@ func file_posts_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_posts_v1_command_proto_rawDesc), len(file_posts_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -208,6 +208,7 @@ var PostCommand_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	EventStore_ReadAll_FullMethodName  = "/posts.v1.EventStore/ReadAll"
+	EventStore_GetHead_FullMethodName  = "/posts.v1.EventStore/GetHead"
 	EventStore_ReadPost_FullMethodName = "/posts.v1.EventStore/ReadPost"
 )
 
@@ -218,7 +219,13 @@ const (
 // Read access to the append-only event log, for rebuilding read models.
 type EventStoreClient interface {
 	// Streams events in global position order, starting after from_position.
+	// Positions are assigned in commit order and dense (no gaps), so a reader that
+	// has seen position p has seen every position below it. The initial metadata
+	// `postmesh-complete-through` carries the head (as GetHead) when the read began.
 	ReadAll(ctx context.Context, in *ReadAllRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadAllResponse], error)
+	// The highest position through which the log is complete: every event at or
+	// below it is committed and readable. A reader at this position is caught up.
+	GetHead(ctx context.Context, in *GetHeadRequest, opts ...grpc.CallOption) (*GetHeadResponse, error)
 	// Streams every event of one post in version order.
 	ReadPost(ctx context.Context, in *ReadPostRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadPostResponse], error)
 }
@@ -250,6 +257,16 @@ func (c *eventStoreClient) ReadAll(ctx context.Context, in *ReadAllRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EventStore_ReadAllClient = grpc.ServerStreamingClient[ReadAllResponse]
 
+func (c *eventStoreClient) GetHead(ctx context.Context, in *GetHeadRequest, opts ...grpc.CallOption) (*GetHeadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetHeadResponse)
+	err := c.cc.Invoke(ctx, EventStore_GetHead_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *eventStoreClient) ReadPost(ctx context.Context, in *ReadPostRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadPostResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &EventStore_ServiceDesc.Streams[1], EventStore_ReadPost_FullMethodName, cOpts...)
@@ -276,7 +293,13 @@ type EventStore_ReadPostClient = grpc.ServerStreamingClient[ReadPostResponse]
 // Read access to the append-only event log, for rebuilding read models.
 type EventStoreServer interface {
 	// Streams events in global position order, starting after from_position.
+	// Positions are assigned in commit order and dense (no gaps), so a reader that
+	// has seen position p has seen every position below it. The initial metadata
+	// `postmesh-complete-through` carries the head (as GetHead) when the read began.
 	ReadAll(*ReadAllRequest, grpc.ServerStreamingServer[ReadAllResponse]) error
+	// The highest position through which the log is complete: every event at or
+	// below it is committed and readable. A reader at this position is caught up.
+	GetHead(context.Context, *GetHeadRequest) (*GetHeadResponse, error)
 	// Streams every event of one post in version order.
 	ReadPost(*ReadPostRequest, grpc.ServerStreamingServer[ReadPostResponse]) error
 	mustEmbedUnimplementedEventStoreServer()
@@ -291,6 +314,9 @@ type UnimplementedEventStoreServer struct{}
 
 func (UnimplementedEventStoreServer) ReadAll(*ReadAllRequest, grpc.ServerStreamingServer[ReadAllResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadAll not implemented")
+}
+func (UnimplementedEventStoreServer) GetHead(context.Context, *GetHeadRequest) (*GetHeadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetHead not implemented")
 }
 func (UnimplementedEventStoreServer) ReadPost(*ReadPostRequest, grpc.ServerStreamingServer[ReadPostResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReadPost not implemented")
@@ -327,6 +353,24 @@ func _EventStore_ReadAll_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EventStore_ReadAllServer = grpc.ServerStreamingServer[ReadAllResponse]
 
+func _EventStore_GetHead_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetHeadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventStoreServer).GetHead(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventStore_GetHead_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventStoreServer).GetHead(ctx, req.(*GetHeadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _EventStore_ReadPost_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ReadPostRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -344,7 +388,12 @@ type EventStore_ReadPostServer = grpc.ServerStreamingServer[ReadPostResponse]
 var EventStore_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "posts.v1.EventStore",
 	HandlerType: (*EventStoreServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetHead",
+			Handler:    _EventStore_GetHead_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "ReadAll",

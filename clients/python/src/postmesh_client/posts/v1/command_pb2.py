@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from postmesh_client.posts.v1 import post_pb2 as posts_dot_v1_dot_post__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16posts/v1/command.proto\x12\x08posts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x13posts/v1/post.proto\"a\n\x11\x43reatePostRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x13\n\x0b\x61uthor_name\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"6\n\x12\x43reatePostResponse\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xc1\x01\n\x11UpdatePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x12\n\x05title\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x18\n\x0b\x61uthor_name\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\tB\x08\n\x06_titleB\n\n\x08_contentB\x0e\n\x0c_author_name\"6\n\x12UpdatePostResponse\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\"W\n\x11\x44\x65letePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"6\n\x12\x44\x65letePostResponse\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\":\n\x0eReadAllRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x03\x12\x11\n\tmax_count\x18\x02 \x01(\x03\"5\n\x0fReadAllResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.posts.v1.PostEvent\"\"\n\x0fReadPostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"6\n\x10ReadPostResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.posts.v1.PostEvent2\xaf\x02\n\x0bPostCommand\x12Y\n\nCreatePost\x12\x1b.posts.v1.CreatePostRequest\x1a\x1c.posts.v1.CreatePostResponse\"\x10\x82\xd3\xe4\x93\x02\n\"\x05/post:\x01*\x12\x63\n\nUpdatePost\x12\x1b.posts.v1.UpdatePostRequest\x1a\x1c.posts.v1.UpdatePostResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x32\x0f/post/{post_id}:\x01*\x12`\n\nDeletePost\x12\x1b.posts.v1.DeletePostRequest\x1a\x1c.posts.v1.DeletePostResponse\"\x17\x82\xd3\xe4\x93\x02\x11*\x0f/post/{post_id}2\xc4\x01\n\nEventStore\x12Q\n\x07ReadAll\x12\x18.posts.v1.ReadAllRequest\x1a\x19.posts.v1.ReadAllResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/events0\x01\x12\x63\n\x08ReadPost\x12\x19.posts.v1.ReadPostRequest\x1a\x1a.posts.v1.ReadPostResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/post/{post_id}/events0\x01\x42:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16posts/v1/command.proto\x12\x08posts.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x13posts/v1/post.proto\"a\n\x11\x43reatePostRequest\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x13\n\x0b\x61uthor_name\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"6\n\x12\x43reatePostResponse\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\xc1\x01\n\x11UpdatePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x12\n\x05title\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x14\n\x07\x63ontent\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\x18\n\x0b\x61uthor_name\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\tB\x08\n\x06_titleB\n\n\x08_contentB\x0e\n\x0c_author_name\"6\n\x12UpdatePostResponse\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\"W\n\x11\x44\x65letePostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"6\n\x12\x44\x65letePostResponse\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\":\n\x0eReadAllRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x03\x12\x11\n\tmax_count\x18\x02 \x01(\x03\"5\n\x0fReadAllResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.posts.v1.PostEvent\"\x10\n\x0eGetHeadRequest\"+\n\x0fGetHeadResponse\x12\x18\n\x10\x63omplete_through\x18\x01 \x01(\x03\"\"\n\x0fReadPostRequest\x12\x0f\n\x07post_id\x18\x01 \x01(\x03\"6\n\x10ReadPostResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.posts.v1.PostEvent2\xaf\x02\n\x0bPostCommand\x12Y\n\nCreatePost\x12\x1b.posts.v1.CreatePostRequest\x1a\x1c.posts.v1.CreatePostResponse\"\x10\x82\xd3\xe4\x93\x02\n\"\x05/post:\x01*\x12\x63\n\nUpdatePost\x12\x1b.posts.v1.UpdatePostRequest\x1a\x1c.posts.v1.UpdatePostResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x32\x0f/post/{post_id}:\x01*\x12`\n\nDeletePost\x12\x1b.posts.v1.DeletePostRequest\x1a\x1c.posts.v1.DeletePostResponse\"\x17\x82\xd3\xe4\x93\x02\x11*\x0f/post/{post_id}2\x9a\x02\n\nEventStore\x12Q\n\x07ReadAll\x12\x18.posts.v1.ReadAllRequest\x1a\x19.posts.v1.ReadAllResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/events0\x01\x12T\n\x07GetHead\x12\x18.posts.v1.GetHeadRequest\x1a\x19.posts.v1.GetHeadResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/events/head\x12\x63\n\x08ReadPost\x12\x19.posts.v1.ReadPostRequest\x1a\x1a.posts.v1.ReadPostResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/post/{post_id}/events0\x01\x42:Z8github.com/postmesh/postmesh/clients/go/posts/v1;postsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTCOMMAND'].methods_by_name['DeletePost']._serialized_options = b'\202\323\344\223\002\021*\017/post/{post_id}'
   _globals['_EVENTSTORE'].methods_by_name['ReadAll']._loaded_options = None
   _globals['_EVENTSTORE'].methods_by_name['ReadAll']._serialized_options = b'\202\323\344\223\002\t\022\007/events'
+  _globals['_EVENTSTORE'].methods_by_name['GetHead']._loaded_options = None
+  _globals['_EVENTSTORE'].methods_by_name['GetHead']._serialized_options = b'\202\323\344\223\002\016\022\014/events/head'
   _globals['_EVENTSTORE'].methods_by_name['ReadPost']._loaded_options = None
   _globals['_EVENTSTORE'].methods_by_name['ReadPost']._serialized_options = b'\202\323\344\223\002\030\022\026/post/{post_id}/events'
   _globals['_CREATEPOSTREQUEST']._serialized_start=87
@@ -60,12 +62,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READALLREQUEST']._serialized_end=697
   _globals['_READALLRESPONSE']._serialized_start=699
   _globals['_READALLRESPONSE']._serialized_end=752
-  _globals['_READPOSTREQUEST']._serialized_start=754
-  _globals['_READPOSTREQUEST']._serialized_end=788
-  _globals['_READPOSTRESPONSE']._serialized_start=790
-  _globals['_READPOSTRESPONSE']._serialized_end=844
-  _globals['_POSTCOMMAND']._serialized_start=847
-  _globals['_POSTCOMMAND']._serialized_end=1150
-  _globals['_EVENTSTORE']._serialized_start=1153
-  _globals['_EVENTSTORE']._serialized_end=1349
+  _globals['_GETHEADREQUEST']._serialized_start=754
+  _globals['_GETHEADREQUEST']._serialized_end=770
+  _globals['_GETHEADRESPONSE']._serialized_start=772
+  _globals['_GETHEADRESPONSE']._serialized_end=815
+  _globals['_READPOSTREQUEST']._serialized_start=817
+  _globals['_READPOSTREQUEST']._serialized_end=851
+  _globals['_READPOSTRESPONSE']._serialized_start=853
+  _globals['_READPOSTRESPONSE']._serialized_end=907
+  _globals['_POSTCOMMAND']._serialized_start=910
+  _globals['_POSTCOMMAND']._serialized_end=1213
+  _globals['_EVENTSTORE']._serialized_start=1216
+  _globals['_EVENTSTORE']._serialized_end=1498
 # @@protoc_insertion_point(module_scope)

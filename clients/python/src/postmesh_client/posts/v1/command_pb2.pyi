@@ -273,6 +273,45 @@ class ReadAllResponse(_message.Message):
 Global___ReadAllResponse: _TypeAlias = ReadAllResponse  # noqa: Y015
 
 @_typing.final
+class GetHeadRequest(_message.Message):
+    """Input for GetHead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHeadRequest: _TypeAlias = GetHeadRequest  # noqa: Y015
+
+@_typing.final
+class GetHeadResponse(_message.Message):
+    """Result of GetHead."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETE_THROUGH_FIELD_NUMBER: _builtins.int
+    complete_through: _builtins.int
+    """Every position from 1 through this one is committed; 0 for an empty log."""
+    def __init__(
+        self,
+        *,
+        complete_through: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_through", b"complete_through"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHeadResponse: _TypeAlias = GetHeadResponse  # noqa: Y015
+
+@_typing.final
 class ReadPostRequest(_message.Message):
     """Input for ReadPost."""
 

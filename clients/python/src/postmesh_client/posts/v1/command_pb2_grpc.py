@@ -204,6 +204,11 @@ class EventStoreStub:
                 request_serializer=posts_dot_v1_dot_command__pb2.ReadAllRequest.SerializeToString,
                 response_deserializer=posts_dot_v1_dot_command__pb2.ReadAllResponse.FromString,
                 _registered_method=True)
+        self.GetHead = channel.unary_unary(
+                '/posts.v1.EventStore/GetHead',
+                request_serializer=posts_dot_v1_dot_command__pb2.GetHeadRequest.SerializeToString,
+                response_deserializer=posts_dot_v1_dot_command__pb2.GetHeadResponse.FromString,
+                _registered_method=True)
         self.ReadPost = channel.unary_stream(
                 '/posts.v1.EventStore/ReadPost',
                 request_serializer=posts_dot_v1_dot_command__pb2.ReadPostRequest.SerializeToString,
@@ -217,6 +222,17 @@ class EventStoreServicer:
 
     def ReadAll(self, request, context):
         """Streams events in global position order, starting after from_position.
+        Positions are assigned in commit order and dense (no gaps), so a reader that
+        has seen position p has seen every position below it. The initial metadata
+        `postmesh-complete-through` carries the head (as GetHead) when the read began.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHead(self, request, context):
+        """The highest position through which the log is complete: every event at or
+        below it is committed and readable. A reader at this position is caught up.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -236,6 +252,11 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.ReadAll,
                     request_deserializer=posts_dot_v1_dot_command__pb2.ReadAllRequest.FromString,
                     response_serializer=posts_dot_v1_dot_command__pb2.ReadAllResponse.SerializeToString,
+            ),
+            'GetHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHead,
+                    request_deserializer=posts_dot_v1_dot_command__pb2.GetHeadRequest.FromString,
+                    response_serializer=posts_dot_v1_dot_command__pb2.GetHeadResponse.SerializeToString,
             ),
             'ReadPost': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadPost,
@@ -271,6 +292,33 @@ class EventStore:
             '/posts.v1.EventStore/ReadAll',
             posts_dot_v1_dot_command__pb2.ReadAllRequest.SerializeToString,
             posts_dot_v1_dot_command__pb2.ReadAllResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/posts.v1.EventStore/GetHead',
+            posts_dot_v1_dot_command__pb2.GetHeadRequest.SerializeToString,
+            posts_dot_v1_dot_command__pb2.GetHeadResponse.FromString,
             options,
             channel_credentials,
             insecure,

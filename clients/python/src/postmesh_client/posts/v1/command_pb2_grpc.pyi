@@ -89,7 +89,15 @@ class EventStoreStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EventStoreAsyncStub: ...
     ReadAll: _grpc.UnaryStreamMultiCallable[_command_pb2.ReadAllRequest, _command_pb2.ReadAllResponse]
-    """Streams events in global position order, starting after from_position."""
+    """Streams events in global position order, starting after from_position.
+    Positions are assigned in commit order and dense (no gaps), so a reader that
+    has seen position p has seen every position below it. The initial metadata
+    `postmesh-complete-through` carries the head (as GetHead) when the read began.
+    """
+    GetHead: _grpc.UnaryUnaryMultiCallable[_command_pb2.GetHeadRequest, _command_pb2.GetHeadResponse]
+    """The highest position through which the log is complete: every event at or
+    below it is committed and readable. A reader at this position is caught up.
+    """
     ReadPost: _grpc.UnaryStreamMultiCallable[_command_pb2.ReadPostRequest, _command_pb2.ReadPostResponse]
     """Streams every event of one post in version order."""
 
@@ -99,7 +107,15 @@ class EventStoreAsyncStub(EventStoreStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ReadAll: _aio.UnaryStreamMultiCallable[_command_pb2.ReadAllRequest, _command_pb2.ReadAllResponse]  # type: ignore[assignment]
-    """Streams events in global position order, starting after from_position."""
+    """Streams events in global position order, starting after from_position.
+    Positions are assigned in commit order and dense (no gaps), so a reader that
+    has seen position p has seen every position below it. The initial metadata
+    `postmesh-complete-through` carries the head (as GetHead) when the read began.
+    """
+    GetHead: _aio.UnaryUnaryMultiCallable[_command_pb2.GetHeadRequest, _command_pb2.GetHeadResponse]  # type: ignore[assignment]
+    """The highest position through which the log is complete: every event at or
+    below it is committed and readable. A reader at this position is caught up.
+    """
     ReadPost: _aio.UnaryStreamMultiCallable[_command_pb2.ReadPostRequest, _command_pb2.ReadPostResponse]  # type: ignore[assignment]
     """Streams every event of one post in version order."""
 
@@ -112,7 +128,21 @@ class EventStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _command_pb2.ReadAllRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_command_pb2.ReadAllResponse], _abc.AsyncIterator[_command_pb2.ReadAllResponse]]:
-        """Streams events in global position order, starting after from_position."""
+        """Streams events in global position order, starting after from_position.
+        Positions are assigned in commit order and dense (no gaps), so a reader that
+        has seen position p has seen every position below it. The initial metadata
+        `postmesh-complete-through` carries the head (as GetHead) when the read began.
+        """
+
+    @_abc_1.abstractmethod
+    def GetHead(
+        self,
+        request: _command_pb2.GetHeadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_command_pb2.GetHeadResponse, _abc.Awaitable[_command_pb2.GetHeadResponse]]:
+        """The highest position through which the log is complete: every event at or
+        below it is committed and readable. A reader at this position is caught up.
+        """
 
     @_abc_1.abstractmethod
     def ReadPost(

@@ -117,6 +117,16 @@ export interface ReadAllResponse {
   event: PostEvent | undefined;
 }
 
+/** Input for GetHead. */
+export interface GetHeadRequest {
+}
+
+/** Result of GetHead. */
+export interface GetHeadResponse {
+  /** Every position from 1 through this one is committed; 0 for an empty log. */
+  completeThrough: number;
+}
+
 /** Input for ReadPost. */
 export interface ReadPostRequest {
   /** The post whose events to read; must be > 0. */
@@ -968,6 +978,131 @@ export const ReadAllResponse: MessageFns<ReadAllResponse> = {
   },
 };
 
+function createBaseGetHeadRequest(): GetHeadRequest {
+  return {};
+}
+
+export const GetHeadRequest: MessageFns<GetHeadRequest> = {
+  encode(_: GetHeadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetHeadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetHeadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetHeadRequest {
+    return {};
+  },
+
+  toJSON(_: GetHeadRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetHeadRequest>, I>>(base?: I): GetHeadRequest {
+    return GetHeadRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetHeadRequest>, I>>(_: I): GetHeadRequest {
+    const message = createBaseGetHeadRequest();
+    return message;
+  },
+};
+
+function createBaseGetHeadResponse(): GetHeadResponse {
+  return { completeThrough: 0 };
+}
+
+export const GetHeadResponse: MessageFns<GetHeadResponse> = {
+  encode(message: GetHeadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.completeThrough !== 0) {
+      writer.uint32(8).int64(message.completeThrough);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetHeadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetHeadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.completeThrough = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetHeadResponse {
+    return {
+      completeThrough: isSet(object.completeThrough)
+        ? globalThis.Number(object.completeThrough)
+        : isSet(object.complete_through)
+        ? globalThis.Number(object.complete_through)
+        : 0,
+    };
+  },
+
+  toJSON(message: GetHeadResponse): unknown {
+    const obj: any = {};
+    if (message.completeThrough !== 0) {
+      obj.completeThrough = Math.round(message.completeThrough);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetHeadResponse>, I>>(base?: I): GetHeadResponse {
+    return GetHeadResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetHeadResponse>, I>>(object: I): GetHeadResponse {
+    const message = createBaseGetHeadResponse();
+    message.completeThrough = object.completeThrough ?? 0;
+    return message;
+  },
+};
+
 function createBaseReadPostRequest(): ReadPostRequest {
   return { postId: 0 };
 }
@@ -1217,7 +1352,12 @@ export const PostCommandClient = makeGenericClientConstructor(
 /** Read access to the append-only event log, for rebuilding read models. */
 export type EventStoreService = typeof EventStoreService;
 export const EventStoreService = {
-  /** Streams events in global position order, starting after from_position. */
+  /**
+   * Streams events in global position order, starting after from_position.
+   * Positions are assigned in commit order and dense (no gaps), so a reader that
+   * has seen position p has seen every position below it. The initial metadata
+   * `postmesh-complete-through` carries the head (as GetHead) when the read began.
+   */
   readAll: {
     path: "/posts.v1.EventStore/ReadAll" as const,
     requestStream: false as const,
@@ -1226,6 +1366,19 @@ export const EventStoreService = {
     requestDeserialize: (value: Buffer): ReadAllRequest => ReadAllRequest.decode(value),
     responseSerialize: (value: ReadAllResponse): Buffer => Buffer.from(ReadAllResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReadAllResponse => ReadAllResponse.decode(value),
+  },
+  /**
+   * The highest position through which the log is complete: every event at or
+   * below it is committed and readable. A reader at this position is caught up.
+   */
+  getHead: {
+    path: "/posts.v1.EventStore/GetHead" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetHeadRequest): Buffer => Buffer.from(GetHeadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetHeadRequest => GetHeadRequest.decode(value),
+    responseSerialize: (value: GetHeadResponse): Buffer => Buffer.from(GetHeadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetHeadResponse => GetHeadResponse.decode(value),
   },
   /** Streams every event of one post in version order. */
   readPost: {
@@ -1240,20 +1393,54 @@ export const EventStoreService = {
 } as const;
 
 export interface EventStoreServer extends UntypedServiceImplementation {
-  /** Streams events in global position order, starting after from_position. */
+  /**
+   * Streams events in global position order, starting after from_position.
+   * Positions are assigned in commit order and dense (no gaps), so a reader that
+   * has seen position p has seen every position below it. The initial metadata
+   * `postmesh-complete-through` carries the head (as GetHead) when the read began.
+   */
   readAll: handleServerStreamingCall<ReadAllRequest, ReadAllResponse>;
+  /**
+   * The highest position through which the log is complete: every event at or
+   * below it is committed and readable. A reader at this position is caught up.
+   */
+  getHead: handleUnaryCall<GetHeadRequest, GetHeadResponse>;
   /** Streams every event of one post in version order. */
   readPost: handleServerStreamingCall<ReadPostRequest, ReadPostResponse>;
 }
 
 export interface EventStoreClient extends Client {
-  /** Streams events in global position order, starting after from_position. */
+  /**
+   * Streams events in global position order, starting after from_position.
+   * Positions are assigned in commit order and dense (no gaps), so a reader that
+   * has seen position p has seen every position below it. The initial metadata
+   * `postmesh-complete-through` carries the head (as GetHead) when the read began.
+   */
   readAll(request: ReadAllRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadAllResponse>;
   readAll(
     request: ReadAllRequest,
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<ReadAllResponse>;
+  /**
+   * The highest position through which the log is complete: every event at or
+   * below it is committed and readable. A reader at this position is caught up.
+   */
+  getHead(
+    request: GetHeadRequest,
+    callback: (error: ServiceError | null, response: GetHeadResponse) => void,
+  ): ClientUnaryCall;
+  getHead(
+    request: GetHeadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetHeadResponse) => void,
+  ): ClientUnaryCall;
+  getHead(
+    request: GetHeadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetHeadResponse) => void,
+  ): ClientUnaryCall;
   /** Streams every event of one post in version order. */
   readPost(request: ReadPostRequest, options?: Partial<CallOptions>): ClientReadableStream<ReadPostResponse>;
   readPost(
