@@ -117,7 +117,7 @@ def openapi(command, query):
     """Each server's document lists its routes, and each answers live."""
     expected = {
         command: {("post", "/post"), ("patch", "/post/{postId}"), ("delete", "/post/{postId}"),
-                  ("get", "/events"), ("get", "/post/{postId}/events")},
+                  ("get", "/events"), ("get", "/events/head"), ("get", "/post/{postId}/events")},
         query: {("get", "/post/{postId}"), ("get", "/posts"), ("get", "/post/{postId}/history"),
                 ("get", "/posts:watch")},
     }
@@ -209,6 +209,10 @@ def routes(command, query):
     entries = [json.loads(line) for line in log.body.splitlines() if line.strip()]
     check("GET /events?from_position=...&max_count=1", log.status == 200 and len(entries) == 1
           and entries[0]["result"]["event"]["postId"] == post_id, repr(log))
+
+    head = call(command, "GET", "/events/head")
+    check("GET /events/head", head.status == 200 and int(head.json().get("completeThrough", "0")) >= position + 1,
+          repr(head))
 
     deleted = call(command, "DELETE", f"/post/{post_id}", headers={"If-Match": '"2"'})
     check("DELETE /post/{id} with If-Match", deleted.status == 200 and deleted.json()["version"] == "3", repr(deleted))
