@@ -32,7 +32,7 @@ mod document;
 pub(crate) mod error;
 mod query;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
 use mongodb::{
@@ -42,7 +42,11 @@ use mongodb::{
 };
 use postmesh_proto::v1::{Post, PostEvent};
 
-use crate::{cursor::Position, Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord};
+use crate::{
+    batch::{Gate, Plan},
+    cursor::Position,
+    Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord,
+};
 use document::{PostDoc, VersionDoc};
 use error::{
     is_duplicate_key, is_namespace_exists, is_namespace_not_found, is_not_implemented, labelled, DUPLICATE_KEY,
@@ -674,46 +678,16 @@ impl ReadModelStore for MongoStore {
             .map(|event| VersionRecord::from_event(event).map(VersionDoc::from))
             .collect::<Result<Vec<_>, _>>()?;
         self.insert_versions(&versions).await?;
-        // Each post once, in order of first appearance, with the index of its
-        // newest version in the batch.
-        let mut newest: Vec<usize> = Vec::new();
-        let mut slot_of: HashMap<i64, usize> = HashMap::with_capacity(versions.len());
-        for (i, version) in versions.iter().enumerate() {
-            match slot_of.get(&version.post_id) {
-                Some(&slot) => {
-                    if version.version > versions[newest[slot]].version {
-                        newest[slot] = i;
-                    }
-                }
-                None => {
-                    slot_of.insert(version.post_id, newest.len());
-                    newest.push(i);
-                }
-            }
-        }
-        let posts: Vec<PostDoc> = newest.iter().map(|&i| versions[i].to_post_doc()).collect();
+        let keys: Vec<(i64, i64)> = versions.iter().map(|v| (v.post_id, v.version)).collect();
+        let plan = Plan::of(&keys);
+        let posts: Vec<PostDoc> = plan.newest.iter().map(|&i| versions[i].to_post_doc()).collect();
         let gated = self.gate(&posts).await?;
         if self.is_ferretdb().await? {
             // Stale posts settle too: a stale outcome may be this writer's own
             // earlier write, whose settle an outage or a crash cut short.
             self.settle_all(&posts).await?;
         }
-        let mut seen = std::collections::HashSet::with_capacity(versions.len());
-        Ok(versions
-            .iter()
-            .map(|version| {
-                let slot = slot_of.get(&version.post_id).copied().unwrap_or_default();
-                let newer = match gated[slot] {
-                    Gate::Written { before } => before.is_none_or(|before| version.version > before),
-                    Gate::Stale => false,
-                };
-                if newer && seen.insert((version.post_id, version.version)) {
-                    Applied::Applied
-                } else {
-                    Applied::Stale
-                }
-            })
-            .collect())
+        Ok(plan.outcomes(&keys, &gated))
     }
 
     /// The latest state of a post, deleted or not.
@@ -923,15 +897,6 @@ fn post_key(post_id: i64) -> String {
 /// The `_id` of one version's document in `post_versions`.
 fn version_key(post_id: i64, version: i64) -> String {
     format!("{post_id}:{version}")
-}
-
-/// What the gate did with a post.
-#[derive(Clone, Copy, Debug)]
-enum Gate {
-    /// Written over the version read before (`None`: the post was new).
-    Written { before: Option<i64> },
-    /// Not written: `posts` holds this version or a newer one.
-    Stale,
 }
 
 /// One item's error in a write command's reply.
