@@ -15,3 +15,4 @@ pub mod projector;
 pub mod rebuild;
 pub mod startup;
 pub mod status;
+pub mod trim;
