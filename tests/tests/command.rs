@@ -669,14 +669,88 @@ async fn commands_keep_succeeding_while_redis_is_down_and_the_outbox_drains_afte
     );
 }
 
+/// C1: two replicas write through a slow link to MariaDB, so their
+/// transactions overlap; a reader tailing ReadAll must see positions 1, 2,
+/// 3, ... with none skipped: a position is never visible before a lower one
+/// that commits later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_outage_is_unavailable_within_the_deadline_and_recovers() {
-    let upstream = postmesh_tests::mysql_url()
+async fn a_reader_tailing_read_all_under_concurrent_mariadb_writers_never_skips_a_position() {
+    let upstream = mysql_upstream();
+    let proxy = TcpProxy::start(&upstream).await;
+    let db = TestDatabase::create(Backend::Mysql).await;
+    let via_proxy = db.url.replace(&upstream, &proxy.addr.to_string());
+    let stream = unique("posts.events");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let config = Config::for_tests(via_proxy.clone(), &redis_url(), &stream);
+        replicas.push(command_svc::startup::spawn(config).await.unwrap());
+    }
+    proxy.set_delay(Duration::from_millis(1));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..12 {
+        let endpoint = replicas[writer % 2].endpoint();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut client = PostCommandClient::connect(endpoint).await.unwrap();
+            let mut acked = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = client.create_post(create("tail")).await.unwrap().into_inner().post_id;
+                client.update_post(update(id, 1, Some("tailed"))).await.unwrap();
+                acked += 2;
+            }
+            acked
+        }));
+    }
+    let mut events = EventStoreClient::connect(replicas[0].endpoint()).await.unwrap();
+    let mut cursor = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut acked = None;
+    loop {
+        let mut page = events
+            .read_all(ReadAllRequest {
+                from_position: cursor,
+                max_count: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(event) = page.next().await {
+            let position = event.unwrap().event.unwrap().position;
+            assert_eq!(position, cursor + 1, "ReadAll skipped from {cursor} to {position}");
+            cursor = position;
+        }
+        if acked.is_none() && Instant::now() > deadline {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut total = 0;
+            for writer in writers.drain(..) {
+                total += writer.await.unwrap();
+            }
+            acked = Some(total);
+        }
+        if let Some(acked) = acked {
+            let head = events.get_head(GetHeadRequest {}).await.unwrap().into_inner();
+            if cursor == head.complete_through {
+                assert_eq!(cursor as u64, acked, "every acknowledged event, each once");
+                break;
+            }
+        }
+    }
+    assert!(cursor > 50, "the writers got going ({cursor} events)");
+}
+
+fn mysql_upstream() -> String {
+    postmesh_tests::mysql_url()
         .rsplit('@')
         .next()
         .unwrap()
         .trim_end_matches('/')
-        .to_owned();
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_unavailable_within_the_deadline_and_recovers() {
+    let upstream = mysql_upstream();
     let proxy = TcpProxy::start(&upstream).await;
     let db = TestDatabase::create(Backend::Mysql).await;
     let via_proxy = db.url.replace(&upstream, &proxy.addr.to_string());
@@ -711,12 +785,7 @@ async fn database_outage_is_unavailable_within_the_deadline_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_with_resource_exhausted_instead_of_queueing() {
-    let upstream = postmesh_tests::mysql_url()
-        .rsplit('@')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let upstream = mysql_upstream();
     let proxy = TcpProxy::start(&upstream).await;
     let db = TestDatabase::create(Backend::Mysql).await;
     let mut config = Config::for_tests(

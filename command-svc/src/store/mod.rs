@@ -5,6 +5,14 @@
 //! published, are the caller's (see `crate::app`). A writer is one
 //! transaction: read the heads it needs ([`Writer::head`]), append what was
 //! decided ([`Writer::append`]), [`Writer::commit`].
+//!
+//! Positions (and new post ids) come from one counter row, `log_head`, that
+//! the appending transaction updates and so holds locked until it ends: they
+//! are handed out in commit order and a rollback gives them back, so the log
+//! is dense and a reader that saw position p saw everything below it
+//! ([`EventStore::head`], `GetHead`). The price is that appends commit one
+//! after another, across replicas too; batching many commands into one
+//! transaction pays it once per batch. docs/event-store.md has the details.
 
 pub mod entities;
 pub mod migration;
@@ -18,7 +26,7 @@ use postmesh_proto::{
 use sea_orm::{
     sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -226,17 +234,22 @@ impl EventStore {
         }))
     }
 
-    /// The highest position through which the log is complete (0: empty).
-    /// Positions are taken in commit order without gaps (see the module
-    /// doc), so this is the highest committed position.
+    /// The highest position through which the log is complete (0: empty):
+    /// the counter's committed value. Positions are taken from it in commit
+    /// order without gaps (see the module doc), so every event at or below
+    /// it is committed and readable.
     pub async fn head(&self) -> Result<i64, Error> {
-        let max: Option<Option<i64>> = post_event::Entity::find()
-            .select_only()
-            .column_as(post_event::Column::Position.max(), "head")
-            .into_tuple()
-            .one(&self.db)
+        let row = self
+            .db
+            .query_one(Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT position FROM log_head WHERE id = 1",
+            ))
             .await?;
-        Ok(max.flatten().unwrap_or(0))
+        Ok(match row {
+            Some(row) => row.try_get_by_index::<i64>(0)?,
+            None => 0,
+        })
     }
 
     /// Events after `from_position`, in position order, at most `limit`.
@@ -381,10 +394,16 @@ impl Writer {
             state,
         } = decision;
         let now_us = state.updated_at_us;
+        let mut taken = None;
         let post_id = match post_id {
             None => {
+                // A new post's id comes from the counter, so the counter is
+                // taken here already; a change to an existing post takes it
+                // after its guarded update, holding it for less time.
+                let (position, post_id) = self.advance_head(1, 1).await?;
+                taken = Some(position);
                 let head = post_stream::ActiveModel {
-                    post_id: sea_orm::ActiveValue::NotSet,
+                    post_id: Set(post_id),
                     version: Set(state.version),
                     title: Set(state.title.clone()),
                     content: Set(state.content.clone()),
@@ -393,8 +412,10 @@ impl Writer {
                     created_at_us: Set(state.created_at_us),
                     updated_at_us: Set(state.updated_at_us),
                 };
-                let id = post_stream::Entity::insert(head).exec(&self.txn).await?.last_insert_id;
-                stored_id(id)?
+                post_stream::Entity::insert(head)
+                    .exec_without_returning(&self.txn)
+                    .await?;
+                stored_id(post_id)?
             }
             Some(post_id) => {
                 // Guarded on the version the decision started from, so a lost
@@ -443,8 +464,12 @@ impl Writer {
             }
         }
 
-        let mut row = post_event::Model {
-            position: 0,
+        let position = match taken {
+            Some(position) => position,
+            None => self.advance_head(1, 0).await?.0,
+        };
+        let row = post_event::Model {
+            position,
             post_id: post_id.get(),
             version: state.version,
             event_type: event_type.event_name().to_owned(),
@@ -458,9 +483,9 @@ impl Writer {
             tracestate: meta.tracestate.clone(),
             actor: meta.actor.clone(),
         };
-        let mut insert = row.clone().into_active_model();
-        insert.position = sea_orm::ActiveValue::NotSet;
-        row.position = post_event::Entity::insert(insert).exec(&self.txn).await?.last_insert_id;
+        post_event::Entity::insert(row.clone().into_active_model())
+            .exec_without_returning(&self.txn)
+            .await?;
         let outbox_row = outbox::ActiveModel {
             id: sea_orm::ActiveValue::NotSet,
             position: Set(row.position),
@@ -478,6 +503,35 @@ impl Writer {
                 event: to_proto(row),
             },
         })))
+    }
+
+    /// Takes `events` positions and `posts` post ids from the counter row
+    /// and returns the last of each. The row stays locked until the
+    /// transaction ends (MySQL's row lock; on SQLite the one writer), so
+    /// transactions take positions in the order they commit, and a rollback
+    /// returns them: the log has no gaps and no position commits after a
+    /// higher one is visible.
+    async fn advance_head(&self, events: i64, posts: i64) -> Result<(i64, i64), WriteError> {
+        let backend = self.txn.get_database_backend();
+        self.txn
+            .execute(Statement::from_sql_and_values(
+                backend,
+                "UPDATE log_head SET position = position + ?, post_id = post_id + ? WHERE id = 1",
+                [events.into(), posts.into()],
+            ))
+            .await?;
+        let row = self
+            .txn
+            .query_one(Statement::from_string(
+                backend,
+                "SELECT position, post_id FROM log_head WHERE id = 1",
+            ))
+            .await?
+            .ok_or_else(|| Error::Internal("the log_head row is missing; run the migrations".into()))?;
+        Ok((
+            row.try_get_by_index::<i64>(0).map_err(Error::from)?,
+            row.try_get_by_index::<i64>(1).map_err(Error::from)?,
+        ))
     }
 
     /// Commits. When it fails, whether it committed is unknown.
