@@ -153,7 +153,8 @@ impl MigrationTrait for CreateEventStore {
 /// The counter row that hands out positions and post ids in commit order
 /// (see `crate::store`). A store written before it may have gaps in its
 /// positions (AUTO_INCREMENT values of rolled-back transactions): they are
-/// renumbered densely here, the outbox following its events, so the log is
+/// renumbered densely here, the outbox following its events (an outbox
+/// row's id becomes its event's position), so the log is
 /// dense from position 1. Events already published keep their old position
 /// on the stream; a read model that stored positions is rebuilt after this.
 struct LogHead;
@@ -205,6 +206,11 @@ impl MigrationTrait for LogHead {
                 db.execute_unprepared(sql).await?;
             }
         }
+        // An outbox row's id is now its event's position (written in one
+        // statement with the batch's events); the old rows follow suit.
+        // Negated first, as above.
+        db.execute_unprepared("UPDATE outbox SET id = -position").await?;
+        db.execute_unprepared("UPDATE outbox SET id = -id").await?;
         db.execute_unprepared(
             "INSERT INTO log_head (id, position, post_id) \
              SELECT 1, (SELECT COALESCE(MAX(position), 0) FROM post_events), \
@@ -261,6 +267,7 @@ mod tests {
             [1, 2, 3]
         );
         assert_eq!(column(&db, "SELECT position FROM outbox").await, [3]);
+        assert_eq!(column(&db, "SELECT id FROM outbox").await, [3]);
         assert_eq!(column(&db, "SELECT position FROM log_head WHERE id = 1").await, [3]);
         assert_eq!(column(&db, "SELECT post_id FROM log_head WHERE id = 1").await, [4]);
     }
