@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // set carries them (protoc --include_imports), so the gateway reads the
     // HTTP routes from it.
     println!("cargo:rerun-if-changed=google/api");
+    // Naming one path turns off cargo's default of re-running on any change
+    // in the package, so the compiled protos are named too.
+    println!("cargo:rerun-if-changed=posts");
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("posts_v1_descriptor.bin"))
         .compile_protos(

@@ -440,6 +440,7 @@ mod tests {
                 ..Post::default()
             },
             event_type: EventType::PostUpdated,
+            position: 0,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The contract every read-model store implements.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use postmesh_proto::v1::{Post, PostEvent};
 
@@ -13,7 +13,12 @@ use crate::{cursor::Position, Applied, ListFilter, PostVersion, StoreError};
 ///
 /// The model is two sets of records: the posts (one per post, its newest
 /// applied version) and the versions (one per `(post_id, version)`, for
-/// history and for fanning a change out to watchers). Every implementation
+/// history and for fanning a change out to watchers), each version with the
+/// event's position in the log. Beside them, a little bookkeeping of the
+/// relay's catch-up (contract C2): the checkpoint, the position through which
+/// the model is known complete, kept in the model itself so a rebuilt model
+/// swapped in carries its own, and leases, so one relay replica catches up at
+/// a time. Every implementation
 /// passes the shared suite in [`testing::suite`](crate::testing) (feature
 /// `testing`), which is what "implements the contract" means; any error is a
 /// [`StoreError`], whose [`is_unavailable`](StoreError::is_unavailable) tells
@@ -91,10 +96,40 @@ pub trait ReadModelStore: Clone + Send + Sync + 'static {
     fn staging(&self, tag: &str) -> Self;
 
     /// Replaces this store's records with `staged`'s (a [`staging`](Self::staging)
-    /// store of this one), indexes included, so readers never see a
-    /// half-built model; `staged` is empty afterwards. Refuses (`Usage`) a
+    /// store of this one), indexes and checkpoint included, so readers never
+    /// see a half-built model; `staged` is empty afterwards. Fails loudly,
+    /// leaving the live model in place, rather than leave a model that is
+    /// neither. Refuses (`Usage`) a
     /// store on another database or of another kind.
     fn swap_in(&self, staged: &Self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many stored version records have a position in `(after, through]`.
+    /// Positions are dense (contract C1: every position up to the log's
+    /// head is one committed event), so `count == through - after` proves the
+    /// model holds every event of the range: one indexed count, the whole
+    /// cost of the catch-up on a complete model.
+    fn count_positions(&self, after: i64, through: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The checkpoint: every event at a position up to it is in the model
+    /// (applied, stale, or dead-lettered by the relay). 0 when none is kept.
+    fn checkpoint(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Compare-and-set of the checkpoint: moves it from `from` to `to` when it
+    /// is `from` (0 stands for none kept) and tells whether it did. A false
+    /// answer means another writer moved it first: read it again.
+    fn advance_checkpoint(&self, from: i64, to: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Takes or renews the lease `name` for `owner` for `ttl`: true when
+    /// `owner` holds it now (it was free, expired, or `owner`'s already).
+    /// Times are the caller's clock: keep `ttl` well above the clock skew of
+    /// the replicas. A lease is an economy, not a lock anything's correctness
+    /// rests on: two holders at once only do the same idempotent work twice.
+    fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Drops this store's records and their schema: a failed rebuild's
     /// staging store, test clean-up. Best effort: failures are only logged,

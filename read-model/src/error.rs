@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::mongo;
+use crate::{mongo, sqlite};
 
 /// Everything a [`ReadStore`](crate::ReadStore) call can fail with, whatever
 /// the implementation. Implementations add a variant for their driver's error
@@ -30,10 +30,19 @@ pub enum StoreError {
         /// The server's message.
         message: String,
     },
+    /// SQLite (through sqlx) reported an error.
+    #[error("SQLite {op} failed: {source}")]
+    Sqlite {
+        /// What we were doing, for the message.
+        op: &'static str,
+        /// The driver error.
+        #[source]
+        source: sea_orm::sqlx::Error,
+    },
     /// The operation did not finish in time (a hung server, not a refused one).
     #[error("{store} {op} did not finish within {after:?}")]
     Timeout {
-        /// Which store ("MongoDB").
+        /// Which store ("MongoDB", "SQLite").
         store: &'static str,
         /// What we were doing.
         op: &'static str,
@@ -44,6 +53,18 @@ pub enum StoreError {
     /// post, a non-positive id or version, an unspecified event type.
     #[error("invalid event: {0}")]
     InvalidEvent(String),
+    /// Writing the event kept colliding with a record the store holds under
+    /// another key (a unique index the version gate does not address, such
+    /// as a stray document with the post's `post_id`): applying it again
+    /// cannot help. The relay dead-letters the event with this reason rather
+    /// than acknowledge it unapplied.
+    #[error("conflict in {location}: {reason}")]
+    Conflict {
+        /// The collection or table holding the colliding record.
+        location: String,
+        /// What collided.
+        reason: String,
+    },
     /// A stored document or row does not have the shape this code writes.
     #[error("corrupt data in {location}: {reason}")]
     Corrupt {
@@ -70,7 +91,8 @@ impl StoreError {
             Self::Timeout { .. } => true,
             Self::Mongo { source, .. } => mongo::error::is_unavailable(source),
             Self::MongoWrite { code, .. } => mongo::error::is_transient(*code),
-            Self::InvalidEvent(_) | Self::Corrupt { .. } | Self::Usage(_) => false,
+            Self::Sqlite { source, .. } => sqlite::error::is_unavailable(source),
+            Self::InvalidEvent(_) | Self::Conflict { .. } | Self::Corrupt { .. } | Self::Usage(_) => false,
         }
     }
 }

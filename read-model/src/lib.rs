@@ -5,10 +5,12 @@
 //! implementation is behind it. This crate owns:
 //!
 //! - the contract, [`ReadModelStore`]: apply a batch gated on version, the
-//!   point, history and list reads, the whole-model reads, schema, and the
-//!   rebuild's staging store and swap;
+//!   point, history and list reads, the whole-model reads, schema, the
+//!   rebuild's staging store and swap, and the catch-up's positions,
+//!   checkpoint and leases;
 //! - [`ReadStore`], the type callers hold, delegating to an implementation;
-//! - the implementations: [`mongo`] (MongoDB, FerretDB);
+//! - the implementations: [`sqlite`] (an embedded file, the default) and
+//!   [`mongo`] (MongoDB, FerretDB);
 //! - what all of them share: [`Applied`], [`PostVersion`], the event checks
 //!   of [`VersionRecord`], the ListPosts [`ListFilter`] and the keyset page
 //!   tokens of [`cursor`], and one error type, [`StoreError`];
@@ -17,12 +19,14 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod contract;
 pub mod cursor;
 mod error;
 pub mod filter;
 mod model;
 pub mod mongo;
+pub mod sqlite;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -32,4 +36,5 @@ pub use error::StoreError;
 pub use filter::ListFilter;
 pub use model::{millis_to_timestamp, timestamp_to_millis, Applied, PostVersion, VersionRecord};
 pub use mongo::MongoStore;
+pub use sqlite::SqliteStore;
 pub use store::ReadStore;

@@ -27,6 +27,10 @@ pub struct PostVersion {
     pub post: Post,
     /// What kind of change produced this version.
     pub event_type: EventType,
+    /// The event's position in the event log (0 for a version stored before
+    /// positions were kept): what [`count_positions`](crate::ReadModelStore::count_positions)
+    /// counts.
+    pub position: i64,
 }
 
 /// Milliseconds since the epoch: the precision the read model keeps.
@@ -49,6 +53,9 @@ pub fn millis_to_timestamp(millis: i64) -> Timestamp {
 /// it is the newest, as the post's latest state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionRecord {
+    /// The event's position in the event log (0 when the event carries none,
+    /// as in tests that build events by hand).
+    pub position: i64,
     /// The post.
     pub post_id: i64,
     /// Its version after the event.
@@ -125,7 +132,14 @@ impl VersionRecord {
                 event.post_id, event.version
             ))
         })?;
+        if event.position < 0 {
+            return Err(invalid(format!(
+                "post {} version {}: position must be >= 0, got {}",
+                event.post_id, event.version, event.position
+            )));
+        }
         Ok(Self {
+            position: event.position,
             post_id: event.post_id,
             version: event.version,
             event_type,

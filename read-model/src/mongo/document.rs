@@ -26,6 +26,9 @@ pub(crate) struct PostDoc {
 /// buffers through serde's generic content type and loses BSON date-times.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct VersionDoc {
+    /// Absent in documents stored before positions were kept: read as 0.
+    #[serde(default)]
+    pub position: i64,
     pub post_id: i64,
     pub version: i64,
     pub event_type: String,
@@ -40,6 +43,7 @@ pub(crate) struct VersionDoc {
 impl From<VersionRecord> for VersionDoc {
     fn from(record: VersionRecord) -> Self {
         Self {
+            position: record.position,
             post_id: record.post_id,
             version: record.version,
             event_type: record.event_type.event_name().to_owned(),
@@ -79,6 +83,7 @@ impl VersionDoc {
         })?;
         Ok(PostVersion {
             event_type,
+            position: self.position,
             post: self.to_post_doc().into_post(),
         })
     }
@@ -108,6 +113,7 @@ mod tests {
     #[test]
     fn a_version_document_round_trips_to_the_record_it_came_from() {
         let record = VersionRecord {
+            position: 12,
             post_id: 7,
             version: 2,
             event_type: EventType::PostUpdated,
@@ -124,5 +130,6 @@ mod tests {
         let version = doc.into_version("post_versions").unwrap();
         assert_eq!(version.post, record.to_post());
         assert_eq!(version.event_type, EventType::PostUpdated);
+        assert_eq!(version.position, 12);
     }
 }

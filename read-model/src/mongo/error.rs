@@ -63,3 +63,17 @@ pub(crate) fn is_namespace_not_found(error: &mongodb::error::Error) -> bool {
 pub(crate) fn is_not_implemented(error: &mongodb::error::Error) -> bool {
     matches!(error.kind.as_ref(), ErrorKind::Command(command) if command.code == 238)
 }
+
+/// True when `error` says the namespace exists already (code 48).
+pub(crate) fn is_namespace_exists(error: &mongodb::error::Error) -> bool {
+    matches!(error.kind.as_ref(), ErrorKind::Command(command) if command.code == 48)
+}
+
+/// True when a driver error is a duplicate key (E11000) of a single write.
+pub(crate) fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
+        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}

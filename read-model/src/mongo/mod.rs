@@ -4,7 +4,10 @@
 //! - `posts`: one document per post, the newest applied version
 //!   (unique index on `post_id`);
 //! - `post_versions`: one document per `(post_id, version)` (unique), for
-//!   history reads and for fanning a change out to watchers.
+//!   history reads and for fanning a change out to watchers, with the
+//!   event's log `position` (indexed, for the catch-up's count);
+//! - `read_model_meta`: the catch-up's checkpoint (`_id: "checkpoint"`) and
+//!   leases (`_id: "lease:<name>"`), a few documents.
 //!
 //! The writer ([`MongoStore::apply_batch`](crate::ReadModelStore::apply_batch))
 //! uses only single-document writes (several to a command), so it works the
@@ -29,7 +32,7 @@ mod document;
 pub(crate) mod error;
 mod query;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
 use mongodb::{
@@ -39,14 +42,25 @@ use mongodb::{
 };
 use postmesh_proto::v1::{Post, PostEvent};
 
-use crate::{cursor::Position, Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord};
+use crate::{
+    batch::{Gate, Plan},
+    cursor::Position,
+    Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord,
+};
 use document::{PostDoc, VersionDoc};
-use error::{is_namespace_not_found, is_not_implemented, labelled, DUPLICATE_KEY};
+use error::{
+    is_duplicate_key, is_namespace_exists, is_namespace_not_found, is_not_implemented, labelled, DUPLICATE_KEY,
+};
 
 /// Default name of the latest-state collection.
 pub const POSTS: &str = "posts";
 /// Default name of the per-version collection.
 pub const POST_VERSIONS: &str = "post_versions";
+/// Default name of the collection of the checkpoint and the leases.
+pub const META: &str = "read_model_meta";
+
+/// The `_id` of the checkpoint document in the meta collection.
+const CHECKPOINT_ID: &str = "checkpoint";
 
 /// How long the driver may look for a usable server, and may take to open a
 /// connection, before an operation fails: an outage surfaces in seconds, not
@@ -56,6 +70,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Upper bound for one store operation, on top of the driver's own timeouts,
 /// so a server that accepts connections but never answers cannot hang a caller.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tries of the second rename of [`MongoStore::swap_by_two_renames`].
+const SWAP_RENAME_TRIES: usize = 5;
+
+/// Rounds of the version gate's read-and-write for a post before its
+/// duplicate keys count as a [`StoreError::Conflict`].
+const GATE_ROUNDS: usize = 3;
 
 /// Reads of one batch (gate reads, settle probes) in flight at once: within
 /// the driver's default pool of 10 connections, leaving room for others.
@@ -76,6 +97,15 @@ const WRITE_ITEM_TIMEOUT: Duration = Duration::from_millis(100);
 /// document may have (a post's content alone may be 100 kB).
 const MAX_WRITE_BYTES: usize = 8 * 1024 * 1024;
 
+/// The collection names of one store (live or staging).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Names {
+    posts: String,
+    versions: String,
+    /// The checkpoint and the leases (a few small documents).
+    meta: String,
+}
+
 /// The read model on MongoDB. Cheap to clone; clones share one connection pool.
 #[derive(Clone, Debug)]
 pub struct MongoStore {
@@ -83,7 +113,8 @@ pub struct MongoStore {
     database: Database,
     posts: Collection<PostDoc>,
     versions: Collection<VersionDoc>,
-    names: Arc<(String, String)>,
+    meta: Collection<Document>,
+    names: Arc<Names>,
     /// Whether the server is FerretDB, once known (shared by clones and by
     /// [`staging`](ReadModelStore::staging): one client, one server).
     server: Arc<tokio::sync::OnceCell<bool>>,
@@ -120,33 +151,36 @@ impl MongoStore {
         options.app_name.get_or_insert_with(|| "postmesh".to_owned());
         let client = Client::with_options(options).map_err(labelled("client set-up"))?;
         let database = client.database(database);
-        Ok(Self::build(client, database, POSTS, POST_VERSIONS, Arc::default()))
+        Ok(Self::build(
+            client,
+            database,
+            Names {
+                posts: POSTS.to_owned(),
+                versions: POST_VERSIONS.to_owned(),
+                meta: META.to_owned(),
+            },
+            Arc::default(),
+        ))
     }
 
-    fn build(
-        client: Client,
-        database: Database,
-        posts: &str,
-        versions: &str,
-        server: Arc<tokio::sync::OnceCell<bool>>,
-    ) -> Self {
+    fn build(client: Client, database: Database, names: Names, server: Arc<tokio::sync::OnceCell<bool>>) -> Self {
         Self {
             server,
-            posts: database.collection(posts),
-            versions: database.collection(versions),
-            names: Arc::new((posts.to_owned(), versions.to_owned())),
+            posts: database.collection(&names.posts),
+            versions: database.collection(&names.versions),
+            meta: database.collection(&names.meta),
+            names: Arc::new(names),
             client,
             database,
         }
     }
 
     /// The same client and database with other collection names.
-    fn with_collections(&self, posts: &str, versions: &str) -> Self {
+    fn with_collections(&self, names: Names) -> Self {
         Self::build(
             self.client.clone(),
             self.database.clone(),
-            posts,
-            versions,
+            names,
             Arc::clone(&self.server),
         )
     }
@@ -171,7 +205,7 @@ impl MongoStore {
             .write_command(
                 "insert into post_versions",
                 "insert",
-                &self.names.1,
+                &self.names.versions,
                 "documents",
                 documents,
             )
@@ -196,8 +230,13 @@ impl MongoStore {
         let mut gated = vec![Gate::Stale; posts.len()];
         let mut pending: Vec<usize> = (0..posts.len()).collect();
         // A duplicate key means another writer inserted the post between our
-        // read and our write: read again and decide again.
-        for _ in 0..3 {
+        // read and our write: read again and decide again. Three rounds settle
+        // any race (the second read finds the other writer's document); a post
+        // still colliding after them collides with something the `_id` read
+        // cannot see (a stray document holding its `post_id`), and is an
+        // error the relay dead-letters, never a silent stale.
+        let mut collision = String::new();
+        for _ in 0..GATE_ROUNDS {
             if pending.is_empty() {
                 break;
             }
@@ -247,13 +286,13 @@ impl MongoStore {
             let mut failed = Vec::with_capacity(posts.len());
             if !inserts.is_empty() {
                 failed.extend(
-                    self.write_command("insert into posts", "insert", &self.names.0, "documents", inserts)
+                    self.write_command("insert into posts", "insert", &self.names.posts, "documents", inserts)
                         .await?,
                 );
             }
             if !updates.is_empty() {
                 failed.extend(
-                    self.write_command("update posts", "update", &self.names.0, "updates", updates)
+                    self.write_command("update posts", "update", &self.names.posts, "updates", updates)
                         .await?,
                 );
             }
@@ -261,8 +300,12 @@ impl MongoStore {
                 match error {
                     None => gated[i] = Gate::Written { before },
                     Some(WriteError {
-                        code: DUPLICATE_KEY, ..
-                    }) => pending.push(i),
+                        code: DUPLICATE_KEY,
+                        message,
+                    }) => {
+                        collision = message;
+                        pending.push(i);
+                    }
                     Some(WriteError { code, message }) => {
                         return Err(StoreError::MongoWrite {
                             op: "write posts",
@@ -272,6 +315,16 @@ impl MongoStore {
                     }
                 }
             }
+        }
+        if let Some(&i) = pending.first() {
+            return Err(StoreError::Conflict {
+                location: self.names.posts.clone(),
+                reason: format!(
+                    "post {} version {} still collides on a unique index after {GATE_ROUNDS} rounds of the \
+                     version gate: {collision}",
+                    posts[i].post_id, posts[i].version
+                ),
+            });
         }
         Ok(gated)
     }
@@ -289,7 +342,7 @@ impl MongoStore {
         found
             .map(|document| {
                 document.get_i64("version").map_err(|_| StoreError::Corrupt {
-                    location: self.names.0.clone(),
+                    location: self.names.posts.clone(),
                     reason: format!("post {post_id} has no integer version"),
                 })
             })
@@ -455,6 +508,51 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Swaps `from` in as `to` where `renameCollection` cannot drop its
+    /// target (FerretDB 1.24): renames `to` aside to `<to>_swap_old`, renames
+    /// `from` into place, drops the old one. Between those two renames (one
+    /// round trip) `to` is absent: a reader finds nothing, and a writer (the
+    /// live relay) recreates it, which makes the second rename fail. What such
+    /// a writer put there is an event the fresh model holds already or one
+    /// above its checkpoint, which the catch-up applies again: so the
+    /// recreated collection is dropped and the rename tried again. If it
+    /// still fails, the old collection is renamed back and the error
+    /// returned: the live model stays as it was, never near-empty. If the
+    /// process dies in between, the old data survives as `<to>_swap_old` and
+    /// the fresh collection keeps its name, so running the rebuild again
+    /// completes the swap.
+    async fn swap_by_two_renames(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let old = format!("{to}_swap_old");
+        self.drop_if_exists(&old).await?;
+        match self.rename(to, &old, false).await {
+            Ok(()) => {}
+            Err(StoreError::Mongo { ref source, .. }) if is_namespace_not_found(source) => {}
+            Err(other) => return Err(other),
+        }
+        let mut last = None;
+        for attempt in 1..=SWAP_RENAME_TRIES {
+            match self.rename(from, to, false).await {
+                Ok(()) => {
+                    self.drop_if_exists(&old).await?;
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::warn!(%from, %to, attempt, %error, "renaming the fresh collection into place failed; \
+                        dropping what a writer recreated and trying again");
+                    last = Some(error);
+                    self.drop_if_exists(to).await?;
+                }
+            }
+        }
+        // Roll back: the live collection returns under its name.
+        self.drop_if_exists(to).await?;
+        if let Err(error) = self.rename(&old, to, false).await {
+            tracing::error!(%old, %to, %error, "rolling the swap back failed: the live data is in {old}");
+            return Err(error);
+        }
+        Err(last.unwrap_or_else(|| StoreError::Usage(format!("could not swap {from} in as {to}"))))
+    }
+
     async fn drop_if_exists(&self, collection: &str) -> Result<(), StoreError> {
         match timed("drop", self.database.collection::<Document>(collection).drop()).await {
             Ok(()) => Ok(()),
@@ -466,7 +564,9 @@ impl MongoStore {
     async fn versions_matching(&self, filter: Document) -> Result<Vec<PostVersion>, StoreError> {
         let query = self.versions.find(filter).sort(doc! { "post_id": 1, "version": 1 });
         let docs: Vec<VersionDoc> = timed("find in post_versions", async { query.await?.try_collect().await }).await?;
-        docs.into_iter().map(|doc| doc.into_version(&self.names.1)).collect()
+        docs.into_iter()
+            .map(|doc| doc.into_version(&self.names.versions))
+            .collect()
     }
 }
 
@@ -492,10 +592,17 @@ impl ReadModelStore for MongoStore {
                 .options(named("created_at_post_id"))
                 .build(),
         ];
-        let versions = vec![IndexModel::builder()
-            .keys(doc! { "post_id": 1, "version": 1 })
-            .options(unique("post_id_version_unique"))
-            .build()];
+        let versions = vec![
+            IndexModel::builder()
+                .keys(doc! { "post_id": 1, "version": 1 })
+                .options(unique("post_id_version_unique"))
+                .build(),
+            // The catch-up's count of a range of positions.
+            IndexModel::builder()
+                .keys(doc! { "position": 1 })
+                .options(named("position"))
+                .build(),
+        ];
         // One index per command: FerretDB 1.24 panics (and drops the
         // connection) when one createIndexes names several indexes that all
         // exist already, which is exactly the idempotent re-run.
@@ -505,7 +612,13 @@ impl ReadModelStore for MongoStore {
         for index in versions {
             timed("createIndexes", self.versions.create_index(index)).await?;
         }
-        Ok(())
+        // The meta collection needs no index but must exist, so a swap has
+        // something to rename.
+        match timed("create", self.database.create_collection(&self.names.meta)).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Mongo { ref source, .. }) if is_namespace_exists(source) => Ok(()),
+            Err(other) => Err(other),
+        }
     }
 
     /// One round trip to the server.
@@ -565,46 +678,16 @@ impl ReadModelStore for MongoStore {
             .map(|event| VersionRecord::from_event(event).map(VersionDoc::from))
             .collect::<Result<Vec<_>, _>>()?;
         self.insert_versions(&versions).await?;
-        // Each post once, in order of first appearance, with the index of its
-        // newest version in the batch.
-        let mut newest: Vec<usize> = Vec::new();
-        let mut slot_of: HashMap<i64, usize> = HashMap::with_capacity(versions.len());
-        for (i, version) in versions.iter().enumerate() {
-            match slot_of.get(&version.post_id) {
-                Some(&slot) => {
-                    if version.version > versions[newest[slot]].version {
-                        newest[slot] = i;
-                    }
-                }
-                None => {
-                    slot_of.insert(version.post_id, newest.len());
-                    newest.push(i);
-                }
-            }
-        }
-        let posts: Vec<PostDoc> = newest.iter().map(|&i| versions[i].to_post_doc()).collect();
+        let keys: Vec<(i64, i64)> = versions.iter().map(|v| (v.post_id, v.version)).collect();
+        let plan = Plan::of(&keys);
+        let posts: Vec<PostDoc> = plan.newest.iter().map(|&i| versions[i].to_post_doc()).collect();
         let gated = self.gate(&posts).await?;
         if self.is_ferretdb().await? {
             // Stale posts settle too: a stale outcome may be this writer's own
             // earlier write, whose settle an outage or a crash cut short.
             self.settle_all(&posts).await?;
         }
-        let mut seen = std::collections::HashSet::with_capacity(versions.len());
-        Ok(versions
-            .iter()
-            .map(|version| {
-                let slot = slot_of.get(&version.post_id).copied().unwrap_or_default();
-                let newer = match gated[slot] {
-                    Gate::Written { before } => before.is_none_or(|before| version.version > before),
-                    Gate::Stale => false,
-                };
-                if newer && seen.insert((version.post_id, version.version)) {
-                    Applied::Applied
-                } else {
-                    Applied::Stale
-                }
-            })
-            .collect())
+        Ok(plan.outcomes(&keys, &gated))
     }
 
     /// The latest state of a post, deleted or not.
@@ -619,7 +702,7 @@ impl ReadModelStore for MongoStore {
             self.versions.find_one(doc! { "_id": version_key(post_id, version) }),
         )
         .await?;
-        found.map(|doc| doc.into_version(&self.names.1)).transpose()
+        found.map(|doc| doc.into_version(&self.names.versions)).transpose()
     }
 
     /// Every stored version of a post, oldest first.
@@ -651,29 +734,120 @@ impl ReadModelStore for MongoStore {
         self.versions_matching(Document::new()).await
     }
 
-    /// The collections `<posts>_<tag>` and `<post_versions>_<tag>` of the
-    /// same database.
+    /// One `count` on the `position` index of `post_versions`. (FerretDB
+    /// 1.24 decodes the collection for it: see docs/performance.md.)
+    async fn count_positions(&self, after: i64, through: i64) -> Result<u64, StoreError> {
+        if through <= after {
+            return Ok(0);
+        }
+        timed(
+            "count in post_versions",
+            self.versions
+                .count_documents(doc! { "position": { "$gt": after, "$lte": through } }),
+        )
+        .await
+    }
+
+    /// The `checkpoint` document of the meta collection, by `_id`.
+    async fn checkpoint(&self) -> Result<i64, StoreError> {
+        let found = timed("find in meta", self.meta.find_one(doc! { "_id": CHECKPOINT_ID })).await?;
+        found
+            .map(|document| {
+                document.get_i64("position").map_err(|_| StoreError::Corrupt {
+                    location: self.names.meta.clone(),
+                    reason: "the checkpoint has no integer position".into(),
+                })
+            })
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// An update filtered on the old position (MongoDB writes a document
+    /// atomically; FerretDB 1.24 reads and writes in two steps, so two
+    /// writers racing there may both succeed: each moves the checkpoint to a
+    /// position it found complete, so either outcome is true, and the lower
+    /// one only costs a re-check). From 0, the document may be absent: an
+    /// insert, whose duplicate key means another writer got there first.
+    async fn advance_checkpoint(&self, from: i64, to: i64) -> Result<bool, StoreError> {
+        let moved = timed(
+            "update meta",
+            self.meta.update_one(
+                doc! { "_id": CHECKPOINT_ID, "position": from },
+                doc! { "$set": { "position": to } },
+            ),
+        )
+        .await?;
+        if moved.matched_count > 0 {
+            return Ok(true);
+        }
+        if from != 0 {
+            return Ok(false);
+        }
+        let inserted = timed_raw(
+            "insert into meta",
+            self.meta.insert_one(doc! { "_id": CHECKPOINT_ID, "position": to }),
+        )
+        .await?;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(error) if is_duplicate_key(&error) => Ok(false),
+            Err(error) => Err(labelled("insert into meta")(error)),
+        }
+    }
+
+    /// An upsert of `lease:<name>` filtered on "mine or expired": a lease
+    /// held by another owner makes the upsert's insert collide on `_id`.
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = mongodb::bson::DateTime::now();
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let until = mongodb::bson::DateTime::from_millis(now.timestamp_millis().saturating_add(ttl_ms));
+        let taken = self
+            .meta
+            .update_one(
+                doc! {
+                    "_id": format!("lease:{name}"),
+                    "$or": [ { "owner": owner }, { "expires_at": { "$lte": now } } ],
+                },
+                doc! { "$set": { "owner": owner, "expires_at": until } },
+            )
+            .upsert(true);
+        match timed_raw("upsert into meta", taken).await? {
+            Ok(_) => Ok(true),
+            Err(error) if is_duplicate_key(&error) => Ok(false),
+            Err(error) => Err(labelled("upsert into meta")(error)),
+        }
+    }
+
+    /// The collections `<posts>_<tag>`, `<post_versions>_<tag>` and
+    /// `<read_model_meta>_<tag>` of the same database.
     fn staging(&self, tag: &str) -> Self {
-        self.with_collections(&format!("{}_{tag}", self.names.0), &format!("{}_{tag}", self.names.1))
+        self.with_collections(Names {
+            posts: format!("{}_{tag}", self.names.posts),
+            versions: format!("{}_{tag}", self.names.versions),
+            meta: format!("{}_{tag}", self.names.meta),
+        })
     }
 
     /// Replaces this store's collections with `fresh`'s (which must be in the
-    /// same database), indexes included, so readers never see a half-built
-    /// read model.
+    /// same database), indexes and checkpoint included, so readers never see
+    /// a half-built read model.
+    ///
+    /// `posts` goes first, then `post_versions`, then the meta collection
+    /// (the checkpoint). A relay keeps writing meanwhile; what it writes
+    /// between two of these swaps lands in a generation that is then
+    /// replaced, and the order makes sure the catch-up notices: it counts
+    /// versions, so a version record must never be present in the model
+    /// without its post write. A write between the posts and the versions
+    /// swaps leaves its post in the new `posts` and its version in the old
+    /// `post_versions`, which goes: the version is missing, the count comes
+    /// up short, and the catch-up applies the event again. Anything missing
+    /// is above the fresh model's checkpoint (the rebuild's `complete_through`),
+    /// which swaps in last, so the catch-up reads from there.
     ///
     /// On MongoDB each collection is swapped by one `renameCollection` with
     /// `dropTarget: true`: a reader sees the old or the new collection, never
-    /// neither. FerretDB 1.24 refuses `dropTarget` (NotImplemented), so there
-    /// the equivalent is: rename the live collection to `<name>_swap_old`,
-    /// rename the fresh one into place, drop the old one. Between those two
-    /// renames (one round trip, milliseconds) the collection is absent and a
-    /// read finds nothing. If the process dies in that window, the old data
-    /// survives as `<name>_swap_old` and the fresh collection keeps its name,
-    /// so running the rebuild again completes the swap.
-    ///
-    /// `post_versions` is swapped before `posts`; for the instant between the
-    /// two, a history read may come from the new generation while a
-    /// latest-state read still comes from the old one.
+    /// neither. FerretDB 1.24 refuses `dropTarget` (NotImplemented); see
+    /// [`swap_by_two_renames`](Self::swap_by_two_renames).
     async fn swap_in(&self, fresh: &Self) -> Result<(), StoreError> {
         if fresh.database.name() != self.database.name() {
             return Err(StoreError::Usage(format!(
@@ -688,19 +862,15 @@ impl ReadModelStore for MongoStore {
         // Creates the fresh collections if the rebuild stored nothing, so the
         // renames below have a source, and guarantees the indexes travel along.
         fresh.ensure_schema().await?;
-        for (from, to) in [(&fresh.names.1, &self.names.1), (&fresh.names.0, &self.names.0)] {
+        for (from, to) in [
+            (&fresh.names.posts, &self.names.posts),
+            (&fresh.names.versions, &self.names.versions),
+            (&fresh.names.meta, &self.names.meta),
+        ] {
             match self.rename(from, to, true).await {
                 Ok(()) => {}
                 Err(StoreError::Mongo { ref source, .. }) if is_not_implemented(source) => {
-                    let old = format!("{to}_swap_old");
-                    self.drop_if_exists(&old).await?;
-                    match self.rename(to, &old, false).await {
-                        Ok(()) => {}
-                        Err(StoreError::Mongo { ref source, .. }) if is_namespace_not_found(source) => {}
-                        Err(other) => return Err(other),
-                    }
-                    self.rename(from, to, false).await?;
-                    self.drop_if_exists(&old).await?;
+                    self.swap_by_two_renames(from, to).await?;
                 }
                 Err(other) => return Err(other),
             }
@@ -708,10 +878,10 @@ impl ReadModelStore for MongoStore {
         Ok(())
     }
 
-    /// Drops both collections. Best effort: missing collections are fine
+    /// Drops the collections. Best effort: missing collections are fine
     /// and other failures are only logged.
     async fn discard(&self) {
-        for name in [&self.names.0, &self.names.1] {
+        for name in [&self.names.posts, &self.names.versions, &self.names.meta] {
             if let Err(error) = self.drop_if_exists(name).await {
                 tracing::warn!(collection = %name, %error, "could not drop collection");
             }
@@ -727,15 +897,6 @@ fn post_key(post_id: i64) -> String {
 /// The `_id` of one version's document in `post_versions`.
 fn version_key(post_id: i64, version: i64) -> String {
     format!("{post_id}:{version}")
-}
-
-/// What the gate did with a post.
-#[derive(Clone, Copy, Debug)]
-enum Gate {
-    /// Written over the version read before (`None`: the post was new).
-    Written { before: Option<i64> },
-    /// Not written: `posts` holds this version or a newer one.
-    Stale,
 }
 
 /// One item's error in a write command's reply.
@@ -815,4 +976,19 @@ async fn timed_within<T>(
             after: limit,
         }),
     }
+}
+
+/// Runs a driver call under [`OPERATION_TIMEOUT`], handing back its own
+/// error for the caller to tell apart (a duplicate key that is an answer).
+async fn timed_raw<T>(
+    op: &'static str,
+    call: impl std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
+) -> Result<Result<T, mongodb::error::Error>, StoreError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, call.into_future())
+        .await
+        .map_err(|_| StoreError::Timeout {
+            store: "MongoDB",
+            op,
+            after: OPERATION_TIMEOUT,
+        })
 }

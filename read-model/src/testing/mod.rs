@@ -8,7 +8,8 @@
 //! postmesh_read_model::store_suite!(postmesh_read_model::testing::MongoFixture::from_env());
 //! ```
 //!
-//! in a test file of its own (`read-model/tests/mongo.rs` for MongoDB). A new
+//! in a test file of its own (`read-model/tests/mongo.rs` for MongoDB,
+//! `read-model/tests/sqlite.rs` for SQLite). A new
 //! implementation adds a fixture and such a file; tests only it can run (raw
 //! driver checks) go beside the macro.
 //!
@@ -79,6 +80,67 @@ impl Fixture for MongoFixture {
     }
 }
 
+/// Stores in files of their own under a temporary directory.
+#[derive(Clone, Debug)]
+pub struct SqliteFixture {
+    dir: std::path::PathBuf,
+}
+
+impl SqliteFixture {
+    /// Files under `$TMPDIR/postmesh-read-model-tests`.
+    pub fn new() -> Self {
+        Self {
+            dir: std::env::temp_dir().join("postmesh-read-model-tests"),
+        }
+    }
+
+    /// The URL of a new file no other test uses.
+    pub fn url(&self, prefix: &str) -> String {
+        format!(
+            "sqlite://{}?mode=rwc",
+            self.dir.join(format!("{}.db", unique(prefix))).display()
+        )
+    }
+}
+
+impl Default for SqliteFixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixture for SqliteFixture {
+    async fn fresh(&self, prefix: &str) -> ReadStore {
+        let store = ReadStore::connect(&self.url(prefix), "unused").await.expect("connect");
+        store.ensure_schema().await.expect("ensure_schema");
+        store
+    }
+
+    async fn dispose(&self, store: ReadStore) {
+        let Some(store) = store.as_sqlite() else {
+            return;
+        };
+        let file = store.file().to_owned();
+        store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = file.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    async fn unreachable(&self, timeout: Duration) -> ReadStore {
+        // A file in a directory that does not exist, opened without creating it.
+        let url = format!(
+            "sqlite://{}?mode=rw",
+            self.dir.join(unique("missing")).join("read.db").display()
+        );
+        ReadStore::connect_with_timeout(&url, "unused", timeout)
+            .await
+            .expect("a lazy pool")
+    }
+}
+
 /// Runs the whole [`suite`] as `#[test]`s against the stores `$fixture` (an
 /// expression of a type implementing [`Fixture`]) makes. Use it once per
 /// test file; the caller needs tokio (its `macros` feature) for the tests.
@@ -100,6 +162,9 @@ macro_rules! store_suite {
             list_matches_literal_text_only,
             list_pages_newest_first_by_keyset,
             an_unreachable_server_is_unavailable_quickly,
+            positions_are_stored_and_counted,
+            the_checkpoint_moves_by_compare_and_set_and_swaps_with_the_model,
+            a_lease_has_one_owner_until_it_expires,
         );
     };
     (@sync $fixture:expr; $($name:ident,)*) => {

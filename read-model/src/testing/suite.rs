@@ -437,3 +437,104 @@ pub async fn an_unreachable_server_is_unavailable_quickly(fixture: &impl Fixture
     let error = store.apply(&created(1, "ann", 1_000)).await.unwrap_err();
     assert!(error.is_unavailable(), "{error}");
 }
+
+/// `event` at log position `position`.
+fn at(position: i64, mut event: PostEvent) -> PostEvent {
+    event.position = position;
+    event
+}
+
+/// Every version keeps its event's position, and `count_positions` counts
+/// the stored versions of a range of positions, duplicates once.
+pub async fn positions_are_stored_and_counted(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_positions").await;
+    let v = |post_id, version| event(post_id, version, EventType::PostUpdated, "t", "c", "ann", 1_000);
+    // Positions 1..=6, all but 4 (post 2's update) applied, 5 twice.
+    let applied = [
+        at(1, created(1, "ann", 1_000)),
+        at(2, created(2, "bob", 1_000)),
+        at(3, v(1, 2)),
+        at(5, v(1, 3)),
+        at(6, created(3, "cy", 1_000)),
+        at(5, v(1, 3)),
+    ];
+    store.apply_batch(&applied).await.unwrap();
+    assert_eq!(store.count_positions(0, 6).await.unwrap(), 5);
+    assert_eq!(store.count_positions(3, 6).await.unwrap(), 2);
+    assert_eq!(store.count_positions(0, 3).await.unwrap(), 3);
+    assert_eq!(store.count_positions(6, 10).await.unwrap(), 0);
+    assert_eq!(store.count_positions(6, 6).await.unwrap(), 0);
+    assert_eq!(store.version(1, 3).await.unwrap().unwrap().position, 5);
+    let history = store.history(1).await.unwrap();
+    assert_eq!(history.iter().map(|v| v.position).collect::<Vec<_>>(), [1, 3, 5]);
+    // The missing one arrives: the range is complete.
+    store.apply(&at(4, v(2, 2))).await.unwrap();
+    assert_eq!(store.count_positions(0, 6).await.unwrap(), 6);
+    assert!(store.all_versions().await.unwrap().iter().all(|v| v.position > 0));
+    fixture.dispose(store).await;
+}
+
+/// The checkpoint starts at 0 and moves only by compare-and-set; a staging
+/// store has its own, and a swap brings the staged one in.
+pub async fn the_checkpoint_moves_by_compare_and_set_and_swaps_with_the_model(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_checkpoint").await;
+    assert_eq!(store.checkpoint().await.unwrap(), 0);
+    assert!(!store.advance_checkpoint(5, 10).await.unwrap(), "not at 5");
+    assert!(store.advance_checkpoint(0, 10).await.unwrap());
+    assert_eq!(store.checkpoint().await.unwrap(), 10);
+    assert!(!store.advance_checkpoint(0, 20).await.unwrap(), "no longer at 0");
+    assert!(store.advance_checkpoint(10, 20).await.unwrap());
+    assert_eq!(store.checkpoint().await.unwrap(), 20);
+    // Two writers from the same position: one wins.
+    let (a, b) = tokio::join!(store.advance_checkpoint(20, 30), store.advance_checkpoint(20, 31));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a || b, "one of two racing advances wins");
+    let now = store.checkpoint().await.unwrap();
+    assert!(now == 30 || now == 31, "{now}");
+    // Ensuring the schema keeps it.
+    store.ensure_schema().await.unwrap();
+    assert_eq!(store.checkpoint().await.unwrap(), now);
+
+    let staged = store.staging("ckpt");
+    staged.ensure_schema().await.unwrap();
+    assert_eq!(staged.checkpoint().await.unwrap(), 0, "a staging store has its own");
+    staged.apply(&at(1, created(1, "ann", 1_000))).await.unwrap();
+    assert!(staged.advance_checkpoint(0, 7).await.unwrap());
+    assert_eq!(store.checkpoint().await.unwrap(), now);
+    store.swap_in(&staged).await.unwrap();
+    assert_eq!(
+        store.checkpoint().await.unwrap(),
+        7,
+        "the swapped-in model carries its checkpoint"
+    );
+    assert_eq!(store.count_positions(0, 1).await.unwrap(), 1);
+    fixture.dispose(store).await;
+}
+
+/// A lease is held by one owner, renewed by it, and free for another once
+/// it has expired.
+pub async fn a_lease_has_one_owner_until_it_expires(fixture: &impl Fixture) {
+    let store = fixture.fresh("qs_lease").await;
+    let ttl = Duration::from_millis(600);
+    assert!(store.try_lease("catch-up", "a", ttl).await.unwrap());
+    assert!(!store.try_lease("catch-up", "b", ttl).await.unwrap(), "held by a");
+    assert!(store.try_lease("catch-up", "a", ttl).await.unwrap(), "a renews");
+    assert!(store.try_lease("other", "b", ttl).await.unwrap(), "leases are by name");
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert!(
+        store.try_lease("catch-up", "b", ttl).await.unwrap(),
+        "expired: b takes it"
+    );
+    assert!(!store.try_lease("catch-up", "a", ttl).await.unwrap(), "now held by b");
+    // Racing owners of a free lease: at least one holds it afterwards, and
+    // then only that one renews.
+    let (x, y) = tokio::join!(
+        store.try_lease("race", "x", Duration::from_secs(30)),
+        store.try_lease("race", "y", Duration::from_secs(30))
+    );
+    assert!(x.unwrap() || y.unwrap());
+    let x = store.try_lease("race", "x", Duration::from_secs(30)).await.unwrap();
+    let y = store.try_lease("race", "y", Duration::from_secs(30)).await.unwrap();
+    assert!(x != y, "exactly one owner renews: x {x}, y {y}");
+    fixture.dispose(store).await;
+}

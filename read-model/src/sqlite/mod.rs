@@ -1,0 +1,665 @@
+//! The embedded SQLite read store: [`SqliteStore`], in a file of its own
+//! (never the event store's), through sqlx as sea-orm ships it.
+//!
+//! Tables (see [`schema`]): `posts` (one row per post, its newest applied
+//! version), `post_versions` (one row per `(post_id, version)`) and
+//! `search_posts`, an FTS5 trigram index over the posts' title and content
+//! that triggers keep in step. ListPosts' filters become SQL in [`query`].
+//!
+//! Connections: the file is in WAL mode, so readers never wait for the
+//! writer and query-svc reads while event-relay writes from another process.
+//! Each store has one writer connection, which applies a batch as one
+//! `BEGIN IMMEDIATE` transaction (the write lock up front, so the reads of
+//! the gate see what the writes then change), and a small pool of readers.
+//! Writers of other processes (another relay replica, a rebuild) queue on
+//! SQLite's lock for up to `busy_timeout` (the connect timeout); past it the
+//! batch fails as an outage and the relay retries it.
+//!
+//! Durability: `synchronous=NORMAL`. In WAL mode a power loss may lose the
+//! last transactions committed before it (never corrupt the file); a crash
+//! of the process loses nothing. The event store is the source of truth and
+//! the projection's catch-up re-applies whatever tail the read model lost,
+//! so the read model trades that window for not waiting on an fsync per
+//! batch.
+
+pub(crate) mod error;
+pub(crate) mod query;
+mod schema;
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    ops::Range,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
+
+use postmesh_proto::v1::{EventType, Post, PostEvent};
+use sea_orm::sqlx::{
+    self,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+    Row, SqlitePool,
+};
+
+use crate::{
+    batch::{Gate, Plan},
+    cursor::Position,
+    millis_to_timestamp, Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord,
+};
+use error::{is_missing_table, labelled};
+use query::{Bind, POST_COLUMNS};
+use schema::Names;
+pub use schema::{POSTS, POST_VERSIONS};
+
+/// Default for how long a statement waits for another writer's lock
+/// (`busy_timeout`) and a read for a free connection, before failing as an
+/// outage.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Upper bound for one store operation, waiting for the writer included.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reader connections per store (each is a thread of SQLite work).
+const READERS: u32 = 4;
+
+/// Most rows in one multi-row statement. Batches are cut into statements of
+/// 64 rows and a power of two for the rest, so a handful of statement shapes
+/// (prepared once per connection and cached) serve every batch size.
+const MAX_ROWS: usize = 64;
+
+/// The columns of a version row, in the order `write_batch` binds and
+/// [`version_from_row`] reads them.
+const VERSION_COLUMNS: &str =
+    "post_id, version, title, content, author_name, created_at, updated_at, deleted, event_type, position";
+
+/// What a store and its staging stores share: one file, its connections.
+#[derive(Debug)]
+struct Shared {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    file: PathBuf,
+}
+
+/// The read model in a SQLite file. Cheap to clone; clones (and staging
+/// stores) share the connections.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    names: Arc<Names>,
+}
+
+impl SqliteStore {
+    /// A store on the file of `url` (`sqlite://path?mode=rwc` creates it and
+    /// its directory) with [`DEFAULT_TIMEOUT`]. Connections open lazily, so
+    /// this succeeds while the file is missing or locked; only a malformed
+    /// URL fails here.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_timeout(url, DEFAULT_TIMEOUT).await
+    }
+
+    /// As [`connect`](Self::connect), waiting up to `timeout` for another
+    /// writer's lock or a free reader.
+    pub async fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Usage(format!("bad SQLite URL {url:?}: {error}")))?;
+        let file = options.get_filename().to_owned();
+        if url.contains(":memory:") || file.as_os_str().is_empty() {
+            return Err(StoreError::Usage(
+                "an in-memory SQLite read model is private to one connection: name a file".into(),
+            ));
+        }
+        if url.contains("mode=rwc") {
+            if let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                // Best effort: a failure shows as the file failing to open.
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(timeout)
+            .foreign_keys(false)
+            .statement_cache_capacity(256);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(OPERATION_TIMEOUT)
+            .test_before_acquire(false)
+            .connect_lazy_with(options.clone());
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(0)
+            .acquire_timeout(timeout.max(Duration::from_millis(1)))
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        Ok(Self {
+            shared: Arc::new(Shared { writer, readers, file }),
+            names: Arc::new(Names::live()),
+        })
+    }
+
+    /// The database file.
+    pub fn file(&self) -> &Path {
+        &self.shared.file
+    }
+
+    /// Closes the connections, this store's and its clones' and staging
+    /// stores' (which share them): for removing the file afterwards.
+    pub async fn close(&self) {
+        self.shared.writer.close().await;
+        self.shared.readers.close().await;
+    }
+
+    /// SQLite's plan for the ListPosts query of `filter` (the `detail`
+    /// column of `EXPLAIN QUERY PLAN`): which indexes a page uses.
+    pub async fn list_plan(
+        &self,
+        filter: &ListFilter,
+        after: Option<&Position>,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let query = query::list(&self.names, filter, after, limit);
+        let sql = format!("EXPLAIN QUERY PLAN {}", query.sql);
+        self.read("explain a listing", &sql, query.binds, |row| {
+            row.try_get::<String, _>(3).map_err(labelled("explain a listing"))
+        })
+        .await
+    }
+
+    /// Runs `sql` (several statements) in one write transaction.
+    async fn execute_script(&self, op: &'static str, sql: &str) -> Result<(), StoreError> {
+        timed(op, async {
+            let mut tx = self.begin_write().await?;
+            sqlx::Executor::execute(&mut *tx, sql).await.map_err(labelled(op))?;
+            tx.commit().await.map_err(labelled("commit"))
+        })
+        .await
+    }
+
+    /// Takes the writer connection and SQLite's write lock.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.shared
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(labelled("BEGIN IMMEDIATE"))
+    }
+
+    /// Stores the batch's versions and gates each post's newest into
+    /// `posts`, in one transaction (see [`apply_batch`](ReadModelStore::apply_batch)).
+    async fn write_batch(&self, records: &[VersionRecord], plan: &Plan) -> Result<Vec<Gate>, StoreError> {
+        let Names { posts, versions, .. } = &*self.names;
+        timed("apply a batch", async {
+            let mut tx = self.begin_write().await?;
+            for range in chunks(records.len()) {
+                let sql = format!(
+                    "INSERT INTO \"{versions}\" ({VERSION_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
+                    rows(range.len(), 10)
+                );
+                let mut statement = sqlx::query(&sql);
+                for record in &records[range] {
+                    statement = bind_post(statement, record)
+                        .bind(record.event_type.event_name())
+                        .bind(record.position);
+                }
+                statement
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(labelled("insert into post_versions"))?;
+            }
+            // The versions stored before this write (the write lock is ours,
+            // so nobody changes them until we commit).
+            let newest: Vec<&VersionRecord> = plan.newest.iter().map(|&i| &records[i]).collect();
+            let mut stored: HashMap<i64, i64> = HashMap::with_capacity(newest.len());
+            for range in chunks(newest.len()) {
+                let sql = format!(
+                    "SELECT post_id, version FROM \"{posts}\" WHERE post_id IN ({})",
+                    vec!["?"; range.len()].join(", ")
+                );
+                let mut statement = sqlx::query(&sql);
+                for record in &newest[range] {
+                    statement = statement.bind(record.post_id);
+                }
+                for row in statement.fetch_all(&mut *tx).await.map_err(labelled("read posts"))? {
+                    stored.insert(
+                        row.try_get(0).map_err(labelled("read posts"))?,
+                        row.try_get(1).map_err(labelled("read posts"))?,
+                    );
+                }
+            }
+            let newer: Vec<&VersionRecord> = newest
+                .iter()
+                .copied()
+                .filter(|record| stored.get(&record.post_id).is_none_or(|&s| s < record.version))
+                .collect();
+            // One atomic statement per row: insert, or update only while
+            // older. RETURNING names the rows it wrote.
+            let mut written: HashSet<i64> = HashSet::with_capacity(newer.len());
+            for range in chunks(newer.len()) {
+                let sql = format!(
+                    "INSERT INTO \"{posts}\" ({POST_COLUMNS}) VALUES {} \
+                     ON CONFLICT (post_id) DO UPDATE SET version = excluded.version, title = excluded.title, \
+                     content = excluded.content, author_name = excluded.author_name, \
+                     created_at = excluded.created_at, updated_at = excluded.updated_at, deleted = excluded.deleted \
+                     WHERE excluded.version > \"{posts}\".version RETURNING post_id",
+                    rows(range.len(), 8)
+                );
+                let mut statement = sqlx::query(&sql);
+                for &record in &newer[range] {
+                    statement = bind_post(statement, record);
+                }
+                for row in statement.fetch_all(&mut *tx).await.map_err(labelled("upsert posts"))? {
+                    written.insert(row.try_get(0).map_err(labelled("upsert posts"))?);
+                }
+            }
+            tx.commit().await.map_err(labelled("commit"))?;
+            Ok(newest
+                .iter()
+                .map(|record| {
+                    if written.contains(&record.post_id) {
+                        Gate::Written {
+                            before: stored.get(&record.post_id).copied(),
+                        }
+                    } else {
+                        Gate::Stale
+                    }
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Runs a write; where the tables do not exist yet (a store whose
+    /// schema was never ensured, a staging store after its swap), creates
+    /// them and runs it again.
+    async fn creating_schema<T, F: Future<Output = Result<T, StoreError>>>(
+        &self,
+        write: impl Fn() -> F,
+    ) -> Result<T, StoreError> {
+        match write().await {
+            Err(error) if is_missing_table(&error) => {
+                self.ensure_schema().await?;
+                write().await
+            }
+            other => other,
+        }
+    }
+
+    /// One statement on the writer connection (autocommit): its rows.
+    async fn write_one(&self, op: &'static str, sql: &str, binds: &[Bind]) -> Result<Vec<SqliteRow>, StoreError> {
+        self.creating_schema(|| {
+            timed(op, async {
+                bound(sqlx::query(sql), binds.to_vec())
+                    .fetch_all(&self.shared.writer)
+                    .await
+                    .map_err(labelled(op))
+            })
+        })
+        .await
+    }
+
+    /// Rows of a read on the reader pool; a missing table reads as empty.
+    async fn read<T>(
+        &self,
+        op: &'static str,
+        sql: &str,
+        binds: Vec<Bind>,
+        decode: impl Fn(&SqliteRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = timed(op, async {
+            bound(sqlx::query(sql), binds)
+                .fetch_all(&self.shared.readers)
+                .await
+                .map_err(labelled(op))
+        })
+        .await;
+        match rows {
+            Ok(rows) => rows.iter().map(decode).collect(),
+            Err(error) if is_missing_table(&error) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn posts_where(&self, condition: &str, binds: Vec<Bind>) -> Result<Vec<Post>, StoreError> {
+        let sql = format!("SELECT {POST_COLUMNS} FROM \"{}\" {condition}", self.names.posts);
+        self.read("read posts", &sql, binds, post_from_row).await
+    }
+
+    async fn versions_where(&self, condition: &str, binds: Vec<Bind>) -> Result<Vec<PostVersion>, StoreError> {
+        let table = self.names.versions.clone();
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM \"{table}\" {condition}");
+        self.read("read post_versions", &sql, binds, |row| version_from_row(row, &table))
+            .await
+    }
+}
+
+impl ReadModelStore for SqliteStore {
+    fn system(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// Creates the tables, their indexes, the search index and its triggers
+    /// where missing. Idempotent.
+    async fn ensure_schema(&self) -> Result<(), StoreError> {
+        self.execute_script("create the schema", &self.names.create()).await
+    }
+
+    /// Reads the schema: fails when the file is missing, locked exclusively,
+    /// or not a database.
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed("ping", async {
+            sqlx::query("SELECT count(*) FROM sqlite_master")
+                .fetch_one(&self.shared.readers)
+                .await
+                .map_err(labelled("ping"))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a batch in one write transaction:
+    ///
+    /// 1. every event is checked first, so an invalid one fails the batch
+    ///    before anything is written;
+    /// 2. every version goes into `post_versions`, insert-or-ignore, in
+    ///    multi-row statements of up to 64 rows;
+    /// 3. per post, its newest version of the batch is gated into `posts`:
+    ///    the stored versions are read (one `IN` query per 64 posts), then
+    ///    the newer ones are written by `INSERT … ON CONFLICT (post_id) DO
+    ///    UPDATE … WHERE excluded.version > posts.version RETURNING post_id`,
+    ///    one atomic statement per 64 posts whose RETURNING names the posts
+    ///    it wrote.
+    ///
+    /// The transaction begins `IMMEDIATE`, holding SQLite's one write lock
+    /// from the start, so the versions read in step 3 are still the stored
+    /// ones when the upsert runs: whatever other writers (processes) race,
+    /// each `(post, version)` counts as [`Applied::Applied`] once. A batch
+    /// on a store whose tables do not exist yet creates them and writes again.
+    async fn apply_batch(&self, events: &[PostEvent]) -> Result<Vec<Applied>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = events
+            .iter()
+            .map(VersionRecord::from_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<(i64, i64)> = records.iter().map(|r| (r.post_id, r.version)).collect();
+        let plan = Plan::of(&keys);
+        let gated = self.creating_schema(|| self.write_batch(&records, &plan)).await?;
+        Ok(plan.outcomes(&keys, &gated))
+    }
+
+    async fn get(&self, post_id: i64) -> Result<Option<Post>, StoreError> {
+        Ok(self
+            .posts_where("WHERE post_id = ?", vec![Bind::Int(post_id)])
+            .await?
+            .pop())
+    }
+
+    async fn version(&self, post_id: i64, version: i64) -> Result<Option<PostVersion>, StoreError> {
+        Ok(self
+            .versions_where(
+                "WHERE post_id = ? AND version = ?",
+                vec![Bind::Int(post_id), Bind::Int(version)],
+            )
+            .await?
+            .pop())
+    }
+
+    async fn history(&self, post_id: i64) -> Result<Vec<PostVersion>, StoreError> {
+        self.versions_where("WHERE post_id = ? ORDER BY version", vec![Bind::Int(post_id)])
+            .await
+    }
+
+    async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
+        let query = query::list(&self.names, filter, after, limit);
+        self.read("list posts", &query.sql, query.binds, post_from_row).await
+    }
+
+    async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {
+        self.posts_where("ORDER BY post_id", Vec::new()).await
+    }
+
+    async fn all_versions(&self) -> Result<Vec<PostVersion>, StoreError> {
+        self.versions_where("ORDER BY post_id, version", Vec::new()).await
+    }
+
+    /// One count over the `(position, …)` index of `post_versions`.
+    async fn count_positions(&self, after: i64, through: i64) -> Result<u64, StoreError> {
+        if through <= after {
+            return Ok(0);
+        }
+        let sql = format!(
+            "SELECT count(*) FROM \"{}\" WHERE position > ? AND position <= ?",
+            self.names.versions
+        );
+        let counts = self
+            .read(
+                "count post_versions",
+                &sql,
+                vec![Bind::Int(after), Bind::Int(through)],
+                |row| row.try_get::<i64, _>(0).map_err(labelled("count post_versions")),
+            )
+            .await?;
+        Ok(counts.first().map_or(0, |&n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    /// The `checkpoint` row of the meta table (0 when there is none).
+    async fn checkpoint(&self) -> Result<i64, StoreError> {
+        let sql = format!(
+            "SELECT position FROM \"{}\" WHERE key = '{CHECKPOINT}'",
+            self.names.meta
+        );
+        let found = self
+            .read("read the checkpoint", &sql, Vec::new(), |row| {
+                row.try_get::<Option<i64>, _>(0)
+                    .map_err(labelled("read the checkpoint"))
+            })
+            .await?;
+        Ok(found.into_iter().flatten().next().unwrap_or(0))
+    }
+
+    /// One statement on the writer: an update filtered on the old position,
+    /// or, from 0 (none kept), an insert that only overwrites a 0.
+    async fn advance_checkpoint(&self, from: i64, to: i64) -> Result<bool, StoreError> {
+        let meta = &self.names.meta;
+        let sql = if from == 0 {
+            format!(
+                "INSERT INTO \"{meta}\" (key, position) VALUES ('{CHECKPOINT}', ?) \
+                 ON CONFLICT (key) DO UPDATE SET position = excluded.position \
+                 WHERE coalesce(\"{meta}\".position, 0) = ? RETURNING 1"
+            )
+        } else {
+            format!("UPDATE \"{meta}\" SET position = ? WHERE key = '{CHECKPOINT}' AND position = ? RETURNING 1")
+        };
+        let moved = self
+            .write_one("advance the checkpoint", &sql, &[Bind::Int(to), Bind::Int(from)])
+            .await?;
+        Ok(!moved.is_empty())
+    }
+
+    /// One upsert of `lease:<name>` that only overwrites a lease of the same
+    /// owner or an expired one; RETURNING tells whether it wrote.
+    async fn try_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_millis();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let meta = &self.names.meta;
+        let sql = format!(
+            "INSERT INTO \"{meta}\" (key, owner, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE \"{meta}\".owner = excluded.owner OR \"{meta}\".expires_at <= ? RETURNING 1"
+        );
+        let binds = [
+            Bind::Text(format!("lease:{name}")),
+            Bind::Text(owner.to_owned()),
+            Bind::Int(until),
+            Bind::Int(now),
+        ];
+        Ok(!self.write_one("take a lease", &sql, &binds).await?.is_empty())
+    }
+
+    /// The tables `posts_<tag>`, `post_versions_<tag>`, `search_posts_<tag>`
+    /// and `meta_posts_<tag>` of the same file.
+    fn staging(&self, tag: &str) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            names: Arc::new(self.names.staging(tag)),
+        }
+    }
+
+    /// Replaces this store's tables with `staged`'s in one transaction: the
+    /// live tables are dropped and the staged ones renamed into place, their
+    /// indexes and checkpoint with them, and the search triggers recreated
+    /// under the live names. Readers see the old model or the new one, never neither, and
+    /// a failure (or a crash) anywhere leaves the old one.
+    async fn swap_in(&self, staged: &Self) -> Result<(), StoreError> {
+        if !Arc::ptr_eq(&self.shared, &staged.shared) && self.shared.file != staged.shared.file {
+            return Err(StoreError::Usage(format!(
+                "cannot swap in tables from {} into {}",
+                staged.shared.file.display(),
+                self.shared.file.display()
+            )));
+        }
+        if staged.names == self.names {
+            return Ok(());
+        }
+        // Creates the staged tables if the rebuild stored nothing, so the
+        // renames have a source.
+        staged.ensure_schema().await?;
+        self.execute_script("swap in the rebuilt model", &self.names.swap_in(&staged.names))
+            .await
+    }
+
+    /// Drops this store's tables. Best effort: failures are only logged.
+    async fn discard(&self) {
+        if let Err(error) = self.execute_script("drop the model", &self.names.drop_all()).await {
+            tracing::warn!(table = %self.names.posts, %error, "could not drop the read model's tables");
+        }
+    }
+}
+
+/// Ranges of at most [`MAX_ROWS`] covering `0..n`: full ones, then powers of
+/// two for the rest (few distinct statement shapes to prepare).
+fn chunks(n: usize) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let rest = n - start;
+        let size = if rest >= MAX_ROWS {
+            MAX_ROWS
+        } else {
+            1 << (usize::BITS - 1 - rest.leading_zeros())
+        };
+        ranges.push(start..start + size);
+        start += size;
+    }
+    ranges
+}
+
+/// `statement` with a record's [`POST_COLUMNS`] bound, in order.
+fn bind_post<'q>(
+    statement: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    record: &'q VersionRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    statement
+        .bind(record.post_id)
+        .bind(record.version)
+        .bind(record.title.as_str())
+        .bind(record.content.as_str())
+        .bind(record.author_name.as_str())
+        .bind(record.created_at_ms)
+        .bind(record.updated_at_ms)
+        .bind(record.deleted)
+}
+
+/// `statement` with `binds` bound in order.
+fn bound<'q>(
+    statement: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    binds.into_iter().fold(statement, |statement, bind| match bind {
+        Bind::Int(value) => statement.bind(value),
+        Bind::Text(value) => statement.bind(value),
+    })
+}
+
+/// `(?, …), …`: `count` rows of `width` placeholders.
+fn rows(count: usize, width: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    vec![row; count].join(", ")
+}
+
+/// A post from a row of [`POST_COLUMNS`].
+fn post_from_row(row: &SqliteRow) -> Result<Post, StoreError> {
+    let decode = || -> Result<Post, sqlx::Error> {
+        Ok(Post {
+            post_id: row.try_get(0)?,
+            version: row.try_get(1)?,
+            title: row.try_get(2)?,
+            content: row.try_get(3)?,
+            author_name: row.try_get(4)?,
+            created_at: Some(millis_to_timestamp(row.try_get(5)?)),
+            updated_at: Some(millis_to_timestamp(row.try_get(6)?)),
+            deleted: row.try_get(7)?,
+        })
+    };
+    decode().map_err(labelled("read a post"))
+}
+
+/// A version from a row of [`VERSION_COLUMNS`]: a post's columns, then its
+/// event type and log position.
+fn version_from_row(row: &SqliteRow, table: &str) -> Result<PostVersion, StoreError> {
+    let post = post_from_row(row)?;
+    let event_type: String = row.try_get(8).map_err(labelled("read post_versions"))?;
+    let event_type = EventType::from_event_name(&event_type).ok_or_else(|| StoreError::Corrupt {
+        location: table.to_owned(),
+        reason: format!(
+            "post {} version {} has unknown event_type {event_type:?}",
+            post.post_id, post.version
+        ),
+    })?;
+    let position = row.try_get(9).map_err(labelled("read post_versions"))?;
+    Ok(PostVersion {
+        post,
+        event_type,
+        position,
+    })
+}
+
+/// The key of the checkpoint row in the meta table.
+const CHECKPOINT: &str = "checkpoint";
+
+/// The caller's clock, in milliseconds since the epoch (leases).
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs a store call under [`OPERATION_TIMEOUT`].
+async fn timed<T>(op: &'static str, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout {
+            store: "SQLite",
+            op,
+            after: OPERATION_TIMEOUT,
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_full_then_powers_of_two() {
+        let sizes = |n| chunks(n).iter().map(|r| r.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(64), vec![64]);
+        assert_eq!(sizes(256 + 7), vec![64, 64, 64, 64, 4, 2, 1]);
+        assert_eq!(chunks(100).last().map(|r| r.end), Some(100));
+    }
+}

@@ -1,0 +1,307 @@
+//! The store suite against the SQLite store, on files of its own, plus what
+//! only SQLite can be asked directly: its query plans, the search index kept
+//! in step, a locked file, a file that is no database, and two connections
+//! (as two processes would) writing one file at once.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use postmesh_proto::v1::EventType;
+use postmesh_read_model::{
+    cursor::Position,
+    testing::{created, event, unique, Fixture, SqliteFixture},
+    Applied, ListFilter, ReadModelStore, ReadStore,
+};
+use sea_orm::sqlx::{self, sqlite::SqliteConnectOptions, ConnectOptions, Connection, Executor};
+
+postmesh_read_model::store_suite!(SqliteFixture::new());
+
+fn titled(text: &str) -> ListFilter {
+    ListFilter {
+        title: text.into(),
+        ..ListFilter::default()
+    }
+}
+
+async fn titles(store: &ReadStore, filter: &ListFilter) -> Vec<String> {
+    let posts = store.list(filter, None, 100).await.unwrap();
+    posts.into_iter().map(|p| p.title).collect()
+}
+
+/// A raw connection to the store's file, as another process would open it.
+async fn raw_connection(store: &ReadStore) -> sqlx::SqliteConnection {
+    SqliteConnectOptions::new()
+        .filename(store.as_sqlite().unwrap().file())
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pages_and_filters_are_served_by_indexes() {
+    let fixture = SqliteFixture::new();
+    let store = fixture.fresh("sq_plan").await;
+    let sqlite = store.as_sqlite().unwrap();
+    let after = Position {
+        created_at_ms: 5_000,
+        post_id: 9,
+    };
+    let plan = |filter: ListFilter, after: Option<Position>| {
+        let sqlite = sqlite.clone();
+        async move { sqlite.list_plan(&filter, after.as_ref(), 20).await.unwrap().join(" | ") }
+    };
+    // Newest first, first and keyset pages: the (created_at, post_id) index
+    // walked backwards, no sort.
+    for after in [None, Some(after)] {
+        let unfiltered = plan(ListFilter::default(), after).await;
+        assert!(
+            unfiltered.contains("USING INDEX sqlite_autoindex_posts_1"),
+            "{unfiltered}"
+        );
+        assert!(!unfiltered.contains("TEMP B-TREE"), "{unfiltered}");
+        let by_author = ListFilter {
+            author_name: "ann".into(),
+            ..ListFilter::default()
+        };
+        let by_author = plan(by_author, after).await;
+        assert!(
+            by_author.contains("USING INDEX sqlite_autoindex_posts_2 (author_name=?"),
+            "{by_author}"
+        );
+        assert!(!by_author.contains("TEMP B-TREE"), "{by_author}");
+    }
+    // A substring of three characters or more: the trigram index.
+    let searched = plan(titled("rust"), None).await;
+    assert!(searched.contains("VIRTUAL TABLE"), "{searched}");
+    fixture.dispose(store).await;
+}
+
+#[tokio::test]
+async fn the_search_index_follows_every_change_and_every_swap() {
+    let fixture = SqliteFixture::new();
+    let store = fixture.fresh("sq_search").await;
+    let ms = 1_000;
+    store
+        .apply_batch(&[
+            event(1, 1, EventType::PostCreated, "Élan Vital", "about tokio", "ann", ms),
+            event(2, 1, EventType::PostCreated, "élan again", "about rayon", "bob", ms + 1),
+            event(3, 1, EventType::PostCreated, "100% _done_", "x", "bob", ms + 2),
+        ])
+        .await
+        .unwrap();
+    // Unicode case folding on the indexed path, literal % and _ everywhere.
+    assert_eq!(titles(&store, &titled("ÉLAN")).await, vec!["élan again", "Élan Vital"]);
+    assert_eq!(titles(&store, &titled("0% _")).await, vec!["100% _done_"]);
+    assert_eq!(titles(&store, &titled("%")).await, vec!["100% _done_"]);
+    assert_eq!(titles(&store, &titled("_")).await, vec!["100% _done_"]);
+    assert!(titles(&store, &titled("*")).await.is_empty());
+    let both = ListFilter {
+        title: "élan".into(),
+        content: "TOKIO".into(),
+        ..ListFilter::default()
+    };
+    assert_eq!(titles(&store, &both).await, vec!["Élan Vital"]);
+    // An update moves the post in the index; a delete hides it by default.
+    store
+        .apply(&event(
+            1,
+            2,
+            EventType::PostUpdated,
+            "Renamed",
+            "about tokio",
+            "ann",
+            ms,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(titles(&store, &titled("élan")).await, vec!["élan again"]);
+    assert_eq!(titles(&store, &titled("named")).await, vec!["Renamed"]);
+    store
+        .apply(&event(
+            1,
+            3,
+            EventType::PostDeleted,
+            "Renamed",
+            "about tokio",
+            "ann",
+            ms,
+        ))
+        .await
+        .unwrap();
+    assert!(titles(&store, &titled("named")).await.is_empty());
+    let with_deleted = ListFilter {
+        include_deleted: true,
+        ..titled("named")
+    };
+    assert_eq!(titles(&store, &with_deleted).await, vec!["Renamed"]);
+
+    // A rebuilt model brings its own index and triggers.
+    let staged = store.staging(&unique("rebuild"));
+    staged.ensure_schema().await.unwrap();
+    staged.apply(&created(7, "cy", ms)).await.unwrap();
+    store.swap_in(&staged).await.unwrap();
+    assert!(titles(&store, &titled("élan")).await.is_empty());
+    assert_eq!(titles(&store, &titled("title 7")).await, vec!["title 7"]);
+    store
+        .apply(&event(7, 2, EventType::PostUpdated, "seven", "c", "cy", ms))
+        .await
+        .unwrap();
+    assert!(titles(&store, &titled("title 7")).await.is_empty());
+    assert_eq!(titles(&store, &titled("seven")).await, vec!["seven"]);
+    // Ensuring the schema after a swap adds nothing (the indexes travelled).
+    store.ensure_schema().await.unwrap();
+    let mut raw = raw_connection(&store).await;
+    let objects: Vec<(String, String)> =
+        sqlx::query_as("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'search_posts_%' ORDER BY name")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    let names: Vec<&str> = objects.iter().map(|(_, name)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "meta_posts",
+            "post_versions",
+            "posts",
+            "search_posts",
+            "sqlite_autoindex_meta_posts_1",
+            "sqlite_autoindex_post_versions_1",
+            "sqlite_autoindex_post_versions_2",
+            "sqlite_autoindex_posts_1",
+            "sqlite_autoindex_posts_2",
+        ]
+    );
+    let triggers: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name")
+            .fetch_all(&mut raw)
+            .await
+            .unwrap();
+    assert_eq!(
+        triggers.into_iter().map(|(n,)| n).collect::<Vec<_>>(),
+        ["search_posts_delete", "search_posts_insert", "search_posts_update"]
+    );
+    raw.close().await.unwrap();
+    fixture.dispose(store).await;
+}
+
+#[tokio::test]
+async fn a_locked_file_is_an_outage_within_the_timeout_and_reads_go_on() {
+    let fixture = SqliteFixture::new();
+    let url = fixture.url("sq_locked");
+    let store = ReadStore::connect_with_timeout(&url, "unused", Duration::from_millis(300))
+        .await
+        .unwrap();
+    store.ensure_schema().await.unwrap();
+    store.apply(&created(1, "ann", 1_000)).await.unwrap();
+    // Another process holds the write lock.
+    let mut holder = raw_connection(&store).await;
+    holder.execute("BEGIN IMMEDIATE").await.unwrap();
+    let started = Instant::now();
+    let error = store.apply(&created(2, "ann", 2_000)).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    // WAL: readers do not wait for the writer.
+    assert_eq!(store.get(1).await.unwrap().unwrap().post_id, 1);
+    store.ping().await.unwrap();
+    holder.execute("ROLLBACK").await.unwrap();
+    assert_eq!(store.apply(&created(2, "ann", 2_000)).await.unwrap(), Applied::Applied);
+
+    // A process that locks the file exclusively (once it is the only one
+    // with the file open) shuts readers out too.
+    store.as_sqlite().unwrap().close().await;
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE").await.unwrap();
+    holder.execute("BEGIN EXCLUSIVE").await.unwrap();
+    holder.execute("DELETE FROM post_versions WHERE 0").await.unwrap();
+    holder.execute("COMMIT").await.unwrap();
+    let fresh = ReadStore::connect_with_timeout(&url, "unused", Duration::from_millis(300))
+        .await
+        .unwrap();
+    let error = fresh.ping().await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    let error = fresh.get(1).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    holder.close().await.unwrap();
+    fresh.ping().await.unwrap();
+    fixture.dispose(fresh).await;
+    fixture.dispose(store).await;
+}
+
+#[tokio::test]
+async fn a_file_that_is_no_database_is_an_outage() {
+    let fixture = SqliteFixture::new();
+    let url = fixture.url("sq_garbage");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_end_matches("?mode=rwc")
+        .to_owned();
+    std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+    std::fs::write(&path, vec![0x42_u8; 8192]).unwrap();
+    let store = ReadStore::connect(&url, "unused").await.unwrap();
+    let error = store.ping().await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    let error = store.apply(&created(1, "ann", 1_000)).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    fixture.dispose(store).await;
+}
+
+#[tokio::test]
+async fn two_writers_of_one_file_apply_each_version_once() {
+    let fixture = SqliteFixture::new();
+    let url = fixture.url("sq_two_writers");
+    // Two stores with pools of their own: two relay replicas.
+    let stores = [
+        ReadStore::connect(&url, "unused").await.unwrap(),
+        ReadStore::connect(&url, "unused").await.unwrap(),
+    ];
+    stores[0].ensure_schema().await.unwrap();
+    let events: Vec<_> = (1..=40)
+        .flat_map(|id| {
+            (1..=5).map(move |version| {
+                event(
+                    id,
+                    version,
+                    if version == 1 {
+                        EventType::PostCreated
+                    } else {
+                        EventType::PostUpdated
+                    },
+                    &format!("t{id} v{version}"),
+                    "c",
+                    "ann",
+                    1_000 * id,
+                )
+            })
+        })
+        .collect();
+    // Each writer gets every event, in batches of 16, in opposite orders.
+    let mut reversed = events.clone();
+    reversed.reverse();
+    let runs = [events.clone(), reversed]
+        .into_iter()
+        .zip(stores.clone())
+        .map(|(events, store)| async move {
+            let mut applied = Vec::new();
+            for batch in events.chunks(16) {
+                let outcomes = store.apply_batch(batch).await.unwrap();
+                applied.extend(
+                    batch
+                        .iter()
+                        .zip(outcomes)
+                        .filter(|(_, outcome)| *outcome == Applied::Applied)
+                        .map(|(e, _)| (e.post_id, e.version)),
+                );
+            }
+            applied
+        });
+    let applied: Vec<(i64, i64)> = join_all(runs).await.into_iter().flatten().collect();
+    let unique: std::collections::HashSet<_> = applied.iter().collect();
+    assert_eq!(unique.len(), applied.len(), "a version was applied twice");
+    let posts = stores[1].all_posts().await.unwrap();
+    assert_eq!(posts.len(), 40);
+    assert!(posts.iter().all(|p| p.version == 5 && p.title.ends_with("v5")));
+    assert_eq!(stores[1].all_versions().await.unwrap().len(), 200);
+    fixture.dispose(stores[1].clone()).await;
+    fixture.dispose(stores[0].clone()).await;
+}
