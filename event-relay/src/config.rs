@@ -11,13 +11,14 @@ use postmesh_common::{
     tls::{CommandClientArgs, ServerTlsArgs},
 };
 use postmesh_events::topology::StreamArgs;
+use postmesh_read_model::ReadStoreArgs;
 
 /// `event-relay [serve|dlq|rebuild|status]`.
 #[derive(Parser, Debug)]
 #[command(
     name = "event-relay",
     version,
-    about = "postmesh relay: Redis Streams -> MongoDB read model"
+    about = "postmesh relay: Redis Streams -> the read model (SQLite or MongoDB)"
 )]
 pub struct Cli {
     /// What to do; `serve` when omitted.
@@ -77,12 +78,9 @@ pub struct Config {
     /// Streams and Redis URLs (same flags as command-svc).
     #[command(flatten)]
     pub streams: StreamArgs,
-    /// MongoDB URL of the read model.
-    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017")]
-    pub mongodb_url: String,
-    /// MongoDB database of the read model.
-    #[arg(long, env = "MONGODB_DATABASE", default_value = "posts")]
-    pub mongodb_database: String,
+    /// The read model (READ_STORE_URL: SQLite by default, or MongoDB).
+    #[command(flatten)]
+    pub read_store: ReadStoreArgs,
     /// Consumer group.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "projector")]
     pub group: String,
@@ -142,12 +140,12 @@ pub struct Config {
 impl Config {
     /// The defaults, for an in-process relay in tests: a free port, small
     /// batches, fast retries and claims, JSON logs, no metrics port.
-    pub fn for_tests(redis_url: &str, stream: &str, mongodb_url: &str, database: &str, channel: &str) -> Self {
+    /// `read_store_url` is the read model (`database` names it on MongoDB).
+    pub fn for_tests(redis_url: &str, stream: &str, read_store_url: &str, database: &str, channel: &str) -> Self {
         Self {
             health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             streams: StreamArgs::new(redis_url, stream),
-            mongodb_url: mongodb_url.to_owned(),
-            mongodb_database: database.to_owned(),
+            read_store: ReadStoreArgs::new(read_store_url, database),
             batch_size: 64,
             retry_base: Duration::from_millis(20),
             retry_max: Duration::from_millis(500),

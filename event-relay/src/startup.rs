@@ -40,7 +40,12 @@ impl Application {
         for url in config.streams.redis_urls() {
             check_redis(&url, config.redis_check.timeout()).await?;
         }
-        let store = ReadStore::connect(&config.mongodb_url, &config.mongodb_database)
+        for setting in config.read_store.deprecated_in_use() {
+            tracing::warn!(setting, "deprecated setting in use");
+        }
+        let store = config
+            .read_store
+            .connect()
             .await
             .context("cannot open the read store")?;
         let server = Server::bind(
