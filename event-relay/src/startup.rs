@@ -40,9 +40,6 @@ impl Application {
         for url in config.streams.redis_urls() {
             check_redis(&url, config.redis_check.timeout()).await?;
         }
-        for setting in config.read_store.deprecated_in_use() {
-            tracing::warn!(setting, "deprecated setting in use");
-        }
         let store = config
             .read_store
             .connect()

@@ -57,9 +57,6 @@ impl Application {
         let notifications = Listener::subscribe(redis, &config.notify_channel, config.redis_check.timeout())
             .await
             .with_context(|| format!("cannot subscribe at {}", redact_url(&config.redis_url)))?;
-        for setting in config.read_store.deprecated_in_use() {
-            tracing::warn!(setting, "deprecated setting in use");
-        }
         let store = config
             .read_store
             .connect()

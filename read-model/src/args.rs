@@ -103,9 +103,13 @@ impl ReadStoreArgs {
         used
     }
 
-    /// The store these settings name (connections open lazily: only a
-    /// malformed or unknown URL fails here).
+    /// The store these settings name, after a warning per deprecated
+    /// setting in use (connections open lazily: only a malformed or unknown
+    /// URL fails here).
     pub async fn connect(&self) -> Result<ReadStore, StoreError> {
+        for setting in self.deprecated_in_use() {
+            tracing::warn!(setting, "deprecated setting in use");
+        }
         ReadStore::connect_with_timeout(self.url(), self.database(), self.timeout()).await
     }
 }
