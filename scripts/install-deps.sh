@@ -7,13 +7,14 @@
 #
 #   mesh (default):
 #     apt:    redis-server, protobuf-compiler (+ libprotobuf-dev for
-#             google/protobuf/*.proto, only a Recommends of protoc)
+#             google/protobuf/*.proto, only a Recommends of protoc), jq (the
+#             README's "try it" keeps an id with it)
 #     go:     grpcurl (up.sh's health checks and the "try it" calls)
 #     rust:   cargo (checked, not installed)
 #   --mongo:  the mesh with FerretDB (a MongoDB-compatible server) as the read store:
 #     go:     ferretdb
 #   --tests:  the mesh with FerretDB, plus
-#     apt:    mariadb-server (the MySQL event-store tests), jq (the grpcurl examples)
+#     apt:    mariadb-server (the MySQL event-store tests), curl (the HTTP suites and docs/http.md)
 #     go:     buf (proto lint/breaking), jaeger (the tracing test's OTLP receiver)
 #     rustup: rustfmt, clippy
 # Go tools are pinned and go to $(go env GOPATH)/bin. The deploy checks
@@ -46,8 +47,8 @@ GRPCURL_VERSION=v1.9.4
 # v1.65.0 needs only go >= 1.24 (later v1.7x releases need go 1.25/1.26) and
 # understands the v2 buf.yaml in proto/.
 BUF_VERSION=v1.65.0
-APT_PACKAGES=(redis-server protobuf-compiler libprotobuf-dev)
-if [[ $MODE == tests ]]; then APT_PACKAGES+=(mariadb-server jq); fi
+APT_PACKAGES=(redis-server protobuf-compiler libprotobuf-dev jq)
+if [[ $MODE == tests ]]; then APT_PACKAGES+=(mariadb-server curl); fi
 
 # Whatever was created only for this run is removed however the script ends.
 sudo=()

@@ -85,7 +85,8 @@ impl Application {
             SERVICES,
         )
         .await?
-        .describe(postmesh_proto::FILE_DESCRIPTOR_SET);
+        .describe(postmesh_proto::FILE_DESCRIPTOR_SET)
+        .http_json(postmesh_proto::openapi::COMMAND);
         Ok(Self {
             server,
             auth,

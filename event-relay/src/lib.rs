@@ -5,9 +5,12 @@
 //! query-svc what it applied. Its CLI operates the dead-letter stream and
 //! rebuilds the read model from the event store.
 
+pub mod apply;
+pub mod catchup;
 pub mod config;
 pub mod consumer;
 pub mod dlq;
+pub mod log;
 pub mod projector;
 pub mod rebuild;
 pub mod startup;

@@ -75,7 +75,8 @@ impl Application {
             SERVICES,
         )
         .await?
-        .describe(postmesh_proto::FILE_DESCRIPTOR_SET);
+        .describe(postmesh_proto::FILE_DESCRIPTOR_SET)
+        .http_json(postmesh_proto::openapi::QUERY);
         Ok(Self {
             server,
             auth,

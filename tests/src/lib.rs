@@ -11,6 +11,7 @@ pub mod faults;
 pub mod load;
 pub mod mariadb;
 pub mod mesh;
+pub mod procs;
 pub mod proxy;
 pub mod security;
 pub mod servers;
