@@ -29,7 +29,9 @@ pub struct Rebuilt {
     pub position: i64,
 }
 
-type Client = EventStoreClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenFile>>;
+/// An EventStore client with the configured token.
+pub type Client =
+    EventStoreClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenFile>>;
 
 async fn copy(client: &mut Client, store: &ReadStore, from: i64, done: &mut Rebuilt) -> anyhow::Result<()> {
     let mut stream = client
@@ -78,6 +80,19 @@ async fn publish_reset(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// command-svc's endpoint with TLS/mTLS as configured (COMMAND_TLS_*).
+pub fn event_store_endpoint(config: &Config) -> anyhow::Result<tonic::transport::Endpoint> {
+    postmesh_common::tls::install_default_provider();
+    Ok(config.command_client.tls().endpoint(&config.command_endpoint)?)
+}
+
+/// An EventStore client on `channel` sending the bearer token as configured
+/// (COMMAND_TOKEN_FILE).
+pub fn event_store_client(config: &Config, channel: tonic::transport::Channel) -> Client {
+    let token = TokenFile(config.command_client.command_token_file.clone());
+    EventStoreClient::with_interceptor(channel, token).max_decoding_message_size(16 * 1024 * 1024)
+}
+
 /// Rebuilds `config`'s read model from the event store at `config.command_endpoint`.
 pub async fn run(config: &Config) -> anyhow::Result<Rebuilt> {
     let live = ReadStore::connect(&config.mongodb_url, &config.mongodb_database).await?;
@@ -89,17 +104,8 @@ pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<R
     let suffix = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
     let fresh = live.staging(&format!("rebuild_{suffix}"));
     fresh.ensure_schema().await?;
-    // TLS/mTLS and the bearer token as configured (COMMAND_TLS_*, COMMAND_TOKEN_FILE).
-    postmesh_common::tls::install_default_provider();
-    let channel = config
-        .command_client
-        .tls()
-        .endpoint(&config.command_endpoint)?
-        .connect()
-        .await?;
-    let token = TokenFile(config.command_client.command_token_file.clone());
-    let mut client: Client =
-        EventStoreClient::with_interceptor(channel, token).max_decoding_message_size(16 * 1024 * 1024);
+    let channel = event_store_endpoint(config)?.connect().await?;
+    let mut client = event_store_client(config, channel);
     let mut done = Rebuilt::default();
     let mut swapping = false;
     let result = async {

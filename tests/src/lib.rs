@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod security;
 pub mod servers;
 pub mod services;
+pub mod webdriver;
 pub mod wire;
 
 use std::{
