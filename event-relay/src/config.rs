@@ -117,9 +117,15 @@ pub struct Config {
     /// Pub/sub channel announcing applied events to query-svc.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
-    /// command-svc endpoint, for `rebuild`.
+    /// command-svc endpoint: the event store the catch-up and `rebuild` read.
     #[arg(long, env = "COMMAND_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub command_endpoint: String,
+    /// How often (milliseconds) the catch-up compares the read model's
+    /// checkpoint with the event log's head and applies what Redis lost:
+    /// anything committed reaches the read model within about twice this
+    /// (plus the time to apply it). 0 turns the catch-up off.
+    #[arg(long = "catch-up-interval-ms", env = "RELAY_CATCHUP_INTERVAL_MS", default_value = "5000", value_parser = millis)]
+    pub catch_up_interval: Duration,
     /// TLS, mTLS and token for calls to command-svc.
     #[command(flatten)]
     pub command_client: CommandClientArgs,
@@ -148,7 +154,10 @@ pub struct Config {
 
 impl Config {
     /// The defaults, for an in-process relay in tests: a free port, small
-    /// batches, fast retries and claims, JSON logs, no metrics port.
+    /// batches, fast retries and claims, JSON logs, no metrics port, and no
+    /// catch-up (the default endpoint would be nobody's event store, or
+    /// another test's: a test that wants it sets `command_endpoint` and
+    /// `catch_up_interval`).
     pub fn for_tests(redis_url: &str, stream: &str, mongodb_url: &str, database: &str, channel: &str) -> Self {
         Self {
             health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -161,6 +170,7 @@ impl Config {
             claim_idle: Duration::from_millis(2000),
             block: Duration::from_millis(200),
             notify_channel: channel.to_owned(),
+            catch_up_interval: Duration::ZERO,
             log_format: LogFormat::Json,
             metrics_addr: None,
             ..defaults()

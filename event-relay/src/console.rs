@@ -24,14 +24,14 @@ use axum::{
 use http::{header, HeaderMap, StatusCode};
 use postmesh_common::auth::{Access, AuthError, Authenticator};
 use postmesh_events::dlq::DeadLetter;
-use postmesh_proto::v1::GetHeadRequest;
 use postmesh_read_model::{ReadModelStore, ReadStore};
 use tonic::metadata::MetadataMap;
 
 use crate::{
     config::{Config, Selection},
     consumer::connect,
-    dlq, rebuild,
+    dlq,
+    log::EventLog,
     status::{self, StreamStatus},
 };
 
@@ -45,21 +45,14 @@ struct Console {
     config: Config,
     store: ReadStore,
     auth: Option<Arc<Authenticator>>,
-    events: Option<rebuild::Client>,
+    events: Option<EventLog>,
 }
 
 /// The console's routes, for [`postmesh_common::server::Server::http_routes`].
 pub fn routes(config: Config, store: ReadStore, auth: Option<Arc<Authenticator>>) -> Router {
     // The log's head comes from command-svc (GetHead); connected lazily, so
     // the console works (showing "n/a") while command-svc is away.
-    let events = rebuild::event_store_endpoint(&config)
-        .map(|endpoint| {
-            let channel = endpoint
-                .connect_timeout(PROBE_TIMEOUT)
-                .timeout(PROBE_TIMEOUT)
-                .connect_lazy();
-            rebuild::event_store_client(&config, channel)
-        })
+    let events = EventLog::connect(&config)
         .map_err(|error| tracing::warn!(%error, "console: no event store client; the log head shows n/a"))
         .ok();
     let console = Arc::new(Console {
@@ -221,14 +214,11 @@ async fn render_panel(console: &Console, rights: Rights) -> String {
     })
     .await;
     let checkpoint = tokio::time::timeout(PROBE_TIMEOUT, console.store.checkpoint()).await;
-    let head = match console.events.clone() {
-        Some(mut client) => tokio::time::timeout(PROBE_TIMEOUT, client.get_head(GetHeadRequest {}))
+    let head = match &console.events {
+        Some(log) => tokio::time::timeout(PROBE_TIMEOUT, log.head())
             .await
             .map_err(|_| "timed out".to_owned())
-            .and_then(|r| {
-                r.map(|r| r.into_inner().complete_through)
-                    .map_err(|s| s.message().to_owned())
-            }),
+            .and_then(|r| r.map_err(|e| format!("{e:#}"))),
         None => Err("no event store client".to_owned()),
     };
 

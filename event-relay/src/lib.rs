@@ -7,10 +7,13 @@
 //! (`console`, /ops on the health port) shows the streams, the dead letters
 //! and the projection's progress, and replays or purges dead letters.
 
+pub mod apply;
+pub mod catchup;
 pub mod config;
 pub mod console;
 pub mod consumer;
 pub mod dlq;
+pub mod log;
 pub mod projector;
 pub mod rebuild;
 pub mod startup;

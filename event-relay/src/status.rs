@@ -1,9 +1,11 @@
-//! `event-relay status`: how far behind the relay is; the same figures,
+//! `event-relay status`: how far behind the relay is: per stream, and the
+//! read model's checkpoint against the event log's head. The same figures,
 //! with every group and consumer, feed the operations console.
 
+use postmesh_read_model::{ReadModelStore, ReadStore};
 use redis::AsyncCommands;
 
-use crate::{config::Config, consumer::connect};
+use crate::{config::Config, consumer::connect, log::EventLog};
 
 /// Figures for one stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -114,6 +116,30 @@ pub async fn collect(config: &Config) -> anyhow::Result<(Vec<StreamStatus>, u64)
     Ok((out, dlq))
 }
 
+/// The read model's checkpoint and the event log's head (contract C2/C1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CatchUpStatus {
+    /// Every event at or below it is in the read model.
+    pub checkpoint: i64,
+    /// The event log is complete through it.
+    pub head: i64,
+}
+
+impl CatchUpStatus {
+    /// Positions the checkpoint is behind the head.
+    pub fn lag(&self) -> i64 {
+        (self.head - self.checkpoint).max(0)
+    }
+}
+
+/// Reads the checkpoint from the read model and the head from the event store.
+pub async fn catch_up(config: &Config) -> anyhow::Result<CatchUpStatus> {
+    let store = ReadStore::connect(&config.mongodb_url, &config.mongodb_database).await?;
+    let checkpoint = store.checkpoint().await?;
+    let head = EventLog::connect(config)?.head().await?;
+    Ok(CatchUpStatus { checkpoint, head })
+}
+
 /// Prints the figures.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let (streams, dlq) = collect(config).await?;
@@ -129,5 +155,16 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         );
     }
     println!("{:<32} {:>10}", config.streams.dlq_stream(), dlq);
+    // The catch-up figures need the read store and the event store; a
+    // status without them still shows the streams.
+    match catch_up(config).await {
+        Ok(status) => println!(
+            "catch-up: checkpoint {} head {} behind {}",
+            status.checkpoint,
+            status.head,
+            status.lag()
+        ),
+        Err(error) => println!("catch-up: unknown ({error})"),
+    }
     Ok(())
 }

@@ -571,3 +571,47 @@ async fn a_rebuild_clears_query_svc_caches() {
     query.stop().await.unwrap();
     store.discard().await;
 }
+
+/// Events Redis lost (the stream deleted before any relay read it) reach
+/// the read model through the catch-up, which reads the event store; then
+/// the checkpoint stands at the log's head, and on a complete model each
+/// check only counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_redis_lost_reach_the_read_model_through_the_catch_up() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    for i in 0..12 {
+        write.create(&format!("lost {i}")).await;
+    }
+    // Redis loses them all before a relay reads one.
+    let mut conn = redis(&redis_url()).await;
+    assert!(
+        wait_until(SETTLE, || async { stream_len(&redis_url(), &names.stream).await == 12 }).await,
+        "published"
+    );
+    redis::cmd("DEL")
+        .arg(&names.stream)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let mut config = relay_config(&names);
+    config.command_endpoint = write.endpoint();
+    config.catch_up_interval = Duration::from_millis(300);
+    let relay = event_relay::startup::spawn(config).await.unwrap();
+    let events = assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert_eq!(events.len(), 12);
+    assert!(relay.stats.caught_up.load(Ordering::Relaxed) >= 12);
+    // And what comes after through Redis still flows, the checkpoint following.
+    for i in 0..3 {
+        write.create(&format!("after {i}")).await;
+    }
+    let events = assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    let head = events.last().unwrap().position;
+    assert!(
+        wait_until(SETTLE, || async { relay.store.checkpoint().await.unwrap() == head }).await,
+        "the checkpoint reaches the head {head}"
+    );
+    assert_eq!(relay.store.count_positions(0, head).await.unwrap(), 15);
+    assert_eq!(relay.progress.lag(), 0);
+    relay.stop().await.unwrap();
+}
