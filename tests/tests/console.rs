@@ -12,8 +12,9 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use postmesh_tests::{
+    add_poison_entry,
     procs::ProcMesh,
-    redis, redis_url,
+    redis_url,
     security::{ed25519, write, AUDIENCE, ISSUER},
     stream_len, wait_until,
     webdriver::Browser,
@@ -39,20 +40,6 @@ fn curl(args: &[&str]) -> (u16, String) {
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.parse().unwrap(), body.to_owned())
-}
-
-async fn poison(stream: &str) {
-    let mut conn = redis(&redis_url()).await;
-    let _: String = ::redis::cmd("XADD")
-        .arg(stream)
-        .arg("*")
-        .arg("post_id")
-        .arg("42")
-        .arg("event")
-        .arg(b"\xff\xfe not protobuf".as_slice())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +69,7 @@ async fn an_operator_sees_a_dead_letter_and_replays_it_in_a_browser() {
         &format!("{command}/post"),
     ]);
     assert_eq!(status, 200, "{body}");
-    poison(&mesh.stream).await;
+    add_poison_entry(&redis_url(), &mesh.stream).await;
     let dlq = format!("{}.dlq", mesh.stream);
     assert!(wait_until(WAIT, || async { stream_len(&redis_url(), &dlq).await == 1 }).await);
 
