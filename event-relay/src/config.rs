@@ -4,6 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use postmesh_common::{
+    auth::AuthArgs,
     config::{defaults, millis},
     limits::ServerLimits,
     redis_check::RedisCheckArgs,
@@ -135,6 +136,12 @@ pub struct Config {
     /// TLS / mTLS of the health server (off by default).
     #[command(flatten)]
     pub tls: ServerTlsArgs,
+    /// Token checks of the operations console (/ops on the health port), the
+    /// same settings as the services': with AUTH_JWT_KEY_FILE set, replaying
+    /// or purging dead letters needs the write scope, and looking needs the
+    /// read scope when AUTH_REQUIRE_FOR_READS is on.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Log format: auto, json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,

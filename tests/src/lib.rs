@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod security;
 pub mod servers;
 pub mod services;
+pub mod webdriver;
 pub mod wire;
 
 use std::{
@@ -186,6 +187,22 @@ pub async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
 pub async fn stream_len(url: &str, stream: &str) -> usize {
     let mut conn = redis(url).await;
     redis::cmd("XLEN").arg(stream).query_async(&mut conn).await.unwrap_or(0)
+}
+
+/// Adds a poison entry to `stream`: post 42, an `event` that is not
+/// protobuf. The relay dead-letters it at once (no retries).
+pub async fn add_poison_entry(url: &str, stream: &str) {
+    let mut conn = redis(url).await;
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("post_id")
+        .arg("42")
+        .arg("event")
+        .arg(b"\xff\xfe not protobuf".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }
 
 /// Every entry of a stream as (id, field map).

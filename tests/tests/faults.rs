@@ -78,12 +78,25 @@ async fn command_and_relay(
 /// transport error and are retried with their idempotency key: each is
 /// applied exactly once, and events committed but not yet published before a
 /// kill are published by the restarted process's outbox poller.
+///
+/// On both event stores: with the group committer a kill lands on a batch
+/// in flight, which either committed whole or left nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_svc_killed_three_times_under_load_loses_and_duplicates_nothing() {
+    killed_three_times(Backend::Mysql).await;
+}
+
+/// As above, on the embedded SQLite event store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_svc_on_sqlite_killed_three_times_under_load_loses_and_duplicates_nothing() {
+    killed_three_times(Backend::Sqlite).await;
+}
+
+async fn killed_three_times(backend: Backend) {
     let _serial = serial().await;
     let started = Instant::now();
     let names = Names::fresh();
-    let db = TestDatabase::create(Backend::Mysql).await;
+    let db = TestDatabase::create(backend).await;
     let port = free_port();
     let mut command = command_svc(port, &db.url, &redis_url(), &names);
     command.wait_healthy(START).await;
@@ -135,7 +148,63 @@ async fn command_svc_killed_three_times_under_load_loses_and_duplicates_nothing(
     eprintln!(
         "[faults] command-svc SIGKILL: {replays} retried commands had committed before the kill (idempotent replays)"
     );
-    report("command-svc SIGKILL x3", started, &ledger, events);
+    report(
+        &format!("command-svc SIGKILL x3 ({backend:?})"),
+        started,
+        &ledger,
+        events,
+    );
+}
+
+/// #14: MariaDB freezes (SIGSTOP) for 2 s under load while commands carry
+/// short deadlines, so callers give up on commands whose batch is in flight
+/// or still queued. One command-svc, never restarted: every command that
+/// committed is published (no outbox row is left behind), every
+/// acknowledged one is in the log once, and none is half-applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_abandoned_while_mariadb_is_frozen_leave_no_outbox_row_behind() {
+    let _serial = serial().await;
+    let started = Instant::now();
+    let names = Names::fresh();
+    let mariadb = MariaDbProc::start().await;
+    let database_url = mariadb.create_database("events").await;
+    let (command, relay, store) = command_and_relay(&database_url, &redis_url(), &mongodb_url(), &names).await;
+    let load = Load::start(
+        &command.endpoint(),
+        LoadOptions {
+            workers: 6,
+            interval: Duration::from_millis(10),
+            attempt_timeout: Duration::from_millis(250),
+            ..LoadOptions::default()
+        },
+    );
+    assert!(load.wait_more_acked(100, SETTLE).await, "the load gets going");
+    let paused_at = Instant::now();
+    mariadb.pause();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mariadb.resume();
+    // The client's deadline surfaces as CANCELLED (tonic's timeout) or DEADLINE_EXCEEDED.
+    let gave_up: Vec<Code> = load
+        .failures()
+        .iter()
+        .filter(|f| f.at >= paused_at)
+        .map(|f| f.code)
+        .collect();
+    assert!(
+        gave_up
+            .iter()
+            .any(|code| matches!(code, Code::Cancelled | Code::DeadlineExceeded)),
+        "callers gave up while MariaDB was frozen: {gave_up:?}"
+    );
+    assert!(load.wait_more_acked(100, SETTLE).await, "commands succeed again");
+    let ledger = load.stop().await;
+    // The outbox must drain by itself: no row may stay claimed by a handoff
+    // that never runs (command-svc is not restarted).
+    let events = assert_settled(&command.endpoint(), &database_url, &store, &ledger, SETTLE).await;
+    assert_eq!(dlq_len(&redis_url(), &names).await, 0);
+    assert!(!command.logs().contains("panicked"), "{}", command.logs());
+    relay.terminate();
+    report("MariaDB SIGSTOP 2 s, 250 ms deadlines", started, &ledger, events);
 }
 
 /// Redis is SIGKILLed, kept down for 15 s and restarted (with its

@@ -14,6 +14,7 @@ use event_relay::projector::{ApplyError, Projector};
 use postmesh_proto::v1::{DeletePostRequest, PostEvent, UpdatePostRequest};
 use postmesh_read_model::{Applied, ReadModelStore, ReadStore};
 use postmesh_tests::{
+    add_poison_entry,
     compare::assert_converges,
     mesh::{relay_config, Names, WriteSide},
     redis, redis_url,
@@ -159,17 +160,8 @@ async fn a_poison_entry_is_dead_lettered_at_once_while_the_rest_flow() {
     let names = Names::fresh();
     let write = WriteSide::start(&names, &redis_url()).await;
     write.create("before").await;
+    add_poison_entry(&redis_url(), &names.stream).await;
     let mut conn = redis(&redis_url()).await;
-    let _: String = ::redis::cmd("XADD")
-        .arg(&names.stream)
-        .arg("*")
-        .arg("post_id")
-        .arg("42")
-        .arg("event")
-        .arg(b"\xff\xfe not protobuf".as_slice())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let _: String = ::redis::cmd("XADD")
         .arg(&names.stream)
         .arg("*")
