@@ -168,7 +168,7 @@ async fn commands_abandoned_while_mariadb_is_frozen_leave_no_outbox_row_behind()
     let names = Names::fresh();
     let mariadb = MariaDbProc::start().await;
     let database_url = mariadb.create_database("events").await;
-    let (command, relay, store) = command_and_relay(&database_url, &redis_url(), &mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&database_url, &redis_url(), &names).await;
     let load = Load::start(
         &command.endpoint(),
         LoadOptions {
