@@ -1,10 +1,11 @@
 //! Wiring: check Redis, open the read store, start one consumer per stream,
-//! serve health, and stop cleanly.
+//! serve health and the operations console, and stop cleanly.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use postmesh_common::{
+    auth::Authenticator,
     redis_check::check_redis,
     server::{self, Server},
     shutdown::Shutdown,
@@ -19,6 +20,7 @@ use crate::{
     apply::Applier,
     catchup::{CatchUp, Progress},
     config::Config,
+    console,
     consumer::{backoff, Consumer, Settings, Stats},
     log::EventLog,
     projector::Projector,
@@ -45,9 +47,14 @@ impl Application {
         for url in config.streams.redis_urls() {
             check_redis(&url, config.redis_check.timeout()).await?;
         }
-        let store = ReadStore::connect(&config.mongodb_url, &config.mongodb_database)
+        let store = config
+            .read_store
+            .connect()
             .await
             .context("cannot open the read store")?;
+        let auth = Authenticator::from_args(&config.auth)
+            .context("token settings")?
+            .map(Arc::new);
         let server = Server::bind(
             config.health_addr,
             config.tls.health_probe_addr,
@@ -55,7 +62,8 @@ impl Application {
             config.limits.clone(),
             &[HEALTH_SERVICE],
         )
-        .await?;
+        .await?
+        .http_routes(console::routes(config.clone(), store.clone(), auth));
         Ok(Self {
             server,
             store,
@@ -116,7 +124,7 @@ impl Application {
                 }
             });
         }
-        // The relay serves health (and reflection) only.
+        // The relay serves health (and reflection), and the console under /ops.
         let server = tokio::spawn(self.server.serve(Routes::default(), shutdown.clone(), async {}));
 
         register_metrics(

@@ -39,18 +39,19 @@ pub fn command_svc(port: u16, database_url: &str, redis_url: &str, names: &Names
     )
 }
 
-/// event-relay as a process, consumer `consumer`, health on `port`.
-pub fn event_relay(port: u16, redis_url: &str, mongodb_url: &str, names: &Names, consumer: &str) -> ServiceProc {
-    event_relay_with(port, redis_url, mongodb_url, names, consumer, &[])
+/// event-relay as a process, consumer `consumer`, health on `port`, writing
+/// the read model at `read_store_url` (`names.database` on MongoDB).
+pub fn event_relay(port: u16, redis_url: &str, read_store_url: &str, names: &Names, consumer: &str) -> ServiceProc {
+    event_relay_with(port, redis_url, read_store_url, names, consumer, &[])
 }
 
 /// [`event_relay`] with its catch-up reading the event store at
-/// `command_endpoint` every second, and trimming every second: what Redis
-/// loses reaches the read model within a few seconds.
+/// `command_endpoint` every [`CATCH_UP_INTERVAL_MS`], and trimming every
+/// second: what Redis loses reaches the read model within a few seconds.
 pub fn event_relay_catching_up(
     port: u16,
     redis_url: &str,
-    mongodb_url: &str,
+    read_store_url: &str,
     names: &Names,
     consumer: &str,
     command_endpoint: &str,
@@ -58,7 +59,7 @@ pub fn event_relay_catching_up(
     event_relay_with(
         port,
         redis_url,
-        mongodb_url,
+        read_store_url,
         names,
         consumer,
         &[
@@ -76,7 +77,7 @@ pub const CATCH_UP_INTERVAL_MS: u64 = 1000;
 pub fn event_relay_with(
     port: u16,
     redis_url: &str,
-    mongodb_url: &str,
+    read_store_url: &str,
     names: &Names,
     consumer: &str,
     extra: &[(&str, String)],
@@ -85,8 +86,8 @@ pub fn event_relay_with(
         ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{port}")),
         ("REDIS_URL", redis_url.to_owned()),
         ("STREAM_NAME", names.stream.clone()),
-        ("MONGODB_URL", mongodb_url.to_owned()),
-        ("MONGODB_DATABASE", names.database.clone()),
+        ("READ_STORE_URL", read_store_url.to_owned()),
+        ("READ_STORE_DATABASE", names.database.clone()),
         ("NOTIFY_CHANNEL", names.channel.clone()),
         ("CONSUMER_NAME", consumer.to_owned()),
         ("RELAY_BATCH_SIZE", "50".to_owned()),
@@ -98,8 +99,8 @@ pub fn event_relay_with(
     ServiceProc::spawn("event-relay", port, &[], &env)
 }
 
-/// query-svc as a process on `port`.
-pub fn query_svc(port: u16, redis_url: &str, mongodb_url: &str, names: &Names) -> ServiceProc {
+/// query-svc as a process on `port`, reading the read model at `read_store_url`.
+pub fn query_svc(port: u16, redis_url: &str, read_store_url: &str, names: &Names) -> ServiceProc {
     ServiceProc::spawn(
         "query-svc",
         port,
@@ -107,8 +108,8 @@ pub fn query_svc(port: u16, redis_url: &str, mongodb_url: &str, names: &Names) -
         &[
             ("QUERY_LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("REDIS_URL", redis_url.to_owned()),
-            ("MONGODB_URL", mongodb_url.to_owned()),
-            ("MONGODB_DATABASE", names.database.clone()),
+            ("READ_STORE_URL", read_store_url.to_owned()),
+            ("READ_STORE_DATABASE", names.database.clone()),
             ("NOTIFY_CHANNEL", names.channel.clone()),
         ],
     )

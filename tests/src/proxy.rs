@@ -51,20 +51,9 @@ impl TcpProxy {
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     let mut links = links.lock().await;
-                    links.push(tokio::spawn(pipe(
-                        cr,
-                        sw,
-                        paused_rx.clone(),
-                        delay_rx.clone(),
-                        held.clone(),
-                    )));
-                    links.push(tokio::spawn(pipe(
-                        sr,
-                        cw,
-                        paused_rx.clone(),
-                        delay_rx.clone(),
-                        held.clone(),
-                    )));
+                    let link = |from, to| pipe(from, to, paused_rx.clone(), delay_rx.clone(), held.clone());
+                    links.push(tokio::spawn(link(cr, sw)));
+                    links.push(tokio::spawn(link(sr, cw)));
                 }
             })
         };
@@ -84,16 +73,16 @@ impl TcpProxy {
         self.paused.send_replace(true);
     }
 
+    /// Holds every chunk for `delay` in each direction: a round trip takes
+    /// 2 x `delay` longer, so transactions overlap as over a real network.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay.send_replace(delay);
+    }
+
     /// Number of reads currently held back by `pause`: > 0 means a client is
     /// waiting on the dependency right now.
     pub fn held(&self) -> usize {
         self.held.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Delays every chunk of traffic, both ways, by `delay` (zero: none):
-    /// a slow network, on which transactions of several clients overlap.
-    pub fn set_delay(&self, delay: Duration) {
-        self.delay.send_replace(delay);
     }
 
     /// Lets held traffic through again.
@@ -146,9 +135,9 @@ async fn pipe(
         if !released {
             return;
         }
-        let wait = *delay.borrow();
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        let delay = *delay.borrow();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
