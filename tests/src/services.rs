@@ -112,8 +112,15 @@ impl ServiceProc {
 
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends signal `name` (`STOP`, `CONT`, ...) without waiting.
+    pub fn signal(&self, name: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([format!("-{name}"), child.id().to_string()])
+                .status();
         }
     }
 
