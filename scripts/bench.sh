@@ -7,6 +7,11 @@
 #   3. starts the three services (release) on free ports against a fresh
 #      MariaDB database, stream, consumer group, notify channel and MongoDB
 #      database of this run only;
+#      plus a second command-svc on the embedded SQLite event store (a file in
+#      .run/bench/<run>/) for the SQLite figures;
+#   3b. when ../shared/peers/cqrs-es (or PM_PEER_CQRS_ES) holds the cqrs-es 0.5 +
+#      mysql-es peer, builds it and runs it on the same MariaDB first (its own
+#      database), for postmesh-bench to print beside MariaDB's figure;
 #   4. runs postmesh-bench against them and prints its JSON line on stdout
 #      (progress goes to stderr), also saved as .run/bench/<run>/result.json;
 #   5. stops the services and drops this run's databases.
@@ -55,7 +60,8 @@ mysql_run() {
 DB="pm_${RUN}"
 RAW_DB="pm_${RUN}_raw"
 DIRECT_DB="pm_${RUN}_direct"
-for db in "$DB" "$RAW_DB" "$DIRECT_DB"; do
+PEER_DB="pm_${RUN}_peer"
+for db in "$DB" "$RAW_DB" "$DIRECT_DB" "$PEER_DB"; do
     mysql_run "CREATE DATABASE \`$db\` CHARACTER SET utf8mb4"
 done
 MYSQL_BASE="mysql://postmesh:postmesh@127.0.0.1:$PM_MYSQL_PORT"
@@ -82,10 +88,10 @@ cleanup() {
         done
         kill -KILL "$pid" 2>/dev/null || true
     done
-    for db in "$DB" "$RAW_DB" "$DIRECT_DB"; do
+    for db in "$DB" "$RAW_DB" "$DIRECT_DB" "$PEER_DB"; do
         mysql_run "DROP DATABASE IF EXISTS \`$db\`" 2>/dev/null || true
     done
-    redis-cli -h 127.0.0.1 -p "$PM_REDIS_PORT" DEL "$STREAM" "$STREAM.dlq" "bench_scratch_$RUN.stream" >/dev/null 2>&1 || true
+    redis-cli -h 127.0.0.1 -p "$PM_REDIS_PORT" DEL "$STREAM" "$STREAM.dlq" "$STREAM.sqlite" "bench_scratch_$RUN.stream" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
@@ -116,10 +122,16 @@ grpc_serving() {
     fi
 }
 
-start command-svc "$COMMAND_PORT" \
-    COMMAND_LISTEN_ADDR="127.0.0.1:$COMMAND_PORT" COMMAND_DATABASE_URL="$MYSQL_BASE/$DB" STREAM_NAME="$STREAM"
 start query-svc "$QUERY_PORT" \
     QUERY_LISTEN_ADDR="127.0.0.1:$QUERY_PORT" MONGODB_DATABASE="$MONGO_DB" NOTIFY_CHANNEL="$CHANNEL"
+SQLITE_PORT="$(free_port)"
+start command-svc "$SQLITE_PORT" \
+    COMMAND_LISTEN_ADDR="127.0.0.1:$SQLITE_PORT" COMMAND_DATABASE_URL="sqlite://$RUN_OUT/events.db?mode=rwc" \
+    STREAM_NAME="$STREAM.sqlite"
+# shellcheck disable=SC2154 # set by start via eval
+sqlite_command_pid=$command_svc_pid
+start command-svc "$COMMAND_PORT" \
+    COMMAND_LISTEN_ADDR="127.0.0.1:$COMMAND_PORT" COMMAND_DATABASE_URL="$MYSQL_BASE/$DB" STREAM_NAME="$STREAM"
 start event-relay "$RELAY_PORT" \
     RELAY_HEALTH_ADDR="127.0.0.1:$RELAY_PORT" STREAM_NAME="$STREAM" MONGODB_DATABASE="$MONGO_DB" \
     NOTIFY_CHANNEL="$CHANNEL" CONSUMER_NAME=bench-relay
@@ -142,6 +154,33 @@ for server in "mariadbd:$PM_MYSQL_PORT" "redis-server:$PM_REDIS_PORT" "ferretdb:
     [[ -z "$pid" ]] || extra+=(--server-pid "${server%%:*}=$pid")
 done
 
+extra+=(--server-pid "command-svc-sqlite=$sqlite_command_pid")
+
+# The peer: cqrs-es 0.5 + mysql-es, in process, on the same MariaDB, while the
+# mesh is idle. Its phase is as long as ours (--phase-secs, default 10).
+PEER_DIR="${PM_PEER_CQRS_ES:-$ROOT/../shared/peers/cqrs-es}"
+if [[ -f "$PEER_DIR/Cargo.toml" ]]; then
+    phase_secs=10
+    args=("$@")
+    for i in "${!args[@]}"; do
+        [[ "${args[$i]}" != --phase-secs ]] || phase_secs="${args[$((i + 1))]:-10}"
+    done
+    log "peer: building cqrs-es + mysql-es ($PEER_DIR)" >&2
+    if cargo build --release --manifest-path "$PEER_DIR/Cargo.toml" --target-dir "$TARGET_DIR/peer-cqrs-es" >&2; then
+        log "peer: running for ${phase_secs%.*} s at 16 in flight" >&2
+        if "$TARGET_DIR/peer-cqrs-es/release/peer-cqrs-es" --mode events --concurrency 16 \
+            --duration-secs "${phase_secs%.*}" --updates-per-post 4 \
+            --database-url "$MYSQL_BASE/$PEER_DB" --reset >"$RUN_OUT/peer-cqrs-es.json" 2>"$RUN_OUT/peer-cqrs-es.log"; then
+            extra+=(--peer-json "$RUN_OUT/peer-cqrs-es.json")
+            log "peer: $(tail -n 1 "$RUN_OUT/peer-cqrs-es.json")" >&2
+        else
+            log "peer: run failed (see $RUN_OUT/peer-cqrs-es.log)" >&2
+        fi
+    else
+        log "peer: build failed; no peer figure this run" >&2
+    fi
+fi
+
 # shellcheck disable=SC2154 # set by start via eval
 "$BIN_DIR/postmesh-bench" \
     --command "http://127.0.0.1:$COMMAND_PORT" \
@@ -150,6 +189,8 @@ done
     --stream "$STREAM" \
     --raw-database-url "$MYSQL_BASE/$RAW_DB" \
     --direct-database-url "$MYSQL_BASE/$DIRECT_DB" \
+    --sqlite-command "http://127.0.0.1:$SQLITE_PORT" \
+    --sqlite-raw-database-url "sqlite://$RUN_OUT/raw-batched.db?mode=rwc" \
     --mongodb-url "$TEST_MONGODB_URL" \
     --scratch "bench_scratch_$RUN" \
     --read-model-database "$MONGO_DB" --drop-read-model \

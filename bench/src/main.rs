@@ -79,6 +79,27 @@ struct Args {
     /// event-relay's pid, for its peak RSS and to pause it while the backlog is built.
     #[arg(long)]
     relay_pid: Option<u32>,
+    /// A command-svc on the embedded SQLite event store (its commands phases
+    /// run after MariaDB's); bench.sh starts one.
+    #[arg(long)]
+    sqlite_command: Option<String>,
+    /// A fresh SQLite file beside that command-svc's, for the raw ceiling of
+    /// the group committer's batched statements.
+    #[arg(long)]
+    sqlite_raw_database_url: Option<String>,
+    /// The JSON line of the cqrs-es + mysql-es peer (../shared/peers/cqrs-es),
+    /// run by bench.sh on the same MariaDB just before this.
+    #[arg(long)]
+    peer_json: Option<String>,
+    /// Target: SQLite commands per second at the bench's concurrency.
+    #[arg(long, default_value_t = 10_000.0)]
+    target_sqlite_per_s: f64,
+    /// Target: SQLite commands / the raw batched statements on SQLite.
+    #[arg(long, default_value_t = 0.7)]
+    target_sqlite_raw: f64,
+    /// Target: MariaDB commands / the cqrs-es peer.
+    #[arg(long, default_value_t = 2.0)]
+    target_peer: f64,
     /// Requests in flight in closed-loop phases.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -97,8 +118,8 @@ struct Args {
     /// Entries for the raw XADD / XREADGROUP ceilings.
     #[arg(long, default_value_t = 100_000)]
     redis_entries: usize,
-    /// Target: command throughput / raw database ceiling.
-    #[arg(long, default_value_t = 0.7)]
+    /// Target: command throughput / raw one-transaction-per-command ceiling.
+    #[arg(long, default_value_t = 1.0)]
     target_commands: f64,
     /// Target: projection lag p99 at half the maximum command rate (ms).
     #[arg(long, default_value_t = 50.0)]
@@ -158,6 +179,13 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(round(kib / 1024.0))
+}
+
+/// CPU milliseconds `process` spent per command, from a phase's `cpu_cores`
+/// (cores busy on average, by process) and its command rate.
+fn cpu_ms_per_command(cores: &Value, process: &str, rate: f64) -> Option<f64> {
+    let busy = cores.get(process)?.as_f64()?;
+    (rate > 0.0).then(|| round(busy / rate * 1000.0 * 1000.0) / 1000.0)
 }
 
 fn merge(mut base: Value, extra: Value) -> Value {
@@ -270,6 +298,63 @@ async fn main() -> anyhow::Result<()> {
             paused_cmd = Some(samples);
         }
     }
+    progress("commands: one in flight (a lone command's latency)");
+    let (mut lone, _) = phases::commands(command.clone(), 1, phase, args.mix, args.content_bytes).await;
+    progress(&format!("  {}", lone.figures()));
+    progress("ceiling: the group committer's batched statements on MariaDB, no gRPC (diagnostic)");
+    let mut raw_batched_db = match &args.direct_database_url {
+        Some(url) => Some(ceilings::raw_batched(url, c, phase, args.mix, args.content_bytes).await),
+        None => None,
+    };
+    if let Some(samples) = raw_batched_db.as_mut() {
+        progress(&format!("  {}", samples.figures()));
+    }
+
+    // The embedded default: command-svc on SQLite.
+    let mut sqlite = None;
+    if let Some(endpoint) = &args.sqlite_command {
+        let channel = phases::channel(endpoint).await?;
+        progress("SQLite: commands, closed loop at full speed");
+        let _ = phases::commands(channel.clone(), c, Duration::from_secs(1), args.mix, args.content_bytes).await;
+        let at = cpu.snapshot();
+        let (mut full, _) = phases::commands(channel.clone(), c, phase, args.mix, args.content_bytes).await;
+        let full_cpu = cpu.cores_since(&at);
+        progress(&format!("  {}", full.figures()));
+        progress("SQLite: one in flight");
+        let (mut one, _) = phases::commands(channel, 1, phase, args.mix, args.content_bytes).await;
+        progress(&format!("  {}", one.figures()));
+        let mut raw = match &args.sqlite_raw_database_url {
+            Some(url) => {
+                progress("SQLite ceiling: the same batched statements, no gRPC");
+                let raw = ceilings::raw_batched(url, c, phase, args.mix, args.content_bytes).await;
+                Some(raw)
+            }
+            None => None,
+        };
+        let raw_rate = raw.as_ref().map_or(0.0, Samples::rate);
+        sqlite = Some(json!({
+            "commands": merge(full.figures(), json!({
+                "target_per_s": args.target_sqlite_per_s,
+                "met": full.rate() >= args.target_sqlite_per_s,
+                "vs_raw_batched": against(full.rate(), "the group committer's batched statements on SQLite, back to back", raw_rate, args.target_sqlite_raw),
+                "cpu_cores": full_cpu,
+                "cpu_ms_per_command": cpu_ms_per_command(&full_cpu, "command-svc-sqlite", full.rate()),
+                "cpu_ms_per_command_all_processes": cpu_ms_per_command(&full_cpu, "total", full.rate()),
+            })),
+            "one_in_flight": one.figures(),
+            "raw_batched": raw.as_mut().map(Samples::figures),
+        }));
+    }
+    let peer: Option<Value> = args
+        .peer_json
+        .as_deref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.lines().rev().find_map(|line| serde_json::from_str(line).ok()));
+    let peer_rate = peer
+        .as_ref()
+        .and_then(|p| p.get("commands_per_s"))
+        .and_then(Value::as_f64);
+
     progress("waiting for the relay to catch up");
     let catch_up = drain::wait_idle(&args.redis_url, &args.stream, &args.group, Duration::from_secs(1800)).await?;
     progress(&format!("  caught up after {:.1} s", catch_up.as_secs_f64()));
@@ -376,8 +461,14 @@ async fn main() -> anyhow::Result<()> {
         "commands": merge(figures(&mut cmd), json!({
             "vs_raw_db": against(cmd.rate(), "raw MariaDB transaction (same statements, same mix)", raw_db.rate(), args.target_commands),
             "vs_raw_xadd": against(cmd.rate(), "raw Redis XADD, pipelines of 500", xadd, 1.0),
+            "vs_peer_cqrs_es": peer_rate.map(|rate| against(cmd.rate(), "cqrs-es 0.5 + mysql-es, same MariaDB, in process", rate, args.target_peer)),
             "cpu_cores": cmd_cpu,
+            "cpu_ms_per_command": cpu_ms_per_command(&cmd_cpu, "command-svc", cmd.rate()),
+            "cpu_ms_per_command_all_processes": cpu_ms_per_command(&cmd_cpu, "total", cmd.rate()),
+            "one_in_flight": lone.figures(),
         })),
+        "sqlite": sqlite,
+        "peer_cqrs_es": peer,
         "projection_lag": merge(figures(&mut lag.lag), json!({
             "command_rate_per_s": round(lag.commands.rate()),
             "target_rate_per_s": round(max_rate / 2.0),
@@ -414,6 +505,7 @@ async fn main() -> anyhow::Result<()> {
         })),
         "diagnostics": {
             "store_without_grpc": direct.as_mut().map(figures),
+            "raw_batched_mariadb": raw_batched_db.as_mut().map(figures),
             "commands_with_relay_paused": paused_cmd.as_mut().map(figures),
             "commands_with_relay_paused_cpu_cores": paused_cpu,
             "projection_lag_at_low_rate": merge(figures(&mut low_lag.lag), json!({
