@@ -326,7 +326,8 @@ async fn main() -> anyhow::Result<()> {
         let mut raw = match &args.sqlite_raw_database_url {
             Some(url) => {
                 progress("SQLite ceiling: the same batched statements, no gRPC");
-                let raw = ceilings::raw_batched(url, c, phase, args.mix, args.content_bytes).await;
+                let mut raw = ceilings::raw_batched(url, c, phase, args.mix, args.content_bytes).await;
+                progress(&format!("  {}", raw.figures()));
                 Some(raw)
             }
             None => None,
