@@ -311,10 +311,7 @@ pub async fn list_posts(channel: Channel, concurrency: usize, duration: Duration
 /// concurrency as [`get_post`], one HTTP/1.1 keep-alive connection per
 /// worker, each answer parsed as JSON as a client would.
 pub async fn get_post_http(endpoint: &str, ids: Arc<Vec<i64>>, concurrency: usize, duration: Duration) -> Samples {
-    let authority = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
     closed_loop(concurrency, duration, |n, deadline| {
         let ids = ids.clone();
         let authority = authority.clone();
