@@ -14,7 +14,8 @@
 #   --mongo:  the mesh with FerretDB (a MongoDB-compatible server) as the read store:
 #     go:     ferretdb
 #   --tests:  the mesh with FerretDB, plus
-#     apt:    mariadb-server (the MySQL event-store tests), mmdebstrap and
+#     apt:    mariadb-server (the MySQL event-store tests), curl (the HTTP suites and docs/http.md),
+#             chromium + chromium-driver (the console's browser test), mmdebstrap and
 #             docker.io (scripts/check-images.sh builds and runs the images)
 #     go:     buf (proto lint/breaking), jaeger (the tracing test's OTLP receiver)
 #     rustup: rustfmt, clippy
@@ -49,7 +50,7 @@ GRPCURL_VERSION=v1.9.4
 # understands the v2 buf.yaml in proto/.
 BUF_VERSION=v1.65.0
 APT_PACKAGES=(redis-server protobuf-compiler libprotobuf-dev jq)
-if [[ $MODE == tests ]]; then APT_PACKAGES+=(mariadb-server mmdebstrap docker.io); fi
+if [[ $MODE == tests ]]; then APT_PACKAGES+=(mariadb-server curl chromium chromium-driver mmdebstrap docker.io); fi
 
 # Whatever was created only for this run is removed however the script ends.
 sudo=()

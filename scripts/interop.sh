@@ -8,6 +8,9 @@
 #                           PM_RELAY_PORT; 50051-50053 by default)
 #   4. grpcurl examples     every example of docs/grpcurl-examples.md (and of README.md's
 #                           grpcurl section), run verbatim, output checked
+#      http examples        every curl example of docs/http.md, the same way
+#      http client          tests/http/check_http.py: Python's urllib over every HTTP/JSON
+#                           route, bad input, /openapi.json against the live routes, gRPC-Web
 #   5-7. client packages    each installed the way its users install it, outside the
 #                           repository, then clients/examples/<lang> and the scenario of
 #                           clients/README.md run against the mesh; each exits non-zero on
@@ -128,7 +131,11 @@ step "buf lint/format/breaking" scripts/buf-check.sh || true
 if [[ -z "$mesh_was_up" ]]; then
     run_id="interop_$(date +%s)_$$"
     export COMMAND_DATABASE_URL="sqlite://$RUN_DIR/$run_id.db?mode=rwc"
-    export MONGODB_DATABASE="$run_id" STREAM_NAME="$run_id.events" NOTIFY_CHANNEL="$run_id.applied"
+    export READ_STORE_DATABASE="$run_id" STREAM_NAME="$run_id.events" NOTIFY_CHANNEL="$run_id.applied"
+    # The default read store is a SQLite file: one of this run's own too.
+    if [[ "${PM_READ_STORE:-sqlite}" != mongo ]]; then
+        export READ_STORE_URL="sqlite://$RUN_DIR/$run_id.read.db?mode=rwc"
+    fi
 fi
 step "mesh up" scripts/up.sh || exit 1
 
@@ -145,6 +152,9 @@ need_jq() {
 grpcurl_examples() { need_jq && python3 clients/grpcurl/check_examples.py; }
 
 step "grpcurl examples" grpcurl_examples || true
+http_examples() { need_jq && python3 clients/grpcurl/check_examples.py --source docs/http.md; }
+step "http examples" http_examples || true
+step "http client (urllib)" python3 tests/http/check_http.py || true
 step "python package" python_package || true
 step "go module" go_module || true
 step "npm package" npm_package || true

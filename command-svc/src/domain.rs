@@ -101,6 +101,16 @@ impl Command {
         }
     }
 
+    /// The bytes of text the command carries (what a batch is bounded by).
+    pub fn content_bytes(&self) -> usize {
+        let len = |field: &Option<String>| field.as_ref().map_or(0, String::len);
+        match self {
+            Self::Create(new) => new.title.len() + new.content.len() + new.author_name.len(),
+            Self::Update(changes) => len(&changes.title) + len(&changes.content) + len(&changes.author_name),
+            Self::Delete(_) => 0,
+        }
+    }
+
     /// The action word for logs.
     pub fn action(&self) -> &'static str {
         match self {

@@ -7,7 +7,7 @@ use tonic::Code;
 use tonic_types::FieldViolation;
 
 /// Everything a command or event-store read can fail with.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// Input broke one or more field rules; each violation names its field.
     #[error("invalid request: {}", describe(.0))]

@@ -4,9 +4,11 @@
 //! (`EventStore`) so read models can be rebuilt from it.
 //!
 //! A command flows one way: `grpc` (validate) -> `app` (the use case) ->
-//! `domain` (decide) -> `store` (append, commit) -> `outbox` (publish).
+//! `domain` (decide) -> `store` (append, commit) -> `outbox` (publish), the
+//! middle three in batches run by the group committer (`committer`).
 
 pub mod app;
+pub mod committer;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -26,6 +26,9 @@ use crate::{
     store::EventStore,
 };
 
+/// How long the drain waits for the group committer's last batch.
+const COMMITTER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Health service names this server reports.
 const SERVICES: &[&str] = &["posts.v1.PostCommand", "posts.v1.EventStore"];
 
@@ -85,7 +88,8 @@ impl Application {
             SERVICES,
         )
         .await?
-        .describe(postmesh_proto::FILE_DESCRIPTOR_SET);
+        .describe(postmesh_proto::FILE_DESCRIPTOR_SET)
+        .http_json(postmesh_proto::openapi::COMMAND);
         Ok(Self {
             server,
             auth,
@@ -108,9 +112,9 @@ impl Application {
         let addr = self.local_addr();
         self.server.health().report(ServingStatus::Serving).await;
         let max = self.config.limits.max_message_bytes;
+        let (commands, committer) = Commands::spawn(self.store.clone(), self.handoff);
         let commands = InterceptedService::new(
-            PostCommandServer::new(CommandService::new(Commands::new(self.store.clone(), self.handoff)))
-                .max_decoding_message_size(max),
+            PostCommandServer::new(CommandService::new(commands)).max_decoding_message_size(max),
             AuthInterceptor::new(self.auth.clone(), Access::Write),
         );
         let events = InterceptedService::new(
@@ -136,6 +140,12 @@ impl Application {
         );
         let routes = Routes::new(commands).add_service(events);
         let drained = self.server.serve(routes, shutdown, async {}).await;
+        // The committer ends once the server's handlers are gone and the
+        // batch in flight is done (commands whose callers gave up included),
+        // so its events reach the publisher before it stops.
+        if tokio::time::timeout(COMMITTER_GRACE, committer).await.is_err() {
+            tracing::warn!("the group committer did not finish in time; the outbox keeps what it committed");
+        }
         stop_publisher.trigger();
         if let Err(error) = publisher.await {
             tracing::warn!(%error, "outbox publisher ended abnormally");

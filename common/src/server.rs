@@ -5,7 +5,10 @@
 //!   answered, so a client never reaches a port nobody serves yet);
 //! - [`Server::serve`]: the service's routes behind the shared layers and
 //!   accept loop (`layers`, `serve`), with `grpc.health.v1` and reflection
-//!   (v1 and v1alpha, advertising only what this server implements), until
+//!   (v1 and v1alpha, advertising only what this server implements), and on
+//!   the same port whatever is not gRPC: HTTP/JSON of the services'
+//!   `google.api.http` routes and gRPC-Web ([`Server::http_json`]), plain
+//!   HTTP pages ([`Server::http_routes`]), else a JSON 404; until
 //!   shutdown: health flips to NOT_SERVING, the listener closes, and
 //!   in-flight requests drain within the grace period;
 //! - [`main`]: what a binary's `serve` does around that (telemetry, signals);
@@ -13,6 +16,7 @@
 
 use std::{future::Future, io, net::SocketAddr};
 
+use postmesh_gateway::GatewayLayer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic_health::{
@@ -46,6 +50,9 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The HTTP routes could not be built from the descriptors' annotations.
+    #[error("HTTP routes: {0}")]
+    Http(#[from] postmesh_gateway::RuleError),
     /// The server failed.
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
@@ -62,6 +69,10 @@ pub struct Server {
     services: &'static [&'static str],
     /// The descriptor set describing `services`, for reflection.
     descriptors: Option<&'static [u8]>,
+    /// The OpenAPI document of the HTTP/JSON routes, when they are served.
+    openapi: Option<&'static str>,
+    /// Plain HTTP routes served beside them.
+    pages: Option<axum::Router>,
 }
 
 impl Server {
@@ -93,6 +104,8 @@ impl Server {
             health: HealthReporter::new(),
             services,
             descriptors: None,
+            openapi: None,
+            pages: None,
         })
     }
 
@@ -100,6 +113,47 @@ impl Server {
     pub fn describe(mut self, descriptors: &'static [u8]) -> Self {
         self.descriptors = Some(descriptors);
         self
+    }
+
+    /// Also serves `services` as HTTP/JSON (their `google.api.http` routes,
+    /// from the descriptor set given to [`describe`](Self::describe)) and
+    /// gRPC-Web, on the same port, with `openapi` at `/openapi.json`. The
+    /// body limit and timeout are the gRPC ones (MAX_MESSAGE_BYTES,
+    /// REQUEST_TIMEOUT_SECS).
+    pub fn http_json(mut self, openapi: &'static str) -> Self {
+        self.openapi = Some(openapi);
+        self
+    }
+
+    /// Also serves these plain HTTP routes on the same port (event-relay's
+    /// operations console).
+    pub fn http_routes(mut self, routes: axum::Router) -> Self {
+        self.pages = Some(match self.pages.take() {
+            Some(pages) => pages.merge(routes),
+            None => routes,
+        });
+        self
+    }
+
+    /// What answers the requests that are not gRPC.
+    fn gateway(&mut self) -> Result<GatewayLayer, postmesh_gateway::RuleError> {
+        let mut builder = match (self.openapi, self.descriptors) {
+            (Some(openapi), Some(descriptors)) => {
+                let mut builder = GatewayLayer::builder(&[descriptors]).openapi(openapi).grpc_web(true);
+                for service in self.services {
+                    builder = builder.service(*service);
+                }
+                builder
+            }
+            _ => GatewayLayer::builder(&[]),
+        };
+        if let Some(pages) = self.pages.take() {
+            builder = builder.routes(pages);
+        }
+        builder
+            .max_body_bytes(self.limits.max_message_bytes)
+            .request_timeout(self.limits.request_timeout())
+            .build()
     }
 
     /// The bound service address.
@@ -125,11 +179,12 @@ impl Server {
     /// closes the listener and drains in-flight requests for at most the
     /// grace period.
     pub async fn serve(
-        self,
+        mut self,
         routes: Routes,
         shutdown: Shutdown,
         settle: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        let gateway = self.gateway()?;
         let health_service = HealthServer::new(HealthService::from_health_reporter(self.health.clone()));
         if let Some(probe) = self.probe {
             let routes = Routes::new(health_service.clone());
@@ -153,7 +208,7 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_alpha);
-        let server = layers::server(&self.limits)
+        let server = layers::server(&self.limits, gateway)
             .add_routes(routes)
             .serve_with_incoming_shutdown(serve::incoming(self.listener, &self.limits, self.tls), stop);
         Ok(bounded_drain(server, shutdown, self.limits.shutdown_grace).await?)

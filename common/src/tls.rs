@@ -230,7 +230,8 @@ fn server_config(names: &[String], files: &[Vec<u8>]) -> Result<ServerConfig, Tl
             source,
         })?;
     // gRPC is HTTP/2 only; clients such as grpc-go insist on ALPN "h2".
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // HTTP/1.1 too, for HTTP/JSON clients that speak only that (urllib).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

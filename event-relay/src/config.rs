@@ -4,6 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use postmesh_common::{
+    auth::AuthArgs,
     config::{defaults, millis},
     limits::ServerLimits,
     redis_check::RedisCheckArgs,
@@ -11,13 +12,14 @@ use postmesh_common::{
     tls::{CommandClientArgs, ServerTlsArgs},
 };
 use postmesh_events::topology::StreamArgs;
+use postmesh_read_model::ReadStoreArgs;
 
 /// `event-relay [serve|dlq|rebuild|status]`.
 #[derive(Parser, Debug)]
 #[command(
     name = "event-relay",
     version,
-    about = "postmesh relay: Redis Streams -> MongoDB read model"
+    about = "postmesh relay: Redis Streams -> the read model (SQLite or MongoDB)"
 )]
 pub struct Cli {
     /// What to do; `serve` when omitted.
@@ -77,12 +79,9 @@ pub struct Config {
     /// Streams and Redis URLs (same flags as command-svc).
     #[command(flatten)]
     pub streams: StreamArgs,
-    /// MongoDB URL of the read model.
-    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017")]
-    pub mongodb_url: String,
-    /// MongoDB database of the read model.
-    #[arg(long, env = "MONGODB_DATABASE", default_value = "posts")]
-    pub mongodb_database: String,
+    /// The read model (READ_STORE_URL: SQLite by default, or MongoDB).
+    #[command(flatten)]
+    pub read_store: ReadStoreArgs,
     /// Consumer group.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "projector")]
     pub group: String,
@@ -116,9 +115,15 @@ pub struct Config {
     /// Pub/sub channel announcing applied events to query-svc.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
-    /// command-svc endpoint, for `rebuild`.
+    /// command-svc endpoint: the event store the catch-up and `rebuild` read.
     #[arg(long, env = "COMMAND_ENDPOINT", default_value = "http://127.0.0.1:50051")]
     pub command_endpoint: String,
+    /// How often (milliseconds) the catch-up compares the read model's
+    /// checkpoint with the event log's head and applies what Redis lost:
+    /// anything committed reaches the read model within about twice this
+    /// (plus the time to apply it). 0 turns the catch-up off.
+    #[arg(long = "catch-up-interval-ms", env = "RELAY_CATCHUP_INTERVAL_MS", default_value = "5000", value_parser = millis)]
+    pub catch_up_interval: Duration,
     /// TLS, mTLS and token for calls to command-svc.
     #[command(flatten)]
     pub command_client: CommandClientArgs,
@@ -131,6 +136,12 @@ pub struct Config {
     /// TLS / mTLS of the health server (off by default).
     #[command(flatten)]
     pub tls: ServerTlsArgs,
+    /// Token checks of the operations console (/ops on the health port), the
+    /// same settings as the services': with AUTH_JWT_KEY_FILE set, replaying
+    /// or purging dead letters needs the write scope, and looking needs the
+    /// read scope when AUTH_REQUIRE_FOR_READS is on.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Log format: auto, json or pretty.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -141,19 +152,23 @@ pub struct Config {
 
 impl Config {
     /// The defaults, for an in-process relay in tests: a free port, small
-    /// batches, fast retries and claims, JSON logs, no metrics port.
-    pub fn for_tests(redis_url: &str, stream: &str, mongodb_url: &str, database: &str, channel: &str) -> Self {
+    /// batches, fast retries and claims, JSON logs, no metrics port, and no
+    /// catch-up (the default endpoint would be nobody's event store, or
+    /// another test's: a test that wants it sets `command_endpoint` and
+    /// `catch_up_interval`).
+    /// `read_store_url` is the read model (`database` names it on MongoDB).
+    pub fn for_tests(redis_url: &str, stream: &str, read_store_url: &str, database: &str, channel: &str) -> Self {
         Self {
             health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             streams: StreamArgs::new(redis_url, stream),
-            mongodb_url: mongodb_url.to_owned(),
-            mongodb_database: database.to_owned(),
+            read_store: ReadStoreArgs::new(read_store_url, database),
             batch_size: 64,
             retry_base: Duration::from_millis(20),
             retry_max: Duration::from_millis(500),
             claim_idle: Duration::from_millis(2000),
             block: Duration::from_millis(200),
             notify_channel: channel.to_owned(),
+            catch_up_interval: Duration::ZERO,
             log_format: LogFormat::Json,
             metrics_addr: None,
             ..defaults()

@@ -1,50 +1,33 @@
 //! The consume loop for one stream: read a batch in the consumer group,
-//! decode it, apply it to the read model with one batch apply, announce what
-//! became visible, acknowledge.
+//! decode it, apply it through the one apply path ([`Applier`]), acknowledge.
 //!
-//! There is one apply path: `Consumer::attempt` applies a batch through
-//! store outages, and a batch of one is a batch. When the store rejects a
-//! batch of several, its entries are applied one by one (each a batch of
-//! one), with retries, so that one bad event is dead-lettered on its own
-//! while the rest are applied. Whatever the path, `Consumer::finish`
-//! counts, measures, logs and announces what was applied.
-//!
-//! Three kinds of trouble are kept apart:
-//! - an entry that cannot be decoded is dead-lettered at once;
-//! - an event the store rejects is retried with exponential backoff and
-//!   jitter, then dead-lettered after `max_attempts`;
-//! - an unreachable store is an outage, not a bad event: the loop stops,
-//!   reports NOT_SERVING, waits with capped backoff, and resumes with the same
-//!   entries, so an outage never fills the dead-letter stream.
+//! An entry that cannot be decoded is dead-lettered at once; an entry whose
+//! data is gone (trimmed from the stream while it was pending) is counted,
+//! logged and acknowledged, since the catch-up applies its event from the
+//! event store; everything else goes to the applier, which acknowledges
+//! nothing it did not apply, find stale or dead-letter.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use postmesh_common::{redact::redact_url, shutdown::Shutdown};
 use postmesh_events::{
-    dlq,
     entry::{self, field, Entry},
-    notify::{Change, Notification},
     topology::{Action, Route},
 };
-use postmesh_proto::v1::PostEvent;
-use postmesh_read_model::{timestamp_to_millis, Applied};
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     streams::{StreamAutoClaimReply, StreamReadOptions, StreamReadReply},
     AsyncCommands,
 };
-use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::projector::{ApplyError, Projector};
+use crate::{
+    apply::{Applier, Decoded, Outcome},
+    projector::Projector,
+};
 
 /// Counters shared by every consumer of a process (for status and metrics).
 #[derive(Debug, Default)]
@@ -59,6 +42,11 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Entries moved to the dead-letter stream.
     pub dead_lettered: AtomicU64,
+    /// Pending entries found gone from their stream (trimmed or deleted);
+    /// the catch-up applies their events.
+    pub gone: AtomicU64,
+    /// Events the catch-up found missing from the read model and applied.
+    pub caught_up: AtomicU64,
 }
 
 /// Retry and batching settings.
@@ -91,19 +79,12 @@ pub struct Settings {
 
 /// Consumes one stream.
 pub struct Consumer<P> {
-    projector: P,
+    applier: Applier<P>,
     route: Route,
-    settings: Settings,
     /// Blocking reads only: a blocked XREADGROUP holds its connection.
     reader: ConnectionManager,
     /// Acks on the stream's Redis.
     writer: ConnectionManager,
-    /// DLQ and notifications, on the main Redis.
-    main: ConnectionManager,
-    serving: watch::Sender<bool>,
-    stats: Arc<Stats>,
-    /// Event time to applied time.
-    lag: opentelemetry::metrics::Histogram<f64>,
 }
 
 /// Opens an auto-reconnecting connection whose responses may take `wait`.
@@ -138,93 +119,16 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     capped.mul_f64(jitter).min(max)
 }
 
-/// Whether a batch was handled to the end.
-enum Outcome {
-    Done,
-    /// Shutdown came while the store was unreachable: the entries not
-    /// handled stay pending.
-    Interrupted,
-}
-
-/// What one [`Consumer::attempt`] came to.
-enum Attempt {
-    /// Applied: one outcome per event, in order.
-    Applied(Vec<Applied>),
-    /// The store refused the batch, with why.
-    Rejected(String),
-    /// Shutdown came during a store outage.
-    Interrupted,
-}
-
-/// The decoded entries of one batch: `entries[i]` carried `events[i]`.
-#[derive(Default)]
-struct Decoded {
-    entries: Vec<Entry>,
-    events: Vec<PostEvent>,
-}
-
-impl Decoded {
-    /// The indices of each post's entries, in stream order, the posts in
-    /// order of their first entry.
-    fn by_post(&self) -> Vec<Vec<usize>> {
-        let mut slot: HashMap<i64, usize> = HashMap::new();
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        for (i, event) in self.events.iter().enumerate() {
-            match slot.get(&event.post_id) {
-                Some(&group) => groups[group].push(i),
-                None => {
-                    slot.insert(event.post_id, groups.len());
-                    groups.push(vec![i]);
-                }
-            }
-        }
-        groups
-    }
-}
-
-/// The client span of a read-model write, under `parent`.
-fn apply_span(parent: &tracing::Span, db_system: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        parent: parent,
-        "apply",
-        otel.name = "update posts",
-        otel.kind = "client",
-        db.system = db_system,
-        db.operation.name = "update",
-        db.collection.name = "posts",
-    )
-}
-
 impl<P: Projector> Consumer<P> {
-    /// A consumer of `route`, writing dead letters and notifications to `main_url`.
-    pub async fn new(
-        projector: P,
-        route: Route,
-        main_url: &str,
-        settings: Settings,
-        serving: watch::Sender<bool>,
-        stats: Arc<Stats>,
-    ) -> anyhow::Result<Self> {
-        let reader = connect(&route.redis_url, settings.block).await?;
+    /// A consumer of `route`, applying through `applier`.
+    pub async fn new(applier: Applier<P>, route: Route) -> anyhow::Result<Self> {
+        let reader = connect(&route.redis_url, applier.settings().block).await?;
         let writer = connect(&route.redis_url, Duration::ZERO).await?;
-        let main = connect(main_url, Duration::ZERO).await?;
         Ok(Self {
-            projector,
+            applier,
             route,
-            settings,
             reader,
             writer,
-            main,
-            serving,
-            stats,
-            lag: opentelemetry::global::meter("postmesh")
-                .f64_histogram("relay.projection.lag")
-                .with_unit("ms")
-                .with_description("Time from the event's commit to its application to the read model")
-                .with_boundaries(vec![
-                    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 30000.0,
-                ])
-                .build(),
         })
     }
 
@@ -234,17 +138,17 @@ impl<P: Projector> Consumer<P> {
         let mut own_pending = true;
         let mut group_ready = false;
         let mut redis_failures = 0u32;
-        let claim_every = (self.settings.claim_idle / 2).max(Duration::from_millis(100));
+        let claim_every = (self.applier.settings().claim_idle / 2).max(Duration::from_millis(100));
         let mut last_claim = Instant::now();
-        tracing::info!(%stream, consumer = %self.settings.consumer, group = %self.settings.group, "consuming");
+        tracing::info!(%stream, consumer = %self.applier.settings().consumer, group = %self.applier.settings().group, "consuming");
         while !shutdown.is_triggered() {
             if !group_ready {
-                match ensure_group(&mut self.writer, &stream, &self.settings.group).await {
+                match ensure_group(&mut self.writer, &stream, &self.applier.settings().group).await {
                     Ok(()) => group_ready = true,
                     Err(error) => {
                         redis_failures += 1;
                         tracing::warn!(%stream, %error, "cannot create consumer group; retrying");
-                        self.pause(redis_failures, &mut shutdown).await;
+                        self.applier.pause(redis_failures, &mut shutdown).await;
                         continue;
                     }
                 }
@@ -271,7 +175,7 @@ impl<P: Projector> Consumer<P> {
                         group_ready = false;
                     }
                     tracing::warn!(%stream, %error, "reading the stream failed; retrying");
-                    self.pause(redis_failures, &mut shutdown).await;
+                    self.applier.pause(redis_failures, &mut shutdown).await;
                     continue;
                 }
             };
@@ -286,19 +190,11 @@ impl<P: Projector> Consumer<P> {
         tracing::info!(%stream, "consumer stopped");
     }
 
-    async fn pause(&self, failures: u32, shutdown: &mut Shutdown) {
-        let delay = backoff(failures, self.settings.retry_base, self.settings.retry_max);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait() => {}
-        }
-    }
-
     async fn read(&mut self, from: &str) -> redis::RedisResult<Vec<Entry>> {
         let options = StreamReadOptions::default()
-            .group(&self.settings.group, &self.settings.consumer)
-            .count(self.settings.batch_size)
-            .block(self.settings.block.as_millis() as usize);
+            .group(&self.applier.settings().group, &self.applier.settings().consumer)
+            .count(self.applier.settings().batch_size)
+            .block(self.applier.settings().block.as_millis() as usize);
         let reply: Option<StreamReadReply> = self
             .reader
             .xread_options(&[&self.route.stream], &[from], &options)
@@ -317,16 +213,29 @@ impl<P: Projector> Consumer<P> {
     async fn claim(&mut self) -> redis::RedisResult<Vec<Entry>> {
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.route.stream)
-            .arg(&self.settings.group)
-            .arg(&self.settings.consumer)
-            .arg(self.settings.claim_idle.as_millis() as u64)
+            .arg(&self.applier.settings().group)
+            .arg(&self.applier.settings().consumer)
+            .arg(self.applier.settings().claim_idle.as_millis() as u64)
             .arg("0-0")
             .arg("COUNT")
-            .arg(self.settings.batch_size)
+            .arg(self.applier.settings().batch_size)
             .query_async(&mut self.writer)
             .await?;
         if !reply.claimed.is_empty() {
             tracing::info!(stream = %self.route.stream, claimed = reply.claimed.len(), "claimed idle pending entries");
+        }
+        if !reply.deleted_ids.is_empty() {
+            // Redis dropped these from the pending list itself: their data was
+            // trimmed. The catch-up applies their events from the event store.
+            self.applier
+                .stats()
+                .gone
+                .fetch_add(reply.deleted_ids.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                stream = %self.route.stream,
+                gone = reply.deleted_ids.len(),
+                "pending entries are gone from the stream (trimmed or deleted); the catch-up applies their events"
+            );
         }
         Ok(entry::from_ids(&self.route.stream, reply.claimed))
     }
@@ -335,17 +244,30 @@ impl<P: Projector> Consumer<P> {
     /// stream order, so stopping there never applies a post's entry ahead of
     /// it), applies the rest, then acknowledges what was handled.
     async fn process(&mut self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> Outcome {
-        self.stats.consumed.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        let stats = self.applier.stats();
+        stats.consumed.fetch_add(entries.len() as u64, Ordering::Relaxed);
         let mut acks: Vec<String> = Vec::with_capacity(entries.len());
         let mut decoded = Decoded::default();
         for entry in entries {
+            if entry.fields.is_empty() {
+                // Pending, but its data is gone: the stream was trimmed past it
+                // (or it was deleted). Not skipped silently: counted, logged,
+                // and its event reaches the read model through the catch-up,
+                // which reads the event store.
+                stats.gone.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    stream = %entry.stream,
+                    entry_id = %entry.id,
+                    "pending entry is gone from the stream (trimmed or deleted); acknowledging it, \
+                     the catch-up applies its event from the event store"
+                );
+                acks.push(entry.id);
+                continue;
+            }
             match entry.event() {
-                Ok(event) => {
-                    decoded.entries.push(entry);
-                    decoded.events.push(event);
-                }
+                Ok(event) => decoded.push(entry, event),
                 Err(error) => {
-                    let span = self.process_span(&entry);
+                    let span = self.applier.process_span(&entry);
                     span.in_scope(|| {
                         tracing::warn!(
                             stream = %entry.stream,
@@ -359,6 +281,7 @@ impl<P: Projector> Consumer<P> {
                         );
                     });
                     let lettered = self
+                        .applier
                         .dead_letter(&entry, &error.to_string(), 1, shutdown)
                         .instrument(span)
                         .await;
@@ -370,214 +293,9 @@ impl<P: Projector> Consumer<P> {
                 }
             }
         }
-        let outcome = self.apply(&decoded, &mut acks, shutdown).await;
+        let outcome = self.applier.apply(&decoded, &mut acks, shutdown).await;
         self.ack(&acks).await;
         outcome
-    }
-
-    /// Applies a decoded batch with one batch apply; when the store rejects
-    /// it, entry by entry ([`apply_each`](Self::apply_each)), so one bad
-    /// event is retried and dead-lettered on its own. A batch of one goes
-    /// straight to `apply_each`, whose first attempt is that batch apply.
-    /// Pushes the ids of the handled entries onto `acks`.
-    async fn apply(&self, decoded: &Decoded, acks: &mut Vec<String>, shutdown: &mut Shutdown) -> Outcome {
-        if decoded.events.len() <= 1 {
-            return self.apply_each(decoded, acks, shutdown).await;
-        }
-        // Spans per entry, continuing each entry's trace, all covering the
-        // one shared write; created before it, closed after it.
-        let spans: Vec<tracing::Span> = decoded.entries.iter().map(|e| self.process_span(e)).collect();
-        match self.attempt(&decoded.events, &spans, shutdown).await {
-            Attempt::Applied(outcomes) => {
-                self.finish(&decoded.entries, &decoded.events, &outcomes, 1, &spans)
-                    .await;
-                acks.extend(decoded.entries.iter().map(|e| e.id.clone()));
-                Outcome::Done
-            }
-            Attempt::Interrupted => Outcome::Interrupted,
-            Attempt::Rejected(error) => {
-                tracing::warn!(
-                    stream = %self.route.stream,
-                    events = decoded.events.len(),
-                    %error,
-                    "the store rejected the batch; applying one by one"
-                );
-                drop(spans);
-                self.apply_each(decoded, acks, shutdown).await
-            }
-        }
-    }
-
-    /// Applies entries one by one, each a batch of one with retries: the
-    /// entries of one post one after another, in stream order, and up to
-    /// `apply_concurrency` posts side by side (the store's apply is
-    /// order-independent and safe under concurrency).
-    async fn apply_each(&self, decoded: &Decoded, acks: &mut Vec<String>, shutdown: &mut Shutdown) -> Outcome {
-        let results: Vec<(Vec<String>, bool)> = futures::stream::iter(decoded.by_post().into_iter().map(|group| {
-            let mut shutdown = shutdown.clone();
-            async move {
-                let mut handled = Vec::with_capacity(group.len());
-                for i in group {
-                    if !self.apply_one(decoded, i, &mut shutdown).await {
-                        // This post's later entries stay pending too, so they
-                        // are never applied ahead of this one.
-                        return (handled, false);
-                    }
-                    handled.push(decoded.entries[i].id.clone());
-                }
-                (handled, true)
-            }
-        }))
-        .buffer_unordered(self.settings.apply_concurrency.max(1))
-        .collect()
-        .await;
-        let mut outcome = Outcome::Done;
-        for (handled, finished) in results {
-            acks.extend(handled);
-            if !finished {
-                outcome = Outcome::Interrupted;
-            }
-        }
-        outcome
-    }
-
-    /// Applies entry `i` of `decoded` on its own, under its span: a batch
-    /// of one, tried again with backoff while the store rejects it and, after
-    /// `max_attempts`, dead-lettered. True once handled either way (it may be
-    /// acknowledged); false when shutdown interrupted a store outage.
-    async fn apply_one(&self, decoded: &Decoded, i: usize, shutdown: &mut Shutdown) -> bool {
-        let entry = &decoded.entries[i];
-        let (entries, events) = (std::slice::from_ref(entry), &decoded.events[i..=i]);
-        let event = &events[0];
-        let span = self.process_span(entry);
-        let spans = std::slice::from_ref(&span);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let error = match self.attempt(events, spans, shutdown).await {
-                Attempt::Applied(outcomes) => {
-                    self.finish(entries, events, &outcomes, attempt, spans).await;
-                    return true;
-                }
-                Attempt::Interrupted => return false,
-                Attempt::Rejected(error) => error,
-            };
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            span.in_scope(|| {
-                tracing::warn!(
-                    stream = %entry.stream,
-                    entry_id = %entry.id,
-                    post_id = event.post_id,
-                    version = event.version,
-                    action = Action::label(Action::of(event.event_type())),
-                    attempt,
-                    %error,
-                    "event apply failed"
-                );
-            });
-            if attempt >= self.settings.max_attempts {
-                return self
-                    .dead_letter(entry, &error, attempt, shutdown)
-                    .instrument(span.clone())
-                    .await;
-            }
-            tokio::time::sleep(backoff(attempt, self.settings.retry_base, self.settings.retry_max)).await;
-        }
-    }
-
-    /// Applies `events` as one batch, through store outages: while the
-    /// store is unreachable, reports NOT_SERVING and waits with capped
-    /// backoff, then applies the same events again. Each try writes under
-    /// one apply span per event, a child of that event's span in `spans`.
-    async fn attempt(&self, events: &[PostEvent], spans: &[tracing::Span], shutdown: &mut Shutdown) -> Attempt {
-        let mut outage = 0u32;
-        loop {
-            let applies: Vec<tracing::Span> = spans
-                .iter()
-                .map(|parent| apply_span(parent, self.projector.db_system()))
-                .collect();
-            let result = match applies.first() {
-                // One event: its write runs inside its apply span.
-                Some(apply) if applies.len() == 1 => self.projector.project(events).instrument(apply.clone()).await,
-                _ => self.projector.project(events).await,
-            };
-            drop(applies);
-            match result {
-                Ok(outcomes) if outcomes.len() == events.len() => return Attempt::Applied(outcomes),
-                Ok(outcomes) => {
-                    return Attempt::Rejected(format!(
-                        "the store answered for {} of {} events",
-                        outcomes.len(),
-                        events.len()
-                    ))
-                }
-                Err(ApplyError::Rejected(error)) => return Attempt::Rejected(error),
-                Err(ApplyError::Unavailable(error)) => {
-                    outage += 1;
-                    if outage == 1 {
-                        tracing::warn!(%error, "read store unreachable; pausing consumption");
-                        self.set_serving(false);
-                    }
-                    if !self.wait_for_store(outage, shutdown).await {
-                        return Attempt::Interrupted;
-                    }
-                    tracing::info!("read store reachable again; resuming");
-                    self.set_serving(true);
-                }
-            }
-        }
-    }
-
-    /// Counts, measures, logs (in each entry's span) and announces what
-    /// applying `events` (carried by `entries`, at `attempt`) did.
-    async fn finish(
-        &self,
-        entries: &[Entry],
-        events: &[PostEvent],
-        outcomes: &[Applied],
-        attempt: u32,
-        spans: &[tracing::Span],
-    ) {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut visible: Vec<Change> = Vec::new();
-        let (mut applied, mut stale) = (0u64, 0u64);
-        for (((entry, event), outcome), span) in entries.iter().zip(events).zip(outcomes).zip(spans) {
-            let outcome = match outcome {
-                Applied::Applied => {
-                    applied += 1;
-                    if let Some(occurred) = &event.occurred_at {
-                        self.lag
-                            .record((now_ms - timestamp_to_millis(occurred)).max(0) as f64, &[]);
-                    }
-                    visible.push(Change {
-                        post_id: event.post_id,
-                        version: event.version,
-                    });
-                    "applied"
-                }
-                Applied::Stale => {
-                    stale += 1;
-                    "stale"
-                }
-            };
-            span.in_scope(|| {
-                tracing::info!(
-                    stream = %entry.stream,
-                    entry_id = %entry.id,
-                    post_id = event.post_id,
-                    version = event.version,
-                    action = Action::label(Action::of(event.event_type())),
-                    attempt,
-                    outcome,
-                    "event applied"
-                );
-            });
-        }
-        self.stats.applied.fetch_add(applied, Ordering::Relaxed);
-        self.stats.stale.fetch_add(stale, Ordering::Relaxed);
-        // Per post in version order, whatever order the stream had.
-        visible.sort_unstable_by_key(|c| (c.post_id, c.version));
-        self.notify(&visible).await;
     }
 
     /// Acknowledges handled entries.
@@ -586,137 +304,13 @@ impl<P: Projector> Consumer<P> {
             return;
         }
         let mut writer = self.writer.clone();
-        let acked: redis::RedisResult<i64> = writer.xack(&self.route.stream, &self.settings.group, acks).await;
+        let acked: redis::RedisResult<i64> = writer
+            .xack(&self.route.stream, &self.applier.settings().group, acks)
+            .await;
         if let Err(error) = acked {
             // Unacked entries stay pending and are claimed again later;
             // applying them twice is harmless.
             tracing::warn!(stream = %self.route.stream, %error, count = acks.len(), "XACK failed");
         }
-    }
-
-    /// The consumer span of one entry, continuing the trace the publisher
-    /// put on it.
-    fn process_span(&self, entry: &Entry) -> tracing::Span {
-        let span = tracing::info_span!(
-            "process",
-            otel.name = %format!("process {}", entry.stream),
-            otel.kind = "consumer",
-            messaging.system = "redis",
-            messaging.operation.type = "process",
-            messaging.destination.name = %entry.stream,
-            messaging.message.id = %entry.id,
-            messaging.consumer.group.name = %self.settings.group,
-        );
-        let traceparent = entry.text(field::TRACEPARENT);
-        if !traceparent.is_empty() {
-            postmesh_common::trace::set_parent(
-                &span,
-                postmesh_common::trace::from_traceparent(&traceparent, &entry.text(field::TRACESTATE)),
-            );
-        }
-        span
-    }
-
-    /// Pings the store with capped backoff until it answers; false on shutdown.
-    async fn wait_for_store(&self, mut tries: u32, shutdown: &mut Shutdown) -> bool {
-        loop {
-            let delay = backoff(tries, self.settings.retry_base, self.settings.retry_max);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.wait() => return false,
-            }
-            if self.projector.ping_store().await.is_ok() {
-                return true;
-            }
-            tries += 1;
-        }
-    }
-
-    fn set_serving(&self, serving: bool) {
-        self.serving.send_replace(serving);
-    }
-
-    /// Publishes one notification per change, in the given order, in one
-    /// pipelined round trip.
-    async fn notify(&self, visible: &[Change]) {
-        if visible.is_empty() {
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for change in visible {
-            pipe.publish(&self.settings.notify_channel, Notification::Applied(*change).encode())
-                .ignore();
-        }
-        // A clone shares the one multiplexed connection.
-        let mut main = self.main.clone();
-        let sent: redis::RedisResult<()> = pipe.query_async(&mut main).await;
-        if let Err(error) = sent {
-            // Only waiters and watchers miss them; the read model is already right.
-            tracing::debug!(%error, count = visible.len(), "notifications not published");
-        }
-    }
-
-    /// Copies the entry to the dead-letter stream with its error; true once it
-    /// is safely there (so the caller may ack it).
-    async fn dead_letter(&self, entry: &Entry, error: &str, attempts: u32, shutdown: &mut Shutdown) -> bool {
-        let mut main = self.main.clone();
-        let cmd = dlq::xadd(&self.settings.dlq_stream, entry, error, attempts);
-        let mut failures = 0;
-        loop {
-            let added: redis::RedisResult<String> = cmd.query_async(&mut main).await;
-            match added {
-                Ok(dlq_id) => {
-                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        stream = %entry.stream,
-                        entry_id = %entry.id,
-                        dlq_id = %dlq_id,
-                        post_id = %entry.text(field::POST_ID),
-                        version = %entry.text(field::VERSION),
-                        action = Action::label(entry.action()),
-                        attempt = attempts,
-                        %error,
-                        "event dead-lettered"
-                    );
-                    return true;
-                }
-                Err(redis_error) => {
-                    failures += 1;
-                    tracing::warn!(%redis_error, "cannot write the dead-letter stream; retrying");
-                    if shutdown.is_triggered() {
-                        return false;
-                    }
-                    self.pause(failures, shutdown).await;
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn decoded(post_ids: &[i64]) -> Decoded {
-        let mut decoded = Decoded::default();
-        for (i, post_id) in post_ids.iter().enumerate() {
-            decoded.entries.push(Entry {
-                stream: "s".into(),
-                id: format!("{}-0", i + 1),
-                fields: entry::Fields::new(),
-            });
-            decoded.events.push(PostEvent {
-                post_id: *post_id,
-                ..PostEvent::default()
-            });
-        }
-        decoded
-    }
-
-    #[test]
-    fn a_batch_splits_into_posts_each_in_stream_order() {
-        let batch = decoded(&[7, 8, 9, 7, 9, 8]);
-        assert_eq!(batch.by_post(), [vec![0, 3], vec![1, 5], vec![2, 4]]);
     }
 }

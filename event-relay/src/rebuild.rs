@@ -1,24 +1,28 @@
-//! `event-relay rebuild`: replays the whole event store into a fresh staging
+//! `event-relay rebuild`: replays the event store into a fresh staging
 //! store and swaps it in, so readers never see a half-built model.
 //!
-//! The live relay keeps applying to the old model meanwhile. Events it
-//! applies after our read are caught up twice: once more into the staging
-//! store just before the swap, and once into the swapped-in one right after;
-//! applying an event twice is harmless.
+//! The rebuild reads the log through the head `GetHead` gives when it starts
+//! (`complete_through`, contract C1: nothing at or below it commits later,
+//! whatever the database), and the staged model records that head as its
+//! checkpoint. The swap brings the checkpoint in with the model, so the
+//! catch-up applies whatever came after the head, including what the live
+//! relay applied to the old model meanwhile and what it wrote into the swap's
+//! gaps; the rebuild itself applies the log from the head to its end once
+//! more right after the swap, which only makes that quicker. A swap that
+//! fails leaves the live model as it was (see `ReadModelStore::swap_in`).
 //!
-//! Those catch-up writes publish no per-post notification, and the swap
-//! itself replaces every post at once, so once the swap has been attempted
-//! the rebuild publishes a reset notification on the notify channel (after
-//! the last catch-up): query-svc empties its post cache on it.
+//! Those writes publish no per-post notification, and the swap itself
+//! replaces every post at once, so once the swap has been attempted the
+//! rebuild publishes a reset notification on the notify channel (after the
+//! last write): query-svc empties its post cache on it.
 
 use futures::StreamExt;
-use postmesh_common::auth::TokenFile;
 use postmesh_events::notify::Notification;
-use postmesh_proto::v1::{event_store_client::EventStoreClient, PostEvent, ReadAllRequest};
+use postmesh_proto::v1::PostEvent;
 use postmesh_read_model::{ReadModelStore, ReadStore};
 use redis::AsyncCommands;
 
-use crate::config::Config;
+use crate::{config::Config, log::EventLog};
 
 /// What a rebuild did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,21 +31,23 @@ pub struct Rebuilt {
     pub events: u64,
     /// Highest position seen.
     pub position: i64,
+    /// The log's head when the rebuild began: the staged model's checkpoint.
+    pub head: i64,
 }
 
-type Client = EventStoreClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenFile>>;
-
-async fn copy(client: &mut Client, store: &ReadStore, from: i64, done: &mut Rebuilt) -> anyhow::Result<()> {
-    let mut stream = client
-        .read_all(ReadAllRequest {
-            from_position: from,
-            max_count: 0,
-        })
-        .await?
-        .into_inner();
+/// Applies the log after `from` to `store`, through `through` (0: to its end).
+async fn copy(log: &EventLog, store: &ReadStore, from: i64, through: i64, done: &mut Rebuilt) -> anyhow::Result<()> {
+    let max_count = if through > 0 { (through - from).max(0) } else { 0 };
+    if through > 0 && max_count == 0 {
+        return Ok(());
+    }
+    let mut stream = Box::pin(log.read_all(from, max_count).await?);
     let mut batch = Vec::with_capacity(REBUILD_BATCH);
-    while let Some(item) = stream.next().await {
-        let Some(event) = item?.event else { continue };
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        if through > 0 && event.position > through {
+            break;
+        }
         batch.push(event);
         if batch.len() >= REBUILD_BATCH {
             apply(store, &mut batch, done).await?;
@@ -80,7 +86,7 @@ async fn publish_reset(config: &Config) -> anyhow::Result<()> {
 
 /// Rebuilds `config`'s read model from the event store at `config.command_endpoint`.
 pub async fn run(config: &Config) -> anyhow::Result<Rebuilt> {
-    let live = ReadStore::connect(&config.mongodb_url, &config.mongodb_database).await?;
+    let live = config.read_store.connect().await?;
     rebuild_into(config, &live).await
 }
 
@@ -89,31 +95,24 @@ pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<R
     let suffix = chrono::Utc::now().format("%Y%m%d%H%M%S%3f").to_string();
     let fresh = live.staging(&format!("rebuild_{suffix}"));
     fresh.ensure_schema().await?;
-    // TLS/mTLS and the bearer token as configured (COMMAND_TLS_*, COMMAND_TOKEN_FILE).
-    postmesh_common::tls::install_default_provider();
-    let channel = config
-        .command_client
-        .tls()
-        .endpoint(&config.command_endpoint)?
-        .connect()
-        .await?;
-    let token = TokenFile(config.command_client.command_token_file.clone());
-    let mut client: Client =
-        EventStoreClient::with_interceptor(channel, token).max_decoding_message_size(16 * 1024 * 1024);
+    let log = EventLog::connect(config)?;
     let mut done = Rebuilt::default();
     let mut swapping = false;
     let result = async {
-        copy(&mut client, &fresh, 0, &mut done).await?;
+        done.head = log.head().await?;
+        copy(&log, &fresh, 0, done.head, &mut done).await?;
+        // Complete through the head: the catch-up takes it from there.
+        if done.head > 0 && !fresh.advance_checkpoint(0, done.head).await? {
+            anyhow::bail!("the staged read model already had a checkpoint");
+        }
         tracing::info!(
             events = done.events,
-            position = done.position,
+            head = done.head,
             "fresh read model built; swapping in"
         );
-        let before_swap = done.position;
-        copy(&mut client, &fresh, before_swap, &mut done).await?;
         swapping = true;
         live.swap_in(&fresh).await?;
-        copy(&mut client, live, before_swap, &mut done).await?;
+        copy(&log, live, done.head, 0, &mut done).await?;
         live.ensure_schema().await?;
         anyhow::Ok(())
     }
@@ -133,8 +132,9 @@ pub async fn rebuild_into(config: &Config, live: &ReadStore) -> anyhow::Result<R
         return Err(error);
     }
     println!(
-        "rebuilt the read model from {} events (up to position {})",
-        done.events, done.position
+        "rebuilt the read model from {} events (complete through position {}, the log's head when it began; \
+         up to position {} after the swap)",
+        done.events, done.head, done.position
     );
     Ok(done)
 }

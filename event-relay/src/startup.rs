@@ -1,10 +1,11 @@
 //! Wiring: check Redis, open the read store, start one consumer per stream,
-//! serve health, and stop cleanly.
+//! serve health and the operations console, and stop cleanly.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use postmesh_common::{
+    auth::Authenticator,
     redis_check::check_redis,
     server::{self, Server},
     shutdown::Shutdown,
@@ -16,8 +17,12 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
 use crate::{
+    apply::Applier,
+    catchup::{CatchUp, Progress},
     config::Config,
+    console,
     consumer::{backoff, Consumer, Settings, Stats},
+    log::EventLog,
     projector::Projector,
 };
 
@@ -30,6 +35,7 @@ pub struct Application {
     store: ReadStore,
     config: Config,
     stats: Arc<Stats>,
+    progress: Arc<Progress>,
 }
 
 impl Application {
@@ -40,9 +46,14 @@ impl Application {
         for url in config.streams.redis_urls() {
             check_redis(&url, config.redis_check.timeout()).await?;
         }
-        let store = ReadStore::connect(&config.mongodb_url, &config.mongodb_database)
+        let store = config
+            .read_store
+            .connect()
             .await
             .context("cannot open the read store")?;
+        let auth = Authenticator::from_args(&config.auth)
+            .context("token settings")?
+            .map(Arc::new);
         let server = Server::bind(
             config.health_addr,
             config.tls.health_probe_addr,
@@ -50,12 +61,14 @@ impl Application {
             config.limits.clone(),
             &[HEALTH_SERVICE],
         )
-        .await?;
+        .await?
+        .http_routes(console::routes(config.clone(), store.clone(), auth));
         Ok(Self {
             server,
             store,
             config,
             stats: Arc::default(),
+            progress: Arc::default(),
         })
     }
 
@@ -72,6 +85,11 @@ impl Application {
     /// Counters of this relay.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// Where its catch-up stands.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     /// Runs with the real store until `shutdown`.
@@ -105,10 +123,15 @@ impl Application {
                 }
             });
         }
-        // The relay serves health (and reflection) only.
+        // The relay serves health (and reflection), and the console under /ops.
         let server = tokio::spawn(self.server.serve(Routes::default(), shutdown.clone(), async {}));
 
-        register_metrics(&self.config, self.stats.clone(), shutdown.clone());
+        register_metrics(
+            &self.config,
+            self.stats.clone(),
+            self.progress.clone(),
+            shutdown.clone(),
+        );
         let consumer_name = self.config.consumer_name();
         tracing::info!(consumer = %consumer_name, health = %self.config.health_addr, "event-relay starting");
         let ready = wait_for_indexes(&self.store, &self.config, shutdown.clone()).await;
@@ -117,7 +140,7 @@ impl Application {
             serving_tx.send_replace(true);
             let settings = Settings {
                 group: self.config.group.clone(),
-                consumer: consumer_name,
+                consumer: consumer_name.clone(),
                 batch_size: self.config.batch_size.max(1),
                 apply_concurrency: self.config.apply_concurrency.max(1),
                 max_attempts: self.config.max_attempts.max(1),
@@ -128,17 +151,32 @@ impl Application {
                 dlq_stream: self.config.streams.dlq_stream(),
                 notify_channel: self.config.notify_channel.clone(),
             };
+            let applier = Applier::new(
+                projector,
+                &self.config.streams.redis_url,
+                settings,
+                serving_tx.clone(),
+                self.stats.clone(),
+            )
+            .await?;
             for route in self.config.streams.routes() {
-                let consumer = Consumer::new(
-                    projector.clone(),
-                    route,
-                    &self.config.streams.redis_url,
-                    settings.clone(),
-                    serving_tx.clone(),
-                    self.stats.clone(),
-                )
-                .await?;
+                let consumer = Consumer::new(applier.clone(), route).await?;
                 consumers.push(tokio::spawn(consumer.run(shutdown.clone())));
+            }
+            if self.config.catch_up_interval.is_zero() {
+                tracing::warn!("the catch-up is off (RELAY_CATCHUP_INTERVAL_MS=0): what Redis loses stays lost");
+            } else {
+                let catch_up = CatchUp::new(
+                    applier,
+                    self.store.clone(),
+                    EventLog::connect(&self.config)?,
+                    self.config.streams.clone(),
+                    consumer_name,
+                    self.config.catch_up_interval,
+                    self.config.batch_size,
+                    self.progress.clone(),
+                );
+                consumers.push(tokio::spawn(catch_up.run(shutdown.clone())));
             }
         }
         for consumer in consumers {
@@ -156,11 +194,11 @@ impl Application {
 
 /// Exposes the relay's counters, and polls stream lag, pending count and
 /// DLQ size every few seconds for the gauges.
-fn register_metrics(config: &Config, stats: Arc<Stats>, mut shutdown: Shutdown) {
+fn register_metrics(config: &Config, stats: Arc<Stats>, progress: Arc<Progress>, mut shutdown: Shutdown) {
     use std::sync::atomic::{AtomicU64, Ordering};
     let meter = opentelemetry::global::meter("postmesh");
     type Counter = (&'static str, &'static str, fn(&Stats) -> u64);
-    let counters: [Counter; 5] = [
+    let counters: [Counter; 7] = [
         ("relay.events.consumed", "Stream entries read", |s| {
             s.consumed.load(Ordering::Relaxed)
         }),
@@ -176,6 +214,16 @@ fn register_metrics(config: &Config, stats: Arc<Stats>, mut shutdown: Shutdown) 
         ("relay.events.dead_lettered", "Entries moved to the DLQ", |s| {
             s.dead_lettered.load(Ordering::Relaxed)
         }),
+        (
+            "relay.events.gone",
+            "Pending entries found trimmed from their stream (the catch-up applies them)",
+            |s| s.gone.load(Ordering::Relaxed),
+        ),
+        (
+            "relay.events.caught_up",
+            "Events the catch-up found missing from the read model and applied",
+            |s| s.caught_up.load(Ordering::Relaxed),
+        ),
     ];
     for (name, description, read) in counters {
         let stats = stats.clone();
@@ -183,6 +231,32 @@ fn register_metrics(config: &Config, stats: Arc<Stats>, mut shutdown: Shutdown) 
             .u64_observable_counter(name)
             .with_description(description)
             .with_callback(move |observer| observer.observe(read(&stats), &[]))
+            .build();
+    }
+    type Figure = (&'static str, &'static str, fn(&Progress) -> i64);
+    let figures: [Figure; 3] = [
+        (
+            "relay.catchup.lag",
+            "Positions the read model's checkpoint is behind the event log's head",
+            Progress::lag,
+        ),
+        (
+            "relay.catchup.head",
+            "The event log's head at the last catch-up check",
+            |p| p.head.load(Ordering::Relaxed),
+        ),
+        (
+            "relay.catchup.checkpoint",
+            "The read model's checkpoint at the last check",
+            |p| p.checkpoint.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, description, read) in figures {
+        let progress = progress.clone();
+        meter
+            .i64_observable_gauge(name)
+            .with_description(description)
+            .with_callback(move |observer| observer.observe(read(&progress), &[]))
             .build();
     }
     let lag = Arc::new(AtomicU64::new(0));
@@ -254,6 +328,8 @@ pub struct Running {
     pub store: ReadStore,
     /// Its counters.
     pub stats: Arc<Stats>,
+    /// Where its catch-up stands.
+    pub progress: Arc<Progress>,
 }
 
 impl Running {
@@ -277,7 +353,13 @@ where
     let app = Application::build(config).await?;
     let store = app.store();
     let stats = app.stats();
+    let progress = app.progress();
     let projector = wrap(store.clone());
     let service = server::Running::spawn(app.local_addr(), |shutdown| app.run_with(projector, shutdown));
-    Ok(Running { service, store, stats })
+    Ok(Running {
+        service,
+        store,
+        stats,
+        progress,
+    })
 }

@@ -43,28 +43,30 @@ pub mod field {
     pub const EVENT: &str = "event";
 }
 
+/// The fields of the stream entry of `event`, in the order they are
+/// written, carrying the trace context `traceparent`/`tracestate`. This is
+/// the one place the fields are listed.
+fn fields_of(event: &PostEvent, traceparent: &str, tracestate: &str) -> [(&'static str, Vec<u8>); 7] {
+    [
+        (field::POSITION, event.position.to_string().into_bytes()),
+        (field::POST_ID, event.post_id.to_string().into_bytes()),
+        (field::VERSION, event.version.to_string().into_bytes()),
+        (field::EVENT_TYPE, event.event_type().event_name().as_bytes().to_vec()),
+        (field::TRACEPARENT, traceparent.as_bytes().to_vec()),
+        (field::TRACESTATE, tracestate.as_bytes().to_vec()),
+        (field::EVENT, event.encode_to_vec()),
+    ]
+}
+
 /// The `XADD` (with an id of `*`) that appends `event` to `stream`, carrying
 /// the trace context `traceparent`/`tracestate` (the publish span's, so the
-/// relay's work hangs below the publish in the trace). This is the one place
-/// the fields are listed.
+/// relay's work hangs below the publish in the trace).
 pub fn xadd(stream: &str, event: &PostEvent, traceparent: &str, tracestate: &str) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(stream)
-        .arg("*")
-        .arg(field::POSITION)
-        .arg(event.position)
-        .arg(field::POST_ID)
-        .arg(event.post_id)
-        .arg(field::VERSION)
-        .arg(event.version)
-        .arg(field::EVENT_TYPE)
-        .arg(event.event_type().event_name())
-        .arg(field::TRACEPARENT)
-        .arg(traceparent)
-        .arg(field::TRACESTATE)
-        .arg(tracestate)
-        .arg(field::EVENT)
-        .arg(event.encode_to_vec());
+    cmd.arg(stream).arg("*");
+    for (name, value) in fields_of(event, traceparent, tracestate) {
+        cmd.arg(name).arg(value);
+    }
     cmd
 }
 
@@ -100,6 +102,20 @@ pub enum DecodeError {
 }
 
 impl Entry {
+    /// The entry `event` would have on `stream` under `id`, for an event read
+    /// from the event log instead (the relay's catch-up): the same fields, so
+    /// it logs, traces and dead-letters (and replays) like one from the stream.
+    pub fn of_event(stream: &str, id: String, event: &PostEvent) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            id,
+            fields: fields_of(event, &event.traceparent, &event.tracestate)
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+        }
+    }
+
     /// Decodes and sanity-checks the event.
     pub fn event(&self) -> Result<PostEvent, DecodeError> {
         let bytes = self.fields.get(field::EVENT).ok_or(DecodeError::MissingEvent)?;
@@ -217,6 +233,16 @@ mod tests {
         assert_eq!(entry.text(field::POST_ID), "3");
         assert_eq!(entry.text(field::TRACEPARENT), "tp");
         assert_eq!(entry.text(field::TRACESTATE), "ts");
+    }
+
+    #[test]
+    fn an_event_read_from_the_log_makes_the_entry_xadd_writes() {
+        let mut event = event();
+        event.traceparent = "tp".into();
+        let entry = Entry::of_event("s", "log-7".into(), &event);
+        let written: Fields = written(&xadd("s", &event, "tp", "")).into_iter().collect();
+        assert_eq!(entry.fields, written);
+        assert_eq!(entry.event().unwrap(), event);
     }
 
     #[test]

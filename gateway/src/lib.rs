@@ -65,6 +65,7 @@ pub struct Builder {
     max_body_bytes: usize,
     request_timeout: Duration,
     grpc_web: bool,
+    extra: Option<Router>,
 }
 
 impl Builder {
@@ -100,6 +101,17 @@ impl Builder {
         self
     }
 
+    /// Also serve these plain HTTP routes (their own handlers, not rpcs:
+    /// event-relay's operations console), beside the transcoded ones. Their
+    /// paths must not clash with the annotations'.
+    pub fn routes(mut self, routes: Router) -> Self {
+        self.extra = Some(match self.extra.take() {
+            Some(extra) => extra.merge(routes),
+            None => routes,
+        });
+        self
+    }
+
     /// Reads the HTTP rules and builds the router; fails on a rule this
     /// gateway cannot serve.
     pub fn build(self) -> Result<GatewayLayer, RuleError> {
@@ -121,6 +133,7 @@ impl Builder {
                 max_body_bytes: self.max_body_bytes,
                 request_timeout: self.request_timeout,
                 grpc_web: self.grpc_web,
+                extra: self.extra,
             }),
         })
     }
@@ -133,6 +146,7 @@ struct Prepared {
     max_body_bytes: usize,
     request_timeout: Duration,
     grpc_web: bool,
+    extra: Option<Router>,
 }
 
 /// Wraps a gRPC service stack with HTTP/JSON transcoding and gRPC-Web.
@@ -161,6 +175,7 @@ impl GatewayLayer {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             grpc_web: false,
+            extra: None,
         }
     }
 
@@ -307,7 +322,10 @@ where
                 .grpc_web
                 .then(|| tonic_web::GrpcWebLayer::new().layer(inner.clone())),
             grpc: inner,
-            http: prepared.router.clone().with_state(shared),
+            http: match &prepared.extra {
+                Some(extra) => prepared.router.clone().with_state(shared).merge(extra.clone()),
+                None => prepared.router.clone().with_state(shared),
+            },
         }
     }
 }
@@ -374,8 +392,17 @@ where
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         match (protocol(&request), &self.web) {
             (Protocol::Grpc, _) => {
-                let call = self.grpc.clone().oneshot(request);
-                Box::pin(async move { Ok(call.await?.map(Body::new)) })
+                // A combinator, not an async block: rustc proves an async
+                // block holding the inner future `Send` with the lifetimes
+                // of the stack's types erased, which can fail for stacks
+                // naming boxed errors.
+                use futures::TryFutureExt;
+                Box::pin(
+                    self.grpc
+                        .clone()
+                        .oneshot(request)
+                        .map_ok(|response| response.map(Body::new)),
+                )
             }
             (Protocol::GrpcWeb, Some(web)) => Box::pin(web.clone().oneshot(request)),
             (Protocol::GrpcWeb, None) | (Protocol::Http, _) => {

@@ -182,6 +182,10 @@ pub fn pool(descriptor_sets: &[&[u8]]) -> Result<DescriptorPool, RuleError> {
 
 /// Every binding of every method of `services`, in declaration order.
 pub fn bindings(pool: &DescriptorPool, services: &[String]) -> Result<Vec<Binding>, RuleError> {
+    if services.is_empty() {
+        // A server with plain HTTP routes only needs no annotations.
+        return Ok(Vec::new());
+    }
     let extension = pool
         .get_extension_by_name(HTTP_RULE_EXTENSION)
         .ok_or(RuleError::NoHttpExtension)?;

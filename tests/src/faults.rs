@@ -39,8 +39,9 @@ pub fn command_svc(port: u16, database_url: &str, redis_url: &str, names: &Names
     )
 }
 
-/// event-relay as a process, consumer `consumer`, health on `port`.
-pub fn event_relay(port: u16, redis_url: &str, mongodb_url: &str, names: &Names, consumer: &str) -> ServiceProc {
+/// event-relay as a process, consumer `consumer`, health on `port`, writing
+/// the read model at `read_store_url` (`names.database` on MongoDB).
+pub fn event_relay(port: u16, redis_url: &str, read_store_url: &str, names: &Names, consumer: &str) -> ServiceProc {
     ServiceProc::spawn(
         "event-relay",
         port,
@@ -49,8 +50,8 @@ pub fn event_relay(port: u16, redis_url: &str, mongodb_url: &str, names: &Names,
             ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{port}")),
             ("REDIS_URL", redis_url.to_owned()),
             ("STREAM_NAME", names.stream.clone()),
-            ("MONGODB_URL", mongodb_url.to_owned()),
-            ("MONGODB_DATABASE", names.database.clone()),
+            ("READ_STORE_URL", read_store_url.to_owned()),
+            ("READ_STORE_DATABASE", names.database.clone()),
             ("NOTIFY_CHANNEL", names.channel.clone()),
             ("CONSUMER_NAME", consumer.to_owned()),
             ("RELAY_BATCH_SIZE", "50".to_owned()),
@@ -61,8 +62,8 @@ pub fn event_relay(port: u16, redis_url: &str, mongodb_url: &str, names: &Names,
     )
 }
 
-/// query-svc as a process on `port`.
-pub fn query_svc(port: u16, redis_url: &str, mongodb_url: &str, names: &Names) -> ServiceProc {
+/// query-svc as a process on `port`, reading the read model at `read_store_url`.
+pub fn query_svc(port: u16, redis_url: &str, read_store_url: &str, names: &Names) -> ServiceProc {
     ServiceProc::spawn(
         "query-svc",
         port,
@@ -70,8 +71,8 @@ pub fn query_svc(port: u16, redis_url: &str, mongodb_url: &str, names: &Names) -
         &[
             ("QUERY_LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("REDIS_URL", redis_url.to_owned()),
-            ("MONGODB_URL", mongodb_url.to_owned()),
-            ("MONGODB_DATABASE", names.database.clone()),
+            ("READ_STORE_URL", read_store_url.to_owned()),
+            ("READ_STORE_DATABASE", names.database.clone()),
             ("NOTIFY_CHANNEL", names.channel.clone()),
         ],
     )

@@ -1,7 +1,7 @@
 //! A TCP proxy between a service and one of its dependencies, so a test can
 //! make MariaDB (or anything) slow or unreachable for one service only.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -15,6 +15,7 @@ pub struct TcpProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     paused: watch::Sender<bool>,
+    delay: watch::Sender<Duration>,
     cut: watch::Sender<bool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
     held: Arc<std::sync::atomic::AtomicUsize>,
@@ -27,6 +28,7 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (paused, paused_rx) = watch::channel(false);
+        let (delay, delay_rx) = watch::channel(Duration::ZERO);
         let (cut, cut_rx) = watch::channel(false);
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let held: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
@@ -49,14 +51,16 @@ impl TcpProxy {
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     let mut links = links.lock().await;
-                    links.push(tokio::spawn(pipe(cr, sw, paused_rx.clone(), held.clone())));
-                    links.push(tokio::spawn(pipe(sr, cw, paused_rx.clone(), held.clone())));
+                    let link = |from, to| pipe(from, to, paused_rx.clone(), delay_rx.clone(), held.clone());
+                    links.push(tokio::spawn(link(cr, sw)));
+                    links.push(tokio::spawn(link(sr, cw)));
                 }
             })
         };
         Self {
             addr,
             paused,
+            delay,
             cut,
             links,
             held,
@@ -67,6 +71,12 @@ impl TcpProxy {
     /// Holds all traffic (connections stay open) until `resume`.
     pub fn pause(&self) {
         self.paused.send_replace(true);
+    }
+
+    /// Holds every chunk for `delay` in each direction: a round trip takes
+    /// 2 x `delay` longer, so transactions overlap as over a real network.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay.send_replace(delay);
     }
 
     /// Number of reads currently held back by `pause`: > 0 means a client is
@@ -109,6 +119,7 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut paused: watch::Receiver<bool>,
+    delay: watch::Receiver<Duration>,
     held: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use std::sync::atomic::Ordering::SeqCst;
@@ -123,6 +134,10 @@ async fn pipe(
         held.fetch_sub(1, SeqCst);
         if !released {
             return;
+        }
+        let delay = *delay.borrow();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

@@ -150,6 +150,8 @@ on_both_backends!(
     unknown_and_deleted_posts_are_refused,
     every_change_is_one_event_and_one_stream_entry,
     the_head_is_the_last_position_and_read_all_reports_it,
+    commands_queued_into_one_batch_each_get_their_own_answer,
+    a_command_the_database_refuses_fails_alone_and_its_batch_goes_through,
 );
 
 async fn update_changes_only_the_fields_that_are_set(backend: Backend) {
@@ -533,6 +535,178 @@ async fn every_change_is_one_event_and_one_stream_entry(backend: Backend) {
     assert_eq!(from_two, [2]);
 }
 
+/// A transaction of the test's own holding the position counter: the group
+/// committer's next transaction waits on it, and the commands sent meanwhile
+/// queue into the one batch that follows. Rolled back on release.
+struct CounterHold(sea_orm::DatabaseTransaction);
+
+impl CounterHold {
+    async fn take(database_url: &str) -> Self {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        let db = sea_orm::Database::connect(database_url).await.unwrap();
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("UPDATE log_head SET position = position WHERE id = 1")
+            .await
+            .unwrap();
+        Self(txn)
+    }
+
+    async fn release(self) {
+        self.0.rollback().await.unwrap();
+    }
+}
+
+/// Sends `request` on its own task (so it queues at once) and gives its answer back.
+fn spawn_update(f: &Fixture, request: UpdatePostRequest) -> tokio::task::JoinHandle<Result<i64, Code>> {
+    let mut client = f.commands.clone();
+    tokio::spawn(async move {
+        client
+            .update_post(request)
+            .await
+            .map(|r| r.into_inner().version)
+            .map_err(|s| s.code())
+    })
+}
+
+fn spawn_create(f: &Fixture, request: CreatePostRequest) -> tokio::task::JoinHandle<Result<i64, tonic::Status>> {
+    let mut client = f.commands.clone();
+    tokio::spawn(async move { client.create_post(request).await.map(|r| r.into_inner().post_id) })
+}
+
+/// Long enough for a spawned command to reach the committer's queue.
+const QUEUED: Duration = Duration::from_millis(300);
+
+/// #17: while one transaction waits, conflicting updates of one post, a run
+/// of updates of another and a repeated idempotency key queue into one batch.
+/// Exactly one conflicting update wins its version, the run applies in
+/// order, the repeated key is answered once with one post, and the same key
+/// with another request is refused.
+async fn commands_queued_into_one_batch_each_get_their_own_answer(backend: Backend) {
+    let f = Fixture::start(backend).await;
+    let (contended, _) = f.create("contended").await;
+    let (chained, _) = f.create("chained").await;
+    let hold = CounterHold::take(&f._db.url).await;
+    let ahead = spawn_create(&f, create("ahead"));
+    tokio::time::sleep(QUEUED).await;
+    let conflicting: Vec<_> = (0..8)
+        .map(|i| spawn_update(&f, update(contended, 1, Some(&format!("c{i}")))))
+        .collect();
+    let run: Vec<_> = (0..8)
+        .map(|i| spawn_update(&f, update(chained, 0, Some(&format!("r{i}")))))
+        .collect();
+    let keyed = CreatePostRequest {
+        idempotency_key: "once".into(),
+        ..create("keyed")
+    };
+    let repeats: Vec<_> = (0..2).map(|_| spawn_create(&f, keyed.clone())).collect();
+    tokio::time::sleep(QUEUED).await;
+    let reused = spawn_create(
+        &f,
+        CreatePostRequest {
+            title: "another request".into(),
+            ..keyed.clone()
+        },
+    );
+    tokio::time::sleep(QUEUED).await;
+    hold.release().await;
+
+    ahead.await.unwrap().unwrap();
+    let mut conflicting_answers = Vec::new();
+    for call in conflicting {
+        conflicting_answers.push(call.await.unwrap());
+    }
+    let wins: Vec<_> = conflicting_answers.iter().filter_map(|a| a.ok()).collect();
+    assert_eq!(wins, [2], "exactly one conflicting update wins version 2");
+    assert!(conflicting_answers
+        .iter()
+        .all(|a| matches!(a, Ok(2) | Err(Code::Aborted))));
+    let mut versions = Vec::new();
+    for call in run {
+        versions.push(call.await.unwrap().unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (2..=9).collect::<Vec<_>>(),
+        "the run applies each update once, in order"
+    );
+    let mut ids = Vec::new();
+    for call in repeats {
+        ids.push(call.await.unwrap().unwrap());
+    }
+    assert_eq!(ids[0], ids[1], "a repeated key is answered with the first answer");
+    assert_eq!(reused.await.unwrap().unwrap_err().code(), Code::AlreadyExists);
+
+    let events = f.read_all().await;
+    let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        (1..=13).collect::<Vec<_>>(),
+        "2 + ahead + 1 win + 8 + 1 keyed, dense"
+    );
+    let history: Vec<String> = f
+        .read_post(chained)
+        .await
+        .iter()
+        .map(|e| e.post.as_ref().unwrap().title.clone())
+        .collect();
+    assert_eq!(history.len(), 9);
+    // One batch decides at one instant: every event after `ahead` has its time.
+    let batch = &events[3..];
+    assert!(
+        batch.iter().all(|e| e.occurred_at == batch[0].occurred_at),
+        "the queued commands went in one batch"
+    );
+}
+
+/// #17: a command the database itself refuses (here a trigger, standing for
+/// any value a column or constraint rejects) fails alone; the commands
+/// queued into its batch go through.
+async fn a_command_the_database_refuses_fails_alone_and_its_batch_goes_through(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let f = Fixture::start(backend).await;
+    let db = sea_orm::Database::connect(&f._db.url).await.unwrap();
+    let trigger = match backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER poison BEFORE INSERT ON post_events WHEN NEW.title = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+        }
+        Backend::Mysql => {
+            "CREATE TRIGGER poison BEFORE INSERT ON post_events FOR EACH ROW \
+             IF NEW.title = 'poison' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poison refused'; END IF"
+        }
+    };
+    db.execute_unprepared(trigger).await.unwrap();
+    let (post, _) = f.create("neighbour").await;
+    let hold = CounterHold::take(&f._db.url).await;
+    let ahead = spawn_create(&f, create("ahead"));
+    tokio::time::sleep(QUEUED).await;
+    let before: Vec<_> = (0..3)
+        .map(|i| spawn_create(&f, create(&format!("before {i}"))))
+        .collect();
+    let poison = spawn_create(&f, create("poison"));
+    let updated = spawn_update(&f, update(post, 1, Some("updated")));
+    let after: Vec<_> = (0..3)
+        .map(|i| spawn_create(&f, create(&format!("after {i}"))))
+        .collect();
+    tokio::time::sleep(QUEUED).await;
+    hold.release().await;
+
+    ahead.await.unwrap().unwrap();
+    let refused = poison.await.unwrap().unwrap_err();
+    assert_eq!(refused.code(), Code::Internal, "{refused:?}");
+    assert!(refused.message().contains("poison refused"), "{refused:?}");
+    assert_eq!(updated.await.unwrap(), Ok(2));
+    for call in before.into_iter().chain(after) {
+        call.await.unwrap().expect("a neighbour of the poison goes through");
+    }
+    let events = f.read_all().await;
+    assert_eq!(events.len(), 1 + 1 + 3 + 1 + 3, "everything but the poison");
+    assert!(events.iter().all(|e| e.post.as_ref().unwrap().title != "poison"));
+    let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=9).collect::<Vec<_>>(), "the refused batch left no gap");
+}
+
 async fn the_head_is_the_last_position_and_read_all_reports_it(backend: Backend) {
     let f = Fixture::start(backend).await;
     let head = || async {
@@ -669,14 +843,88 @@ async fn commands_keep_succeeding_while_redis_is_down_and_the_outbox_drains_afte
     );
 }
 
+/// C1: two replicas write through a slow link to MariaDB, so their
+/// transactions overlap; a reader tailing ReadAll must see positions 1, 2,
+/// 3, ... with none skipped: a position is never visible before a lower one
+/// that commits later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_outage_is_unavailable_within_the_deadline_and_recovers() {
-    let upstream = postmesh_tests::mysql_url()
+async fn a_reader_tailing_read_all_under_concurrent_mariadb_writers_never_skips_a_position() {
+    let upstream = mysql_upstream();
+    let proxy = TcpProxy::start(&upstream).await;
+    let db = TestDatabase::create(Backend::Mysql).await;
+    let via_proxy = db.url.replace(&upstream, &proxy.addr.to_string());
+    let stream = unique("posts.events");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let config = Config::for_tests(via_proxy.clone(), &redis_url(), &stream);
+        replicas.push(command_svc::startup::spawn(config).await.unwrap());
+    }
+    proxy.set_delay(Duration::from_millis(1));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..12 {
+        let endpoint = replicas[writer % 2].endpoint();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut client = PostCommandClient::connect(endpoint).await.unwrap();
+            let mut acked = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = client.create_post(create("tail")).await.unwrap().into_inner().post_id;
+                client.update_post(update(id, 1, Some("tailed"))).await.unwrap();
+                acked += 2;
+            }
+            acked
+        }));
+    }
+    let mut events = EventStoreClient::connect(replicas[0].endpoint()).await.unwrap();
+    let mut cursor = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut acked = None;
+    loop {
+        let mut page = events
+            .read_all(ReadAllRequest {
+                from_position: cursor,
+                max_count: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(event) = page.next().await {
+            let position = event.unwrap().event.unwrap().position;
+            assert_eq!(position, cursor + 1, "ReadAll skipped from {cursor} to {position}");
+            cursor = position;
+        }
+        if acked.is_none() && Instant::now() > deadline {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut total = 0;
+            for writer in writers.drain(..) {
+                total += writer.await.unwrap();
+            }
+            acked = Some(total);
+        }
+        if let Some(acked) = acked {
+            let head = events.get_head(GetHeadRequest {}).await.unwrap().into_inner();
+            if cursor == head.complete_through {
+                assert_eq!(cursor as u64, acked, "every acknowledged event, each once");
+                break;
+            }
+        }
+    }
+    assert!(cursor > 50, "the writers got going ({cursor} events)");
+}
+
+fn mysql_upstream() -> String {
+    postmesh_tests::mysql_url()
         .rsplit('@')
         .next()
         .unwrap()
         .trim_end_matches('/')
-        .to_owned();
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_unavailable_within_the_deadline_and_recovers() {
+    let upstream = mysql_upstream();
     let proxy = TcpProxy::start(&upstream).await;
     let db = TestDatabase::create(Backend::Mysql).await;
     let via_proxy = db.url.replace(&upstream, &proxy.addr.to_string());
@@ -711,12 +959,7 @@ async fn database_outage_is_unavailable_within_the_deadline_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_with_resource_exhausted_instead_of_queueing() {
-    let upstream = postmesh_tests::mysql_url()
-        .rsplit('@')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
+    let upstream = mysql_upstream();
     let proxy = TcpProxy::start(&upstream).await;
     let db = TestDatabase::create(Backend::Mysql).await;
     let mut config = Config::for_tests(

@@ -14,6 +14,7 @@ use event_relay::projector::{ApplyError, Projector};
 use postmesh_proto::v1::{DeletePostRequest, PostEvent, UpdatePostRequest};
 use postmesh_read_model::{Applied, ReadModelStore, ReadStore};
 use postmesh_tests::{
+    add_poison_entry,
     compare::assert_converges,
     mesh::{relay_config, Names, WriteSide},
     redis, redis_url,
@@ -159,17 +160,8 @@ async fn a_poison_entry_is_dead_lettered_at_once_while_the_rest_flow() {
     let names = Names::fresh();
     let write = WriteSide::start(&names, &redis_url()).await;
     write.create("before").await;
+    add_poison_entry(&redis_url(), &names.stream).await;
     let mut conn = redis(&redis_url()).await;
-    let _: String = ::redis::cmd("XADD")
-        .arg(&names.stream)
-        .arg("*")
-        .arg("post_id")
-        .arg("42")
-        .arg("event")
-        .arg(b"\xff\xfe not protobuf".as_slice())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let _: String = ::redis::cmd("XADD")
         .arg(&names.stream)
         .arg("*")
@@ -270,11 +262,10 @@ async fn duplicate_and_reordered_entries_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ferretdb_outage_of_20_seconds_loses_nothing_and_fills_no_dead_letters() {
-    let names = Names::fresh();
     let mut ferret = FerretProc::start().await;
+    let names = Names::with(postmesh_tests::TestReadStore::on_mongo(&ferret.url()));
     let write = WriteSide::start(&names, &redis_url()).await;
     let mut config = relay_config(&names);
-    config.mongodb_url = ferret.url();
     config.retry_max = Duration::from_millis(1000);
     let relay = event_relay::startup::spawn(config).await.unwrap();
     let health_endpoint = relay.service.endpoint();
@@ -332,8 +323,8 @@ fn relay_proc(names: &Names, consumer: &str) -> ServiceProc {
             ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{port}")),
             ("REDIS_URL", redis_url()),
             ("STREAM_NAME", names.stream.clone()),
-            ("MONGODB_URL", postmesh_tests::mongodb_url()),
-            ("MONGODB_DATABASE", names.database.clone()),
+            ("READ_STORE_URL", names.read_store.url.clone()),
+            ("READ_STORE_DATABASE", names.database.clone()),
             ("NOTIFY_CHANNEL", names.channel.clone()),
             ("CONSUMER_NAME", consumer.to_owned()),
             ("RELAY_BATCH_SIZE", "50".to_owned()),
@@ -351,9 +342,7 @@ async fn two_relays_share_the_work_and_killing_one_mid_batch_loses_nothing() {
     let mut b = relay_proc(&names, "relay-b");
     a.wait_healthy(Duration::from_secs(20)).await;
     b.wait_healthy(Duration::from_secs(20)).await;
-    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
-        .await
-        .unwrap();
+    let store = names.read_store.connect().await;
     let load = {
         let client = write.client.clone();
         tokio::spawn(async move {
@@ -486,9 +475,7 @@ async fn rebuild_replaces_a_damaged_read_model_with_one_equal_to_the_event_store
     assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
     relay.stop().await.unwrap();
     // Damage it: drop everything, as if the read model were lost.
-    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
-        .await
-        .unwrap();
+    let store = names.read_store.connect().await;
     store.discard().await;
     let mut config = relay_config(&names);
     config.command_endpoint = write.endpoint();
@@ -510,12 +497,8 @@ async fn a_rebuild_clears_query_svc_caches() {
     assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
     relay.stop().await.unwrap();
     // A TTL far beyond the test: only the reset can refresh the cache.
-    let mut config = query_svc::config::Config::for_tests(
-        &postmesh_tests::mongodb_url(),
-        &names.database,
-        &redis_url(),
-        &names.channel,
-    );
+    let mut config =
+        query_svc::config::Config::for_tests(&names.read_store.url, &names.database, &redis_url(), &names.channel);
     config.cache_ttl = Duration::from_secs(300);
     let query = query_svc::startup::spawn(config).await.unwrap();
     let mut client = PostQueryClient::connect(query.endpoint()).await.unwrap();
@@ -527,9 +510,7 @@ async fn a_rebuild_clears_query_svc_caches() {
 
     // Damage the read model the way a faulty writer would, announced like a
     // real change, so query-svc caches the damaged version.
-    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
-        .await
-        .unwrap();
+    let store = names.read_store.connect().await;
     let mut bogus = store.get(post_id).await.unwrap().unwrap();
     bogus.version = 2;
     bogus.title = "damaged".into();
@@ -570,4 +551,48 @@ async fn a_rebuild_clears_query_svc_caches() {
     assert_eq!(repaired.version, 1);
     query.stop().await.unwrap();
     store.discard().await;
+}
+
+/// Events Redis lost (the stream deleted before any relay read it) reach
+/// the read model through the catch-up, which reads the event store; then
+/// the checkpoint stands at the log's head, and on a complete model each
+/// check only counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_redis_lost_reach_the_read_model_through_the_catch_up() {
+    let names = Names::fresh();
+    let write = WriteSide::start(&names, &redis_url()).await;
+    for i in 0..12 {
+        write.create(&format!("lost {i}")).await;
+    }
+    // Redis loses them all before a relay reads one.
+    let mut conn = redis(&redis_url()).await;
+    assert!(
+        wait_until(SETTLE, || async { stream_len(&redis_url(), &names.stream).await == 12 }).await,
+        "published"
+    );
+    redis::cmd("DEL")
+        .arg(&names.stream)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let mut config = relay_config(&names);
+    config.command_endpoint = write.endpoint();
+    config.catch_up_interval = Duration::from_millis(300);
+    let relay = event_relay::startup::spawn(config).await.unwrap();
+    let events = assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert_eq!(events.len(), 12);
+    assert!(relay.stats.caught_up.load(Ordering::Relaxed) >= 12);
+    // And what comes after through Redis still flows, the checkpoint following.
+    for i in 0..3 {
+        write.create(&format!("after {i}")).await;
+    }
+    let events = assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    let head = events.last().unwrap().position;
+    assert!(
+        wait_until(SETTLE, || async { relay.store.checkpoint().await.unwrap() == head }).await,
+        "the checkpoint reaches the head {head}"
+    );
+    assert_eq!(relay.store.count_positions(0, head).await.unwrap(), 15);
+    assert_eq!(relay.progress.lag(), 0);
+    relay.stop().await.unwrap();
 }

@@ -5,23 +5,32 @@
 //! published, are the caller's (see `crate::app`). A writer is one
 //! transaction: read the heads it needs ([`Writer::head`]), append what was
 //! decided ([`Writer::append`]), [`Writer::commit`].
+//!
+//! Positions (and new post ids) come from one counter row, `log_head`, that
+//! the appending transaction updates and so holds locked until it ends: they
+//! are handed out in commit order and a rollback gives them back, so the log
+//! is dense and a reader that saw position p saw everything below it
+//! ([`EventStore::head`], `GetHead`). The price is that appends commit one
+//! after another, across replicas too; batching many commands into one
+//! transaction pays it once per batch. docs/event-store.md has the details.
 
 pub mod entities;
 pub mod migration;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use postmesh_proto::{
     v1::{EventType, PostEvent},
     PostId,
 };
 use sea_orm::{
-    sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    sea_query::OnConflict,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    ActiveValue::Set,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
     domain::{Decision, PostState},
@@ -107,10 +116,13 @@ impl From<Error> for WriteError {
 /// Handle on the event store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct EventStore {
+    /// Reads (and, on MySQL, writes too).
     db: DatabaseConnection,
-    /// SQLite allows one writer; queueing writers here instead of in SQLite's
-    /// busy handler keeps latency flat and avoids SQLITE_BUSY under load.
-    write_gate: Option<Arc<Mutex<()>>>,
+    /// Where write transactions run. On SQLite a pool of one connection: the
+    /// one writer SQLite allows, fed by the group committer (and the
+    /// outbox's deletes), so writers queue in order here rather than in
+    /// SQLite's busy handler. On MySQL the same pool as `db`.
+    writes: DatabaseConnection,
 }
 
 /// How often a transaction is started again when its connection turns out
@@ -119,31 +131,51 @@ pub struct EventStore {
 /// and the next one is tried. Nothing ran, so starting again is safe.
 const MAX_BEGIN_RETRIES: usize = 2;
 
+/// Prepared statements each connection keeps: a multi-row INSERT of n rows
+/// is its own statement for each n, four tables of them.
+const STATEMENT_CACHE: usize = 1024;
+
 impl EventStore {
     /// Connects to `url` (sqlite:// or mysql://) with a bounded pool.
+    ///
+    /// SQLite runs in WAL mode (readers do not block the writer) with
+    /// `synchronous=NORMAL`: a commit is written to the WAL but not fsynced;
+    /// the WAL is fsynced at checkpoints. An acknowledged command survives
+    /// the process crashing or being killed; an OS crash or power loss may
+    /// lose the last commits (never corrupting the file). `FULL` would fsync
+    /// every transaction, one fsync per batch with the group committer
+    /// (docs/event-store.md has the figures).
     pub async fn connect(url: &str, pool: u32, timeout: Duration) -> Result<Self, DbErr> {
-        let mut options = ConnectOptions::new(url.to_owned());
-        options
-            .max_connections(pool.max(1))
-            .min_connections(1)
-            .connect_timeout(timeout)
-            .acquire_timeout(timeout)
-            // sqlx would PING every connection it hands out: one more round trip
-            // per transaction. A dead connection fails its BEGIN instead, which
-            // `writer` retries on another connection.
-            .test_before_acquire(false)
-            .sqlx_logging(false);
-        let db = Database::connect(options).await?;
-        let write_gate = match db.get_database_backend() {
-            DbBackend::Sqlite => {
-                db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
-                db.execute_unprepared("PRAGMA synchronous=NORMAL").await?;
-                Some(Arc::new(Mutex::new(())))
-            }
-            DbBackend::MySql | DbBackend::Postgres => None,
+        let options = |connections: u32| {
+            let mut options = ConnectOptions::new(url.to_owned());
+            options
+                .max_connections(connections.max(1))
+                .min_connections(1)
+                .connect_timeout(timeout)
+                .acquire_timeout(timeout)
+                // sqlx would PING every connection it hands out: one more round trip
+                // per transaction. A dead connection fails its BEGIN instead, which
+                // `writer` retries on another connection.
+                .test_before_acquire(false)
+                .sqlx_logging(false)
+                .map_sqlx_mysql_opts(|options| options.statement_cache_capacity(STATEMENT_CACHE))
+                .map_sqlx_sqlite_opts(move |options| {
+                    options
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(timeout)
+                        .statement_cache_capacity(STATEMENT_CACHE)
+                });
+            options
         };
-        Ok(Self { db, write_gate })
+        let db = Database::connect(options(pool)).await?;
+        let writes = match db.get_database_backend() {
+            DbBackend::Sqlite => Database::connect(options(1)).await?,
+            DbBackend::MySql | DbBackend::Postgres => db.clone(),
+        };
+        Ok(Self { db, writes })
     }
+
     /// Applies pending migrations. On MySQL they run under a named lock
     /// (`GET_LOCK`) on one connection, so replicas starting together (or a
     /// migration Job racing a pod) apply them once instead of colliding: the
@@ -153,7 +185,7 @@ impl EventStore {
     /// that dies releases it.
     pub async fn migrate(&self) -> Result<(), DbErr> {
         if self.db.get_database_backend() != DbBackend::MySql {
-            return migration::Migrator::up(&self.db, None).await;
+            return migration::Migrator::up(&self.writes, None).await;
         }
         let conn = self.db.begin().await?;
         let locked = conn
@@ -193,12 +225,8 @@ impl EventStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let gate = match &self.write_gate {
-                Some(gate) => Some(gate.clone().lock_owned().await),
-                None => None,
-            };
-            match self.db.begin().await {
-                Ok(txn) => return Ok(Writer { txn, _gate: gate }),
+            match self.writes.begin().await {
+                Ok(txn) => return Ok(Writer { txn }),
                 Err(error)
                     if attempt <= MAX_BEGIN_RETRIES
                         && is_unavailable(&error)
@@ -211,36 +239,22 @@ impl EventStore {
         }
     }
 
-    /// The first answer to an idempotency key, None when the key is new; the
-    /// key with another request is an error.
-    pub async fn first_answer(&self, idem: &Idempotency) -> Result<Option<Appended>, Error> {
-        let Some(first) = idempotency_key::Entity::find_by_id(idem.key.clone())
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if first.request_hash != idem.request_hash {
-            return Err(Error::IdempotencyKeyReused(idem.key.clone()));
-        }
-        Ok(Some(Appended {
-            post_id: stored_id(first.post_id)?,
-            version: first.version,
-            position: 0,
-        }))
-    }
-
-    /// The highest position through which the log is complete (0: empty).
-    /// Positions are taken in commit order without gaps (see the module
-    /// doc), so this is the highest committed position.
+    /// The highest position through which the log is complete (0: empty):
+    /// the counter's committed value. Positions are taken from it in commit
+    /// order without gaps (see the module doc), so every event at or below
+    /// it is committed and readable.
     pub async fn head(&self) -> Result<i64, Error> {
-        let max: Option<Option<i64>> = post_event::Entity::find()
-            .select_only()
-            .column_as(post_event::Column::Position.max(), "head")
-            .into_tuple()
-            .one(&self.db)
+        let row = self
+            .db
+            .query_one(Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT position FROM log_head WHERE id = 1",
+            ))
             .await?;
-        Ok(max.flatten().unwrap_or(0))
+        Ok(match row {
+            Some(row) => row.try_get_by_index::<i64>(0)?,
+            None => 0,
+        })
     }
 
     /// Events after `from_position`, in position order, at most `limit`.
@@ -311,14 +325,10 @@ impl EventStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let _gate = match &self.write_gate {
-            Some(gate) => Some(gate.lock().await),
-            None => None,
-        };
         for chunk in ids.chunks(512) {
             outbox::Entity::delete_many()
                 .filter(outbox::Column::Id.is_in(padded(chunk)))
-                .exec(&self.db)
+                .exec(&self.writes)
                 .await?;
         }
         Ok(())
@@ -330,164 +340,292 @@ impl EventStore {
     }
 }
 
-/// One write transaction, holding SQLite's write gate until it ends.
-/// Dropped without [`commit`](Self::commit), it rolls back.
+/// One write transaction; on SQLite it holds the one writer connection until
+/// it ends. Dropped without [`commit`](Self::commit), it rolls back.
 #[derive(Debug)]
 pub struct Writer {
-    // Declared first, so the rollback of a dropped writer is queued before
-    // the gate lets the next writer in.
     txn: DatabaseTransaction,
-    _gate: Option<OwnedMutexGuard<()>>,
 }
 
-/// What [`Writer::append`] did.
-#[derive(Debug)]
-pub enum Append {
-    /// The event, its outbox row and the new head are written.
-    Recorded(Box<Recorded>),
-    /// The command's idempotency key is stored already: nothing was written;
-    /// the key's first answer ([`EventStore::first_answer`]) is the answer.
-    KeyTaken,
+/// An idempotency key stored with the answer it was first given.
+#[derive(Clone, Debug)]
+pub struct StoredKey {
+    /// Fingerprint of the request that first came with the key.
+    pub request_hash: String,
+    /// Its answer (`position` 0: a replay appends nothing).
+    pub answer: Appended,
+}
+
+/// One decided command for [`Writer::append`].
+#[derive(Clone, Debug)]
+pub struct ToAppend {
+    /// What the domain decided.
+    pub decision: Decision,
+    /// Who and what caused it.
+    pub meta: EventMeta,
+    /// The key to store with its answer.
+    pub idempotency: Option<Idempotency>,
 }
 
 impl Writer {
-    /// A post's current state. On MySQL the row stays locked until the
-    /// transaction ends: concurrent writers to one post queue here instead of
-    /// failing on UNIQUE(post_id, version).
-    pub async fn head(&self, post_id: PostId) -> Result<Option<PostState>, WriteError> {
-        let mut query = post_stream::Entity::find_by_id(post_id.get());
+    /// The current state of the posts `ids` (absent ones are left out). On
+    /// MySQL the rows stay locked until the transaction ends, so concurrent
+    /// writers to one post queue here; the rows are locked in id order, the
+    /// same order in every transaction.
+    pub async fn heads(&self, ids: &[PostId]) -> Result<HashMap<PostId, PostState>, WriteError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut query = post_stream::Entity::find()
+            .filter(post_stream::Column::PostId.is_in(ids.iter().map(|id| id.get())))
+            .order_by_asc(post_stream::Column::PostId);
         if self.txn.get_database_backend() == DbBackend::MySql {
             query = query.lock_exclusive();
         }
-        Ok(query.one(&self.txn).await?.map(|row| PostState {
-            version: row.version,
-            title: row.title,
-            content: row.content,
-            author_name: row.author_name,
-            deleted: row.deleted,
-            created_at_us: row.created_at_us,
-            updated_at_us: row.updated_at_us,
-        }))
+        let mut heads = HashMap::with_capacity(ids.len());
+        for row in query.all(&self.txn).await? {
+            heads.insert(
+                stored_id(row.post_id)?,
+                PostState {
+                    version: row.version,
+                    title: row.title,
+                    content: row.content,
+                    author_name: row.author_name,
+                    deleted: row.deleted,
+                    created_at_us: row.created_at_us,
+                    updated_at_us: row.updated_at_us,
+                },
+            );
+        }
+        Ok(heads)
     }
 
-    /// Writes what was decided: the post's head (a new row for a new post,
-    /// which assigns its id), the idempotency key with its answer, the event
-    /// and its outbox row. The event's time is the state's `updated_at_us`.
-    pub async fn append(
-        &self,
-        decision: Decision,
-        meta: &EventMeta,
-        idempotency: Option<&Idempotency>,
-    ) -> Result<Append, WriteError> {
-        let Decision {
-            post_id,
-            event_type,
-            state,
-        } = decision;
-        let now_us = state.updated_at_us;
-        let post_id = match post_id {
-            None => {
-                let head = post_stream::ActiveModel {
-                    post_id: sea_orm::ActiveValue::NotSet,
-                    version: Set(state.version),
-                    title: Set(state.title.clone()),
-                    content: Set(state.content.clone()),
-                    author_name: Set(state.author_name.clone()),
-                    deleted: Set(state.deleted),
-                    created_at_us: Set(state.created_at_us),
-                    updated_at_us: Set(state.updated_at_us),
-                };
-                let id = post_stream::Entity::insert(head).exec(&self.txn).await?.last_insert_id;
-                stored_id(id)?
-            }
-            Some(post_id) => {
-                // Guarded on the version the decision started from, so a lost
-                // race shows as 0 rows.
-                let previous = state.version - 1;
-                let updated = post_stream::Entity::update_many()
-                    .col_expr(post_stream::Column::Version, Expr::value(state.version))
-                    .col_expr(post_stream::Column::Title, Expr::value(state.title.clone()))
-                    .col_expr(post_stream::Column::Content, Expr::value(state.content.clone()))
-                    .col_expr(post_stream::Column::AuthorName, Expr::value(state.author_name.clone()))
-                    .col_expr(post_stream::Column::Deleted, Expr::value(state.deleted))
-                    .col_expr(post_stream::Column::UpdatedAtUs, Expr::value(state.updated_at_us))
-                    .filter(post_stream::Column::PostId.eq(post_id.get()))
-                    .filter(post_stream::Column::Version.eq(previous))
-                    .exec(&self.txn)
-                    .await?;
-                if updated.rows_affected != 1 {
-                    return Err(WriteError::Conflict(format!(
-                        "post {post_id} moved past version {previous}"
-                    )));
-                }
-                post_id
-            }
-        };
+    /// The stored idempotency keys among `keys`, with their first answers.
+    pub async fn keys(&self, keys: &[&str]) -> Result<HashMap<String, StoredKey>, WriteError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = idempotency_key::Entity::find()
+            .filter(idempotency_key::Column::IdemKey.is_in(keys.iter().copied()))
+            .all(&self.txn)
+            .await?;
+        let mut stored = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let answer = Appended {
+                post_id: stored_id(row.post_id)?,
+                version: row.version,
+                position: 0,
+            };
+            stored.insert(
+                row.idem_key,
+                StoredKey {
+                    request_hash: row.request_hash,
+                    answer,
+                },
+            );
+        }
+        Ok(stored)
+    }
 
-        if let Some(idem) = idempotency {
-            // The key goes in with its answer, once the post id is known. A
-            // concurrent duplicate blocks on it (MySQL; on SQLite writers are
-            // serialised) until this transaction ends, then fails on it and
-            // answers from it; a duplicate after the commit does the same.
-            let key = idempotency_key::ActiveModel {
-                idem_key: Set(idem.key.clone()),
-                request_hash: Set(idem.request_hash.clone()),
+    /// Writes what was decided, in order: positions (and the ids of new
+    /// posts) from the counter, then each table in one multi-row statement:
+    /// the posts' heads (new rows and changed ones), the idempotency keys
+    /// with their answers, the events and their outbox rows. The event's time
+    /// is its state's `updated_at_us`. Decisions on one post follow each
+    /// other (each one's state is the previous one's plus its change); the
+    /// head keeps the last. The caller checked the heads ([`Self::heads`])
+    /// and the keys ([`Self::keys`]) in this transaction; UNIQUE(post_id,
+    /// version) and the keys' primary key stay the final guard: a duplicate
+    /// fails the whole statement, and nothing is written.
+    pub async fn append(&self, batch: Vec<ToAppend>) -> Result<Vec<Recorded>, WriteError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = batch.len() as i64;
+        let creates = batch.iter().filter(|a| a.decision.post_id.is_none()).count() as i64;
+        let (last_position, last_post) = self.advance_head(count, creates).await?;
+        let mut position = last_position - count;
+        let mut new_post = last_post - creates;
+
+        let mut heads: Vec<(usize, post_stream::ActiveModel)> = Vec::new();
+        let mut head_of: HashMap<i64, usize> = HashMap::new();
+        let mut keys = Vec::new();
+        let mut events = Vec::with_capacity(batch.len());
+        let mut outbox_rows = Vec::with_capacity(batch.len());
+        let mut recorded = Vec::with_capacity(batch.len());
+        for ToAppend {
+            decision,
+            meta,
+            idempotency,
+        } in batch
+        {
+            let Decision {
+                post_id,
+                event_type,
+                state,
+            } = decision;
+            position += 1;
+            let post_id = match post_id {
+                Some(post_id) => post_id,
+                None => {
+                    new_post += 1;
+                    stored_id(new_post)?
+                }
+            };
+            let now_us = state.updated_at_us;
+            let head = post_stream::ActiveModel {
                 post_id: Set(post_id.get()),
                 version: Set(state.version),
-                created_at_us: Set(now_us),
+                title: Set(state.title.clone()),
+                content: Set(state.content.clone()),
+                author_name: Set(state.author_name.clone()),
+                deleted: Set(state.deleted),
+                created_at_us: Set(state.created_at_us),
+                updated_at_us: Set(state.updated_at_us),
             };
-            if let Err(error) = idempotency_key::Entity::insert(key)
-                .exec_without_returning(&self.txn)
-                .await
-            {
-                if is_unique_violation(&error) {
-                    return Ok(Append::KeyTaken);
+            let text = state.title.len() + state.content.len() + state.author_name.len();
+            match head_of.get(&post_id.get()) {
+                Some(&index) => heads[index] = (text, head),
+                None => {
+                    head_of.insert(post_id.get(), heads.len());
+                    heads.push((text, head));
                 }
-                return Err(error.into());
             }
+            if let Some(idem) = idempotency {
+                keys.push(idempotency_key::ActiveModel {
+                    idem_key: Set(idem.key),
+                    request_hash: Set(idem.request_hash),
+                    post_id: Set(post_id.get()),
+                    version: Set(state.version),
+                    created_at_us: Set(now_us),
+                });
+            }
+            let row = post_event::Model {
+                position,
+                post_id: post_id.get(),
+                version: state.version,
+                event_type: event_type.event_name().to_owned(),
+                title: state.title,
+                content: state.content,
+                author_name: state.author_name,
+                deleted: state.deleted,
+                created_at_us: state.created_at_us,
+                occurred_at_us: now_us,
+                traceparent: meta.traceparent,
+                tracestate: meta.tracestate,
+                actor: meta.actor,
+            };
+            events.push((text, row.clone().into_active_model()));
+            // The outbox row's id is its event's position: unique, in commit
+            // order, and known before the INSERT, so one statement writes them all.
+            outbox_rows.push(outbox::ActiveModel {
+                id: Set(position),
+                position: Set(position),
+                created_at_us: Set(now_us),
+            });
+            recorded.push(Recorded {
+                appended: Appended {
+                    post_id,
+                    version: row.version,
+                    position,
+                },
+                pending: Pending {
+                    outbox_id: position,
+                    event: to_proto(row),
+                },
+            });
         }
 
-        let mut row = post_event::Model {
-            position: 0,
-            post_id: post_id.get(),
-            version: state.version,
-            event_type: event_type.event_name().to_owned(),
-            title: state.title,
-            content: state.content,
-            author_name: state.author_name,
-            deleted: state.deleted,
-            created_at_us: state.created_at_us,
-            occurred_at_us: now_us,
-            traceparent: meta.traceparent.clone(),
-            tracestate: meta.tracestate.clone(),
-            actor: meta.actor.clone(),
-        };
-        let mut insert = row.clone().into_active_model();
-        insert.position = sea_orm::ActiveValue::NotSet;
-        row.position = post_event::Entity::insert(insert).exec(&self.txn).await?.last_insert_id;
-        let outbox_row = outbox::ActiveModel {
-            id: sea_orm::ActiveValue::NotSet,
-            position: Set(row.position),
-            created_at_us: Set(now_us),
-        };
-        let outbox_id = outbox::Entity::insert(outbox_row).exec(&self.txn).await?.last_insert_id;
-        Ok(Append::Recorded(Box::new(Recorded {
-            appended: Appended {
-                post_id,
-                version: row.version,
-                position: row.position,
-            },
-            pending: Pending {
-                outbox_id,
-                event: to_proto(row),
-            },
-        })))
+        // New posts are inserted and changed ones overwritten in one upsert:
+        // the changed rows are locked (MySQL) or this is the one writer (SQLite).
+        for heads in by_bytes(heads) {
+            post_stream::Entity::insert_many(heads)
+                .on_conflict(
+                    OnConflict::column(post_stream::Column::PostId)
+                        .update_columns([
+                            post_stream::Column::Version,
+                            post_stream::Column::Title,
+                            post_stream::Column::Content,
+                            post_stream::Column::AuthorName,
+                            post_stream::Column::Deleted,
+                            post_stream::Column::UpdatedAtUs,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        if !keys.is_empty() {
+            idempotency_key::Entity::insert_many(keys)
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        for events in by_bytes(events) {
+            post_event::Entity::insert_many(events)
+                .exec_without_returning(&self.txn)
+                .await?;
+        }
+        outbox::Entity::insert_many(outbox_rows)
+            .exec_without_returning(&self.txn)
+            .await?;
+        Ok(recorded)
+    }
+
+    /// Takes `events` positions and `posts` post ids from the counter row
+    /// and returns the last of each. The row stays locked until the
+    /// transaction ends (MySQL's row lock; on SQLite the one writer), so
+    /// transactions take positions in the order they commit, and a rollback
+    /// returns them: the log has no gaps and no position commits after a
+    /// higher one is visible.
+    async fn advance_head(&self, events: i64, posts: i64) -> Result<(i64, i64), WriteError> {
+        let backend = self.txn.get_database_backend();
+        self.txn
+            .execute(Statement::from_sql_and_values(
+                backend,
+                "UPDATE log_head SET position = position + ?, post_id = post_id + ? WHERE id = 1",
+                [events.into(), posts.into()],
+            ))
+            .await?;
+        let row = self
+            .txn
+            .query_one(Statement::from_string(
+                backend,
+                "SELECT position, post_id FROM log_head WHERE id = 1",
+            ))
+            .await?
+            .ok_or_else(|| Error::Internal("the log_head row is missing; run the migrations".into()))?;
+        Ok((
+            row.try_get_by_index::<i64>(0).map_err(Error::from)?,
+            row.try_get_by_index::<i64>(1).map_err(Error::from)?,
+        ))
     }
 
     /// Commits. When it fails, whether it committed is unknown.
-    pub async fn commit(self) -> Result<(), WriteError> {
+    pub async fn commit(self) -> Result<(), Error> {
         Ok(self.txn.commit().await?)
     }
+}
+
+/// Text one multi-row statement carries at most: far below MySQL's
+/// `max_allowed_packet` (16 MiB by default), however large the posts.
+const STATEMENT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Rows `(bytes of text, row)` cut into runs of at most [`STATEMENT_BYTES`]
+/// (a larger row alone), in order: one multi-row statement each.
+fn by_bytes<T>(rows: Vec<(usize, T)>) -> Vec<Vec<T>> {
+    let mut runs: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for (size, row) in rows {
+        match runs.last_mut() {
+            Some(run) if bytes + size <= STATEMENT_BYTES => run.push(row),
+            _ => {
+                bytes = 0;
+                runs.push(vec![row]);
+            }
+        }
+        bytes += size;
+    }
+    runs
 }
 
 /// `ids` repeated at the end up to the next power of two: `id IN (...)` then
@@ -540,6 +678,14 @@ fn to_proto(row: post_event::Model) -> PostEvent {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rows_are_cut_into_runs_by_bytes() {
+        let mb = 1024 * 1024;
+        let runs = super::by_bytes(vec![(mb, 1), (2 * mb, 2), (2 * mb, 3), (9 * mb, 4), (1, 5)]);
+        assert_eq!(runs, [vec![1, 2], vec![3], vec![4], vec![5]]);
+        assert!(super::by_bytes(Vec::<(usize, ())>::new()).is_empty());
+    }
+
     #[test]
     fn id_lists_are_padded_to_a_power_of_two_with_the_last_id() {
         assert_eq!(super::padded(&[4, 5, 6]), [4, 5, 6, 6]);
