@@ -206,6 +206,16 @@ impl EventStore {
         result
     }
 
+    /// Transactions the group committer runs at once unless told otherwise:
+    /// two on MySQL (one reads and locks while the other commits), one on
+    /// SQLite (one writer).
+    pub fn default_commit_pipeline(&self) -> usize {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => 1,
+            DbBackend::MySql | DbBackend::Postgres => 2,
+        }
+    }
+
     /// The database kind, for logs and span attributes.
     pub fn backend_name(&self) -> &'static str {
         match self.db.get_database_backend() {
