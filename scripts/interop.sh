@@ -131,7 +131,11 @@ step "buf lint/format/breaking" scripts/buf-check.sh || true
 if [[ -z "$mesh_was_up" ]]; then
     run_id="interop_$(date +%s)_$$"
     export COMMAND_DATABASE_URL="sqlite://$RUN_DIR/$run_id.db?mode=rwc"
-    export MONGODB_DATABASE="$run_id" STREAM_NAME="$run_id.events" NOTIFY_CHANNEL="$run_id.applied"
+    export READ_STORE_DATABASE="$run_id" STREAM_NAME="$run_id.events" NOTIFY_CHANNEL="$run_id.applied"
+    # The default read store is a SQLite file: one of this run's own too.
+    if [[ "${PM_READ_STORE:-sqlite}" != mongo ]]; then
+        export READ_STORE_URL="sqlite://$RUN_DIR/$run_id.read.db?mode=rwc"
+    fi
 fi
 step "mesh up" scripts/up.sh || exit 1
 

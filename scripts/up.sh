@@ -21,9 +21,9 @@ PM_SCRIPT=up
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# The read store until the SQLite one lands (the read-store work flips this
-# default to sqlite; see CONTRACTS.md C3).
-PM_READ_STORE="${PM_READ_STORE:-mongo}"
+# The read store: SQLite by default (an embedded file; the mesh then needs
+# only Redis), MongoDB (FerretDB here) with --mongo. See CONTRACTS.md C3.
+PM_READ_STORE="${PM_READ_STORE:-sqlite}"
 case "${1:-}" in
     "") ;;
     --mongo) PM_READ_STORE=mongo ;;
@@ -82,10 +82,8 @@ step_end
 # Settings every service reads; each points at the local servers.
 export REDIS_URL="$TEST_REDIS_URL"
 if [[ $PM_READ_STORE == mongo ]]; then
-    export MONGODB_URL="$TEST_MONGODB_URL"
-    export MONGODB_DATABASE="${MONGODB_DATABASE:-posts}"
     export READ_STORE_URL="${READ_STORE_URL:-$TEST_MONGODB_URL}"
-    export READ_STORE_DATABASE="${READ_STORE_DATABASE:-$MONGODB_DATABASE}"
+    export READ_STORE_DATABASE="${READ_STORE_DATABASE:-posts}"
 else
     export READ_STORE_URL="${READ_STORE_URL:-sqlite://$RUN_DIR/postmesh-read.db?mode=rwc}"
 fi

@@ -34,14 +34,16 @@ impl Commands {
     /// Commands appended to `store`, their events handed to `handoff`, by a
     /// group committer spawned on the current runtime.
     pub fn new(store: EventStore, handoff: Handoff) -> Self {
-        Self::spawn(store, handoff).0
+        let in_flight = store.default_commit_pipeline();
+        Self::spawn(store, handoff, in_flight).0
     }
 
-    /// As [`Self::new`], with the committer's task: it ends once every clone
-    /// of the returned `Commands` is dropped and the last batch is done
-    /// (committed and handed to the publisher, or failed).
-    pub fn spawn(store: EventStore, handoff: Handoff) -> (Self, JoinHandle<()>) {
-        let (queue, task) = committer::spawn(store.clone(), handoff);
+    /// As [`Self::new`], with up to `in_flight` transactions at once, and the
+    /// committer's task: it ends once every clone of the returned `Commands`
+    /// is dropped and the last batches are done (committed and handed to the
+    /// publisher, or failed).
+    pub fn spawn(store: EventStore, handoff: Handoff, in_flight: usize) -> (Self, JoinHandle<()>) {
+        let (queue, task) = committer::spawn(store.clone(), handoff, in_flight);
         (Self { store, queue }, task)
     }
 

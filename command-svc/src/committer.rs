@@ -1,7 +1,10 @@
 //! The group committer: one task per process through which every command is
 //! written. Commands queue while a transaction is in flight; the next
 //! transaction takes all that queued, up to [`MAX_BATCH`] commands and
-//! [`MAX_BATCH_BYTES`] of content. There is no timer: a lone command goes
+//! [`MAX_BATCH_BYTES`] of content. On MySQL two transactions may be in
+//! flight (`COMMAND_COMMIT_PIPELINE`): the next batch reads and locks its
+//! heads while the one before it commits, and waits for it at the position
+//! counter; SQLite's one writer takes one at a time. There is no timer: a lone command goes
 //! at once, and under load a batch is as large as what arrived during one
 //! commit, so the commit's round trips, its fsync and the hold of the
 //! position counter (see `crate::store`) are paid once per batch.
@@ -97,20 +100,35 @@ impl Queue {
     }
 }
 
-/// Spawns the committer; it ends when every [`Queue`] is dropped.
-pub fn spawn(store: EventStore, handoff: Handoff) -> (Queue, JoinHandle<()>) {
+/// Spawns the committer with up to `in_flight` transactions at once (at
+/// least 1); it ends when every [`Queue`] is dropped and its last batches
+/// are done.
+pub fn spawn(store: EventStore, handoff: Handoff, in_flight: usize) -> (Queue, JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    (Queue(sender), tokio::spawn(run(store, handoff, receiver)))
+    (
+        Queue(sender),
+        tokio::spawn(run(store, handoff, receiver, in_flight.max(1))),
+    )
 }
 
-async fn run(store: EventStore, handoff: Handoff, mut queue: mpsc::Receiver<Job>) {
+async fn run(store: EventStore, handoff: Handoff, mut queue: mpsc::Receiver<Job>, in_flight: usize) {
+    let mut running = tokio::task::JoinSet::new();
     let mut carried = None;
     loop {
+        // A free slot first: while every slot is taken, commands queue up
+        // for the batch that takes the next one.
+        while running.len() >= in_flight {
+            let _ = running.join_next().await;
+        }
         let first = match carried.take() {
             Some(job) => job,
-            None => match queue.recv().await {
-                Some(job) => job,
-                None => return,
+            None => tokio::select! {
+                job = queue.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                // A batch ending frees its slot; nothing to take yet.
+                Some(_) = running.join_next(), if !running.is_empty() => continue,
             },
         };
         let mut bytes = first.bytes;
@@ -127,9 +145,11 @@ async fn run(store: EventStore, handoff: Handoff, mut queue: mpsc::Receiver<Job>
         // Callers that gave up before their batch began: left out, nothing written.
         batch.retain(|job| !job.reply.is_closed());
         if !batch.is_empty() {
-            commit(&store, &handoff, batch).await;
+            let (store, handoff) = (store.clone(), handoff.clone());
+            running.spawn(async move { commit(&store, &handoff, batch).await });
         }
     }
+    while running.join_next().await.is_some() {}
 }
 
 /// Runs `batch` in one transaction; when that fails before its commit, each

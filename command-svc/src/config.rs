@@ -62,6 +62,10 @@ pub struct Config {
         value_parser = secs
     )]
     pub database_timeout: Duration,
+    /// Transactions the group committer runs at once (0: 2 on MySQL, 1 on
+    /// SQLite, whose one writer takes one at a time anyway).
+    #[arg(long, env = "COMMAND_COMMIT_PIPELINE", default_value_t = 0)]
+    pub commit_pipeline: usize,
     /// Apply migrations at start-up; turn off when a Job runs `command-svc migrate`.
     #[arg(long, env = "COMMAND_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_migrate: bool,

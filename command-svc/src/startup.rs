@@ -112,7 +112,11 @@ impl Application {
         let addr = self.local_addr();
         self.server.health().report(ServingStatus::Serving).await;
         let max = self.config.limits.max_message_bytes;
-        let (commands, committer) = Commands::spawn(self.store.clone(), self.handoff);
+        let pipeline = match self.config.commit_pipeline {
+            0 => self.store.default_commit_pipeline(),
+            n => n,
+        };
+        let (commands, committer) = Commands::spawn(self.store.clone(), self.handoff, pipeline);
         let commands = InterceptedService::new(
             PostCommandServer::new(CommandService::new(commands)).max_decoding_message_size(max),
             AuthInterceptor::new(self.auth.clone(), Access::Write),

@@ -12,13 +12,14 @@ use postmesh_common::{
     tls::{CommandClientArgs, ServerTlsArgs},
 };
 use postmesh_events::topology::StreamArgs;
+use postmesh_read_model::ReadStoreArgs;
 
 /// `event-relay [serve|dlq|rebuild|status]`.
 #[derive(Parser, Debug)]
 #[command(
     name = "event-relay",
     version,
-    about = "postmesh relay: Redis Streams -> MongoDB read model"
+    about = "postmesh relay: Redis Streams -> the read model (SQLite or MongoDB)"
 )]
 pub struct Cli {
     /// What to do; `serve` when omitted.
@@ -78,12 +79,9 @@ pub struct Config {
     /// Streams and Redis URLs (same flags as command-svc).
     #[command(flatten)]
     pub streams: StreamArgs,
-    /// MongoDB URL of the read model.
-    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017")]
-    pub mongodb_url: String,
-    /// MongoDB database of the read model.
-    #[arg(long, env = "MONGODB_DATABASE", default_value = "posts")]
-    pub mongodb_database: String,
+    /// The read model (READ_STORE_URL: SQLite by default, or MongoDB).
+    #[command(flatten)]
+    pub read_store: ReadStoreArgs,
     /// Consumer group.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "projector")]
     pub group: String,
@@ -114,6 +112,18 @@ pub struct Config {
     /// Longest XREADGROUP block (milliseconds).
     #[arg(long = "block-ms", env = "RELAY_BLOCK_MS", default_value = "1000", value_parser = millis)]
     pub block: Duration,
+    /// About how many dead letters the dead-letter stream keeps (`XADD
+    /// MAXLEN ~`): the oldest go first. Their events stay in the event store.
+    #[arg(long, env = "RELAY_DLQ_MAX_LEN", default_value_t = 10_000)]
+    pub dlq_max_len: u64,
+    /// How often (milliseconds) the relay trims its streams to what every
+    /// consumer group has acknowledged and removes idle consumers. 0: never.
+    #[arg(long = "trim-interval-ms", env = "RELAY_TRIM_INTERVAL_MS", default_value = "10000", value_parser = millis)]
+    pub trim_interval: Duration,
+    /// A consumer of the group idle this long (milliseconds) with nothing
+    /// pending is a relay that is gone: it is removed from the group.
+    #[arg(long = "consumer-idle-max-ms", env = "RELAY_CONSUMER_IDLE_MAX_MS", default_value = "3600000", value_parser = millis)]
+    pub consumer_idle_max: Duration,
     /// Pub/sub channel announcing applied events to query-svc.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,
@@ -158,12 +168,12 @@ impl Config {
     /// catch-up (the default endpoint would be nobody's event store, or
     /// another test's: a test that wants it sets `command_endpoint` and
     /// `catch_up_interval`).
-    pub fn for_tests(redis_url: &str, stream: &str, mongodb_url: &str, database: &str, channel: &str) -> Self {
+    /// `read_store_url` is the read model (`database` names it on MongoDB).
+    pub fn for_tests(redis_url: &str, stream: &str, read_store_url: &str, database: &str, channel: &str) -> Self {
         Self {
             health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             streams: StreamArgs::new(redis_url, stream),
-            mongodb_url: mongodb_url.to_owned(),
-            mongodb_database: database.to_owned(),
+            read_store: ReadStoreArgs::new(read_store_url, database),
             batch_size: 64,
             retry_base: Duration::from_millis(20),
             retry_max: Duration::from_millis(500),

@@ -86,7 +86,7 @@ async fn publish_reset(config: &Config) -> anyhow::Result<()> {
 
 /// Rebuilds `config`'s read model from the event store at `config.command_endpoint`.
 pub async fn run(config: &Config) -> anyhow::Result<Rebuilt> {
-    let live = ReadStore::connect(&config.mongodb_url, &config.mongodb_database).await?;
+    let live = config.read_store.connect().await?;
     rebuild_into(config, &live).await
 }
 

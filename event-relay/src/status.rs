@@ -2,7 +2,7 @@
 //! read model's checkpoint against the event log's head. The same figures,
 //! with every group and consumer, feed the operations console.
 
-use postmesh_read_model::{ReadModelStore, ReadStore};
+use postmesh_read_model::ReadModelStore;
 use redis::AsyncCommands;
 
 use crate::{config::Config, consumer::connect, log::EventLog};
@@ -134,7 +134,7 @@ impl CatchUpStatus {
 
 /// Reads the checkpoint from the read model and the head from the event store.
 pub async fn catch_up(config: &Config) -> anyhow::Result<CatchUpStatus> {
-    let store = ReadStore::connect(&config.mongodb_url, &config.mongodb_database).await?;
+    let store = config.read_store.connect().await?;
     let checkpoint = store.checkpoint().await?;
     let head = EventLog::connect(config)?.head().await?;
     Ok(CatchUpStatus { checkpoint, head })

@@ -11,6 +11,7 @@ use postmesh_common::{
     telemetry::LogFormat,
     tls::ServerTlsArgs,
 };
+use postmesh_read_model::ReadStoreArgs;
 
 /// `query-svc`: serve PostQuery until SIGTERM/SIGINT.
 #[derive(Parser, Debug)]
@@ -27,17 +28,11 @@ pub struct Config {
     /// Address the gRPC server listens on; port 0 picks a free one.
     #[arg(long, env = "QUERY_LISTEN_ADDR", default_value = "0.0.0.0:50052")]
     pub listen_addr: SocketAddr,
-    /// The read model's MongoDB (FerretDB works too).
-    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017")]
-    pub mongodb_url: String,
-    /// Database holding the `posts` and `post_versions` collections.
-    #[arg(long, env = "MONGODB_DATABASE", default_value = "posts")]
-    pub mongodb_database: String,
-    /// How long the driver may look for a reachable MongoDB before a read
-    /// fails with UNAVAILABLE (milliseconds).
-    #[arg(long = "mongodb-timeout-ms", env = "MONGODB_TIMEOUT_MS", default_value = "3000", value_parser = millis)]
-    pub mongodb_timeout: Duration,
-    /// How often MongoDB is pinged to drive the health status (milliseconds).
+    /// The read model (READ_STORE_URL: SQLite by default, or MongoDB); a
+    /// read it cannot reach in READ_STORE_TIMEOUT_MS fails with UNAVAILABLE.
+    #[command(flatten)]
+    pub read_store: ReadStoreArgs,
+    /// How often the read store is pinged to drive the health status (milliseconds).
     #[arg(long = "health-check-ms", env = "HEALTH_CHECK_MS", default_value = "1000", value_parser = millis)]
     pub health_check: Duration,
     /// Redis carrying the relay's "applied" notifications.
@@ -86,16 +81,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults, for an in-process instance on a free port reading
-    /// `database` at `mongodb_url` and woken on `channel` at `redis_url`, as
-    /// tests use it: JSON logs, no metrics port, a quick health ping and a
-    /// short MongoDB timeout.
-    pub fn for_tests(mongodb_url: &str, database: &str, redis_url: &str, channel: &str) -> Self {
+    /// The defaults, for an in-process instance on a free port reading the
+    /// read store at `read_store_url` (`database` on MongoDB) and woken on
+    /// `channel` at `redis_url`, as tests use it: JSON logs, no metrics
+    /// port, a quick health ping and a short store timeout.
+    pub fn for_tests(read_store_url: &str, database: &str, redis_url: &str, channel: &str) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            mongodb_url: mongodb_url.to_owned(),
-            mongodb_database: database.to_owned(),
-            mongodb_timeout: Duration::from_millis(1000),
+            read_store: ReadStoreArgs {
+                timeout: Some(Duration::from_millis(1000)),
+                ..ReadStoreArgs::new(read_store_url, database)
+            },
             health_check: Duration::from_millis(200),
             redis_url: redis_url.to_owned(),
             notify_channel: channel.to_owned(),
@@ -103,11 +99,6 @@ impl Config {
             metrics_addr: None,
             ..defaults()
         }
-    }
-
-    /// The MongoDB server-selection and connect timeout.
-    pub fn mongodb_timeout(&self) -> Duration {
-        self.mongodb_timeout.max(Duration::from_millis(1))
     }
 
     /// The post cache's memory budget in bytes.

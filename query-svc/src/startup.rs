@@ -31,8 +31,8 @@ use crate::{
 const SERVICES: &[&str] = &["posts.v1.PostQuery"];
 
 /// A query-svc that has checked Redis, subscribed to notifications and bound
-/// its port, but not yet started serving. MongoDB may still be down: the
-/// server then starts NOT_SERVING and recovers when MongoDB answers.
+/// its port, but not yet started serving. The read store may still be down:
+/// the server then starts NOT_SERVING and recovers when it answers.
 pub struct Application {
     server: Server,
     auth: Option<Arc<Authenticator>>,
@@ -45,7 +45,7 @@ pub struct Application {
 
 impl Application {
     /// PINGs Redis (failing fast when the URL is not Redis), subscribes to the
-    /// notify channel, prepares the (lazy) MongoDB client and binds.
+    /// notify channel, prepares the (lazy) read store and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         tls::install_default_provider();
         // Bad TLS or token settings fail the start, before any connection.
@@ -57,10 +57,11 @@ impl Application {
         let notifications = Listener::subscribe(redis, &config.notify_channel, config.redis_check.timeout())
             .await
             .with_context(|| format!("cannot subscribe at {}", redact_url(&config.redis_url)))?;
-        let store =
-            ReadStore::connect_with_timeout(&config.mongodb_url, &config.mongodb_database, config.mongodb_timeout())
-                .await
-                .with_context(|| format!("bad MongoDB settings {}", redact_url(&config.mongodb_url)))?;
+        let store = config
+            .read_store
+            .connect()
+            .await
+            .with_context(|| format!("bad read store settings {}", redact_url(config.read_store.url())))?;
         let hub = Hub::new(config.watch_buffer, config.max_watchers);
         let cache = PostCache::new(config.cache_posts, config.cache_max_bytes(), config.cache_ttl);
         if cache.is_enabled() {
@@ -98,7 +99,7 @@ impl Application {
     pub async fn run_until(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let health = self.server.health();
-        // NOT_SERVING until the first MongoDB ping answers.
+        // NOT_SERVING until the first read-store ping answers.
         health.report(ServingStatus::NotServing).await;
         let settings = QuerySettings {
             max_wait: self.config.max_wait,
@@ -128,8 +129,8 @@ impl Application {
         ));
         tracing::info!(
             %addr,
-            mongodb = %redact_url(&self.config.mongodb_url),
-            database = %self.config.mongodb_database,
+            read_store = %redact_url(self.config.read_store.url()),
+            database = %self.config.read_store.database(),
             channel = %self.config.notify_channel,
             cache_posts = if self.cache.is_enabled() { self.config.cache_posts } else { 0 },
             cache_ttl_ms = self.config.cache_ttl.as_millis() as u64,

@@ -1,6 +1,7 @@
-//! PostQuery end to end, in-process, against real FerretDB/MongoDB and Redis
-//! (TEST_MONGODB_URL, TEST_REDIS_URL). Each test has its own database and
-//! notify channel; the test plays event-relay's part with `ReadStore::apply`
+//! PostQuery end to end, in-process, against the default read store (a
+//! SQLite file of each test's own) and real Redis (TEST_REDIS_URL), and
+//! against FerretDB/MongoDB (TEST_MONGODB_URL) for its outage. Each test has
+//! its own read model and notify channel; the test plays event-relay's part with `ReadStore::apply`
 //! followed by a PUBLISH.
 
 #![allow(clippy::unwrap_used)]
@@ -22,7 +23,7 @@ use postmesh_proto::v1::{
     post_query_client::PostQueryClient, EventType, GetPostHistoryRequest, GetPostRequest, ListPostsRequest, Post,
     PostEvent, WatchPostsRequest,
 };
-use postmesh_read_model::{Applied, ReadModelStore, ReadStore};
+use postmesh_read_model::{testing::SqliteFixture, Applied, ReadModelStore, ReadStore};
 use query_svc::{
     config::Config,
     startup::{spawn, Running},
@@ -47,12 +48,21 @@ impl Harness {
         Self::start_with(prefix, |_| {}).await
     }
 
+    /// On the default read store, SQLite (a file of the test's own).
     async fn start_with(prefix: &str, tweak: impl FnOnce(&mut Config)) -> Self {
-        let database = unique(prefix);
+        Self::start_at(&SqliteFixture::new().url(prefix), "unused", tweak).await
+    }
+
+    /// On MongoDB (FerretDB), a database of the test's own.
+    async fn start_on_mongo_with(prefix: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at(&mongodb_url(), &unique(prefix), tweak).await
+    }
+
+    async fn start_at(url: &str, database: &str, tweak: impl FnOnce(&mut Config)) -> Self {
         let channel = unique("notify");
-        let store = ReadStore::connect(&mongodb_url(), &database).await.unwrap();
+        let store = ReadStore::connect(url, database).await.unwrap();
         store.ensure_schema().await.unwrap();
-        let mut config = Config::for_tests(&mongodb_url(), &database, &redis_url(), &channel);
+        let mut config = Config::for_tests(url, database, &redis_url(), &channel);
         tweak(&mut config);
         let running = spawn(config).await.unwrap();
         let endpoint = running.endpoint();
@@ -746,8 +756,8 @@ async fn a_mongodb_outage_is_unavailable_and_recovers_without_restart() {
     let gate = Gate::start(host_port(&mongodb_url())).await;
     let proxied = format!("mongodb://{}/?directConnection=true", gate.addr);
     // A long TTL, so the cached post below cannot expire during the outage.
-    let mut h = Harness::start_with("qs_outage", |c| {
-        c.mongodb_url = proxied.clone();
+    let mut h = Harness::start_on_mongo_with("qs_outage", |c| {
+        c.read_store.url = Some(proxied.clone());
         c.cache_ttl = Duration::from_millis(120_000);
     })
     .await;
@@ -791,6 +801,50 @@ async fn a_mongodb_outage_is_unavailable_and_recovers_without_restart() {
     assert_eq!(h.get(1, 0, false).await.unwrap().post_id, 1);
     assert_eq!(h.get(2, 0, false).await.unwrap().post_id, 2);
     h.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_sqlite_read_model_is_unavailable_within_the_deadline() {
+    // A file in a directory that does not exist, opened without creating it.
+    let url = format!(
+        "sqlite://{}?mode=rw",
+        std::env::temp_dir()
+            .join(unique("qs_missing"))
+            .join("read.db")
+            .display()
+    );
+    let running = spawn(Config::for_tests(&url, "unused", &redis_url(), &unique("notify")))
+        .await
+        .unwrap();
+    let endpoint = running.endpoint();
+    assert!(
+        wait_until(Duration::from_secs(5), || health(
+            endpoint.clone(),
+            ServingStatus::NotServing
+        ))
+        .await,
+        "health reports NOT_SERVING"
+    );
+    let mut client = PostQueryClient::connect(running.endpoint()).await.unwrap();
+    for request in [
+        GetPostRequest {
+            post_id: 1,
+            ..GetPostRequest::default()
+        },
+        GetPostRequest {
+            post_id: 1,
+            min_version: 1,
+            ..GetPostRequest::default()
+        },
+    ] {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(Duration::from_millis(1500));
+        let started = Instant::now();
+        let status = client.get_post(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(started.elapsed() < Duration::from_millis(1500));
+    }
+    running.stop().await.unwrap();
 }
 
 async fn subscribers(redis: &mut redis::aio::MultiplexedConnection, channel: &str) -> i64 {

@@ -8,7 +8,8 @@
 //!   point, history and list reads, the whole-model reads, schema, the
 //!   rebuild's staging store and swap, and the catch-up's positions,
 //!   checkpoint and leases;
-//! - [`ReadStore`], the type callers hold, delegating to an implementation;
+//! - [`ReadStore`], the type callers hold, delegating to an implementation,
+//!   and [`ReadStoreArgs`], the settings that choose it (`READ_STORE_URL`);
 //! - the implementations: [`sqlite`] (an embedded file, the default) and
 //!   [`mongo`] (MongoDB, FerretDB);
 //! - what all of them share: [`Applied`], [`PostVersion`], the event checks
@@ -19,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod args;
 mod batch;
 mod contract;
 pub mod cursor;
@@ -31,6 +33,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use args::ReadStoreArgs;
 pub use contract::ReadModelStore;
 pub use error::StoreError;
 pub use filter::ListFilter;

@@ -40,6 +40,69 @@ pub fn mongodb_url() -> String {
     std::env::var("TEST_MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
 }
 
+/// Which read store a test's read model lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBackend {
+    /// The default: a SQLite file in a temp dir of the test's own.
+    Sqlite,
+    /// A database of the test's own on the shared FerretDB (TEST_MONGODB_URL).
+    Mongo,
+}
+
+/// A read model only this test uses (a file, or a MongoDB database); keep
+/// it (or a clone) alive while the services use it.
+#[derive(Clone, Debug)]
+pub struct TestReadStore {
+    /// READ_STORE_URL for the services.
+    pub url: String,
+    /// READ_STORE_DATABASE (MongoDB only; SQLite ignores it).
+    pub database: String,
+    _dir: Option<std::sync::Arc<tempfile::TempDir>>,
+}
+
+impl TestReadStore {
+    /// A fresh read model of `backend`.
+    pub fn new(backend: ReadBackend) -> Self {
+        match backend {
+            ReadBackend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                Self {
+                    url: format!("sqlite://{}?mode=rwc", dir.path().join("read.db").display()),
+                    database: String::new(),
+                    _dir: Some(std::sync::Arc::new(dir)),
+                }
+            }
+            ReadBackend::Mongo => Self::on_mongo(&mongodb_url()),
+        }
+    }
+
+    /// A fresh database on the MongoDB-compatible server at `url`.
+    pub fn on_mongo(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            database: unique("rm"),
+            _dir: None,
+        }
+    }
+
+    /// The URL of a SQLite read model in a file of its own under the temp
+    /// dir, for a process that outlives the caller's scope (the file stays).
+    pub fn sqlite_outliving_the_test() -> String {
+        let dir = std::env::temp_dir().join("postmesh-tests");
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.join(format!("{}.db", unique("rm"))).display()
+        )
+    }
+
+    /// A client of it, as the tests read it.
+    pub async fn connect(&self) -> postmesh_read_model::ReadStore {
+        postmesh_read_model::ReadStore::connect(&self.url, &self.database)
+            .await
+            .unwrap()
+    }
+}
+
 /// A name no other test (or earlier run) uses: for databases, streams, channels.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

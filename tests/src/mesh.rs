@@ -4,25 +4,38 @@
 use postmesh_proto::v1::{post_command_client::PostCommandClient, CreatePostRequest};
 use tonic::transport::Channel;
 
-use crate::{mongodb_url, redis_url, unique, Backend, TestDatabase};
+use crate::{redis_url, unique, Backend, ReadBackend, TestDatabase, TestReadStore};
 
 /// Names that isolate one test.
 #[derive(Clone, Debug)]
 pub struct Names {
     /// Redis stream (and DLQ prefix).
     pub stream: String,
-    /// MongoDB database of the read model.
+    /// The read model: its URL, and its database on MongoDB.
+    pub read_store: TestReadStore,
+    /// MongoDB database of the read model (`read_store.database`).
     pub database: String,
     /// Notification channel.
     pub channel: String,
 }
 
 impl Names {
-    /// Fresh names.
+    /// Fresh names, the read model in SQLite (the default store).
     pub fn fresh() -> Self {
+        Self::with(TestReadStore::new(ReadBackend::Sqlite))
+    }
+
+    /// Fresh names, the read model in `backend`.
+    pub fn on(backend: ReadBackend) -> Self {
+        Self::with(TestReadStore::new(backend))
+    }
+
+    /// Fresh names with the read model in `read_store`.
+    pub fn with(read_store: TestReadStore) -> Self {
         Self {
             stream: unique("posts.events"),
-            database: unique("rm"),
+            database: read_store.database.clone(),
+            read_store,
             channel: unique("posts.applied"),
         }
     }
@@ -75,7 +88,7 @@ pub fn relay_config(names: &Names) -> event_relay::config::Config {
     event_relay::config::Config::for_tests(
         &redis_url(),
         &names.stream,
-        &mongodb_url(),
+        &names.read_store.url,
         &names.database,
         &names.channel,
     )

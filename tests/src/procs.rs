@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crate::{mongodb_url, redis_url, servers::free_port, services::ServiceProc, unique, Backend, TestDatabase};
+use crate::{
+    redis_url, servers::free_port, services::ServiceProc, unique, Backend, ReadBackend, TestDatabase, TestReadStore,
+};
 
 /// Names and ports of one mesh.
 pub struct ProcMesh {
@@ -17,8 +19,8 @@ pub struct ProcMesh {
     pub relay: ServiceProc,
     /// The Redis stream the events go to (the DLQ is `<stream>.dlq`).
     pub stream: String,
-    /// The read model's database.
-    pub database: String,
+    /// The read model (the default store, SQLite).
+    pub read_store: TestReadStore,
     _db: TestDatabase,
 }
 
@@ -28,14 +30,13 @@ impl ProcMesh {
     pub async fn start(extra: &[(&str, String)]) -> Self {
         let db = TestDatabase::create(Backend::Sqlite).await;
         let stream = unique("posts.events");
-        let database = unique("rm");
+        let read_store = TestReadStore::new(ReadBackend::Sqlite);
         let channel = unique("posts.applied");
         let shared = vec![
             ("REDIS_URL", redis_url()),
             ("STREAM_NAME", stream.clone()),
             ("NOTIFY_CHANNEL", channel),
-            ("MONGODB_URL", mongodb_url()),
-            ("MONGODB_DATABASE", database.clone()),
+            ("READ_STORE_URL", read_store.url.clone()),
         ];
         let with = |own: Vec<(&'static str, String)>| -> Vec<(&str, String)> {
             let mut env = shared.clone();
@@ -79,7 +80,7 @@ impl ProcMesh {
             query,
             relay,
             stream,
-            database,
+            read_store,
             _db: db,
         }
     }

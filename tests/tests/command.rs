@@ -586,7 +586,11 @@ async fn commands_queued_into_one_batch_each_get_their_own_answer(backend: Backe
     let (contended, _) = f.create("contended").await;
     let (chained, _) = f.create("chained").await;
     let hold = CounterHold::take(&f._db.url).await;
+    // Two batches wait on the counter (MySQL runs two at once; on SQLite
+    // the second queues with the rest), so the rest queue into one batch.
     let ahead = spawn_create(&f, create("ahead"));
+    tokio::time::sleep(QUEUED).await;
+    let ahead_too = spawn_create(&f, create("ahead too"));
     tokio::time::sleep(QUEUED).await;
     let conflicting: Vec<_> = (0..8)
         .map(|i| spawn_update(&f, update(contended, 1, Some(&format!("c{i}")))))
@@ -611,6 +615,7 @@ async fn commands_queued_into_one_batch_each_get_their_own_answer(backend: Backe
     hold.release().await;
 
     ahead.await.unwrap().unwrap();
+    ahead_too.await.unwrap().unwrap();
     let mut conflicting_answers = Vec::new();
     for call in conflicting {
         conflicting_answers.push(call.await.unwrap());
@@ -641,8 +646,8 @@ async fn commands_queued_into_one_batch_each_get_their_own_answer(backend: Backe
     let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
     assert_eq!(
         positions,
-        (1..=13).collect::<Vec<_>>(),
-        "2 + ahead + 1 win + 8 + 1 keyed, dense"
+        (1..=14).collect::<Vec<_>>(),
+        "2 + 2 ahead + 1 win + 8 + 1 keyed, dense"
     );
     let history: Vec<String> = f
         .read_post(chained)
@@ -651,8 +656,8 @@ async fn commands_queued_into_one_batch_each_get_their_own_answer(backend: Backe
         .map(|e| e.post.as_ref().unwrap().title.clone())
         .collect();
     assert_eq!(history.len(), 9);
-    // One batch decides at one instant: every event after `ahead` has its time.
-    let batch = &events[3..];
+    // One batch decides at one instant: the queued commands share its time.
+    let batch = &events[events.len() - 10..];
     assert!(
         batch.iter().all(|e| e.occurred_at == batch[0].occurred_at),
         "the queued commands went in one batch"
@@ -994,19 +999,40 @@ async fn overload_is_shed_with_resource_exhausted_instead_of_queueing() {
     running.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Replicas (or a migration Job and a pod) starting at once on one fresh
+/// MariaDB database: every one of them succeeds, and each migration is
+/// applied exactly once (the named lock in `EventStore::migrate`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_migrating_the_same_mysql_database_at_once_all_succeed() {
+    use command_svc::store::{migration::Migrator, EventStore};
+    use sea_orm::ConnectionTrait;
+    use sea_orm_migration::MigratorTrait;
+
     let db = TestDatabase::create(Backend::Mysql).await;
-    let runs = (0..3).map(|_| {
-        let url = db.url.clone();
-        async move {
-            let store = command_svc::store::EventStore::connect(&url, 2, Duration::from_secs(5))
-                .await
-                .unwrap();
-            store.migrate().await
-        }
-    });
-    for result in join_all(runs).await {
-        result.expect("migration under the lock");
+    let stores = join_all((0..4).map(|_| EventStore::connect(&db.url, 2, Duration::from_secs(10)))).await;
+    let stores: Vec<EventStore> = stores.into_iter().map(|s| s.expect("connect")).collect();
+    let results = join_all(stores.iter().map(|s| s.migrate())).await;
+    for (i, result) in results.into_iter().enumerate() {
+        result.unwrap_or_else(|e| panic!("replica {i} failed to migrate: {e}"));
     }
+
+    let admin = sea_orm::Database::connect(&db.url).await.unwrap();
+    let applied = admin
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::MySql,
+            "SELECT COUNT(*), COUNT(DISTINCT version) FROM seaql_migrations",
+        ))
+        .await
+        .unwrap()
+        .expect("one row");
+    let (rows, distinct): (i64, i64) = (
+        applied.try_get_by_index(0).unwrap(),
+        applied.try_get_by_index(1).unwrap(),
+    );
+    assert_eq!(
+        rows,
+        Migrator::migrations().len() as i64,
+        "each migration recorded once"
+    );
+    assert_eq!(rows, distinct);
 }

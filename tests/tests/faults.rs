@@ -27,16 +27,16 @@ use postmesh_proto::v1::{
 };
 use postmesh_read_model::ReadStore;
 use postmesh_tests::{
-    faults::{assert_settled, command_svc, dlq_len, event_relay, pending_of, serial},
+    faults::{assert_settled, command_svc, dlq_len, event_relay, pending_of, query_svc, serial},
     load::{outbox_len, Ledger, Load, LoadOptions},
     mariadb::MariaDbProc,
     mesh::Names,
-    mongodb_url, redis, redis_url,
+    redis, redis_url,
     servers::{free_port, FerretProc, RedisProc},
     services::{health, ServiceProc},
     stream_entries, wait_until,
     wire::{self, pb},
-    Backend, TestDatabase,
+    Backend, ReadBackend, TestDatabase, TestReadStore,
 };
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -59,23 +59,18 @@ fn report(name: &str, started: Instant, ledger: &Ledger, events: usize) {
     );
 }
 
-async fn read_store(url: &str, names: &Names) -> ReadStore {
-    ReadStore::connect(url, &names.database).await.unwrap()
-}
-
 /// command-svc and one event-relay ("relay-1") on `names`, both healthy, and
-/// the read model they fill.
+/// the read model they fill (`names.read_store`).
 async fn command_and_relay(
     database_url: &str,
     redis_url: &str,
-    mongodb_url: &str,
     names: &Names,
 ) -> (ServiceProc, ServiceProc, ReadStore) {
     let mut command = command_svc(free_port(), database_url, redis_url, names);
     command.wait_healthy(START).await;
-    let mut relay = event_relay(free_port(), redis_url, mongodb_url, names, "relay-1");
+    let mut relay = event_relay(free_port(), redis_url, &names.read_store.url, names, "relay-1");
     relay.wait_healthy(START).await;
-    (command, relay, read_store(mongodb_url, names).await)
+    (command, relay, names.read_store.connect().await)
 }
 
 /// command-svc is SIGKILLed three times while commands flow, and restarted
@@ -105,9 +100,9 @@ async fn killed_three_times(backend: Backend) {
     let port = free_port();
     let mut command = command_svc(port, &db.url, &redis_url(), &names);
     command.wait_healthy(START).await;
-    let mut relay = event_relay(free_port(), &redis_url(), &mongodb_url(), &names, "relay-1");
+    let mut relay = event_relay(free_port(), &redis_url(), &names.read_store.url, &names, "relay-1");
     relay.wait_healthy(START).await;
-    let store = read_store(&mongodb_url(), &names).await;
+    let store = names.read_store.connect().await;
 
     // Busy workers, so that a kill usually lands on commands in flight.
     let load = Load::start(
@@ -173,7 +168,7 @@ async fn commands_abandoned_while_mariadb_is_frozen_leave_no_outbox_row_behind()
     let names = Names::fresh();
     let mariadb = MariaDbProc::start().await;
     let database_url = mariadb.create_database("events").await;
-    let (command, relay, store) = command_and_relay(&database_url, &redis_url(), &mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&database_url, &redis_url(), &names).await;
     let load = Load::start(
         &command.endpoint(),
         LoadOptions {
@@ -223,7 +218,7 @@ async fn a_redis_outage_of_15_seconds_keeps_commands_succeeding_and_the_outbox_d
     let names = Names::fresh();
     let mut redis_proc = RedisProc::start_durable().await;
     let db = TestDatabase::create(Backend::Mysql).await;
-    let (command, relay, store) = command_and_relay(&db.url, &redis_proc.url(), &mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&db.url, &redis_proc.url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
@@ -267,10 +262,10 @@ async fn a_redis_outage_of_15_seconds_keeps_commands_succeeding_and_the_outbox_d
 async fn a_ferretdb_outage_of_15_seconds_under_load_loses_nothing() {
     let _serial = serial().await;
     let started = Instant::now();
-    let names = Names::fresh();
     let mut ferret = FerretProc::start().await;
+    let names = Names::with(TestReadStore::on_mongo(&ferret.url()));
     let db = TestDatabase::create(Backend::Mysql).await;
-    let (command, mut relay, store) = command_and_relay(&db.url, &redis_url(), &ferret.url(), &names).await;
+    let (command, mut relay, store) = command_and_relay(&db.url, &redis_url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
@@ -299,23 +294,103 @@ async fn a_ferretdb_outage_of_15_seconds_under_load_loses_nothing() {
     report("FerretDB down 15 s", started, &ledger, events);
 }
 
-/// Two relays share the consumer group; one is SIGKILLed while it holds
-/// entries it has read but not acknowledged (checked in XPENDING before and
-/// after the kill). The survivor claims them with XAUTOCLAIM and the read
-/// model still converges.
+/// Another process holds the SQLite read model's write lock for 10 s under
+/// load (as a stuck writer or a backup would). The relay's batches fail as
+/// outages once `busy_timeout` passes: it pauses and retries, dead-letters
+/// nothing, and catches up after; query-svc keeps answering reads from the
+/// same file meanwhile (WAL: readers never wait for the writer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_of_two_relays_killed_mid_batch_loses_nothing() {
+async fn the_sqlite_read_model_locked_for_10_seconds_under_load_loses_nothing() {
+    use postmesh_read_model::ReadModelStore;
+    use sea_orm::sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Connection, Executor};
     let _serial = serial().await;
     let started = Instant::now();
     let names = Names::fresh();
     let db = TestDatabase::create(Backend::Mysql).await;
+    let (command, relay, store) = command_and_relay(&db.url, &redis_url(), &names).await;
+    let query_port = free_port();
+    let mut query = query_svc(query_port, &redis_url(), &names.read_store.url, &names);
+    query.wait_healthy(START).await;
+
+    let load = Load::start(&command.endpoint(), LoadOptions::default());
+    assert!(load.wait_more_acked(40, SETTLE).await);
+    assert!(
+        wait_until(SETTLE, || async {
+            store.all_posts().await.is_ok_and(|p| !p.is_empty())
+        })
+        .await
+    );
+    let first = store.all_posts().await.unwrap()[0].post_id;
+    let file = store.as_sqlite().unwrap().file().to_owned();
+    let mut holder = SqliteConnectOptions::new().filename(&file).connect().await.unwrap();
+    holder.execute("BEGIN IMMEDIATE").await.unwrap();
+    let locked_at = Instant::now();
+    let acked_at_lock = load.acked();
+    let mut reads = PostQueryClient::connect(format!("http://127.0.0.1:{query_port}"))
+        .await
+        .unwrap();
+    let mut served = 0;
+    while locked_at.elapsed() < Duration::from_secs(10) {
+        let post = reads
+            .get_post(GetPostRequest {
+                post_id: first,
+                ..GetPostRequest::default()
+            })
+            .await;
+        assert!(post.is_ok(), "reads go on while the writer is locked out: {post:?}");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let paused = relay.logs().contains("read store unreachable; pausing consumption");
+    holder.execute("ROLLBACK").await.unwrap();
+    holder.close().await.unwrap();
+    assert!(paused, "the relay paused on the locked file:\n{}", relay.logs());
+    let during = load.acked() - acked_at_lock;
+    assert!(during >= 30, "commands kept succeeding ({during} acknowledged)");
+    assert!(load.wait_more_acked(40, SETTLE).await);
+    let ledger = load.stop().await;
+    let events = assert_settled(&command.endpoint(), &db.url, &store, &ledger, SETTLE).await;
+    assert!(ledger.failures.is_empty(), "{:?}", ledger.failures);
+    assert_eq!(
+        dlq_len(&redis_url(), &names).await,
+        0,
+        "a locked file never fills the DLQ"
+    );
+    command.terminate();
+    relay.terminate();
+    query.terminate();
+    eprintln!("[faults] sqlite locked: {during} commands acknowledged and {served} reads served while locked");
+    report("SQLite read model locked 10 s", started, &ledger, events);
+}
+
+/// Two relays share the consumer group; one is SIGKILLed while it holds
+/// entries it has read but not acknowledged (checked in XPENDING before and
+/// after the kill). The survivor claims them with XAUTOCLAIM and the read
+/// model still converges. Two writers of one read model: run on SQLite (two
+/// processes on one file) and on FerretDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_relays_killed_mid_batch_loses_nothing() {
+    one_of_two_relays_killed_mid_batch(ReadBackend::Sqlite).await;
+}
+
+/// The same with the read model on FerretDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_relays_killed_mid_batch_loses_nothing_on_ferretdb() {
+    one_of_two_relays_killed_mid_batch(ReadBackend::Mongo).await;
+}
+
+async fn one_of_two_relays_killed_mid_batch(backend: ReadBackend) {
+    let _serial = serial().await;
+    let started = Instant::now();
+    let names = Names::on(backend);
+    let db = TestDatabase::create(Backend::Mysql).await;
     let mut command = command_svc(free_port(), &db.url, &redis_url(), &names);
     command.wait_healthy(START).await;
-    let mut a = event_relay(free_port(), &redis_url(), &mongodb_url(), &names, "relay-a");
-    let mut b = event_relay(free_port(), &redis_url(), &mongodb_url(), &names, "relay-b");
+    let mut a = event_relay(free_port(), &redis_url(), &names.read_store.url, &names, "relay-a");
+    let mut b = event_relay(free_port(), &redis_url(), &names.read_store.url, &names, "relay-b");
     a.wait_healthy(START).await;
     b.wait_healthy(START).await;
-    let store = read_store(&mongodb_url(), &names).await;
+    let store = names.read_store.connect().await;
 
     let load = Load::start(
         &command.endpoint(),
@@ -340,7 +415,7 @@ async fn one_of_two_relays_killed_mid_batch_loses_nothing() {
         if orphaned > 0 {
             break;
         }
-        a = event_relay(free_port(), &redis_url(), &mongodb_url(), &names, "relay-a");
+        a = event_relay(free_port(), &redis_url(), &names.read_store.url, &names, "relay-a");
         a.wait_healthy(START).await;
     }
     assert!(orphaned > 0, "relay A was never caught holding a batch");
@@ -359,7 +434,12 @@ async fn one_of_two_relays_killed_mid_batch_loses_nothing() {
     command.terminate();
     b.terminate();
     eprintln!("[faults] relay SIGKILL: relay A died holding {orphaned} unacknowledged entries");
-    report("relay SIGKILL mid-batch", started, &ledger, events);
+    report(
+        &format!("relay SIGKILL mid-batch ({backend:?})"),
+        started,
+        &ledger,
+        events,
+    );
 }
 
 /// A MariaDB of the test's own is SIGKILLed under load and restarted (InnoDB
@@ -375,7 +455,7 @@ async fn a_mariadb_restart_under_load_answers_unavailable_and_half_applies_nothi
     let names = Names::fresh();
     let mut mariadb = MariaDbProc::start().await;
     let database_url = mariadb.create_database("events").await;
-    let (command, relay, store) = command_and_relay(&database_url, &redis_url(), &mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&database_url, &redis_url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
@@ -419,14 +499,25 @@ async fn a_mariadb_restart_under_load_answers_unavailable_and_half_applies_nothi
 /// While commands flow, entries already in the stream are copied back onto
 /// it by hand, newest first and some twice: the relay sees duplicates and
 /// versions out of order, and the version gate keeps the read model equal to
-/// the event store.
+/// the event store. The version gate is the read store's: run on SQLite and
+/// on FerretDB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_and_reordered_entries_injected_under_load_converge() {
+    duplicate_and_reordered_entries_injected(ReadBackend::Sqlite).await;
+}
+
+/// The same with the read model on FerretDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_reordered_entries_injected_under_load_converge_on_ferretdb() {
+    duplicate_and_reordered_entries_injected(ReadBackend::Mongo).await;
+}
+
+async fn duplicate_and_reordered_entries_injected(backend: ReadBackend) {
     let _serial = serial().await;
     let started = Instant::now();
-    let names = Names::fresh();
+    let names = Names::on(backend);
     let db = TestDatabase::create(Backend::Mysql).await;
-    let (command, relay, store) = command_and_relay(&db.url, &redis_url(), &mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&db.url, &redis_url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
@@ -461,7 +552,12 @@ async fn duplicate_and_reordered_entries_injected_under_load_converge() {
     command.terminate();
     relay.terminate();
     eprintln!("[faults] duplicates: {injected} entries injected");
-    report("duplicates + reordering", started, &ledger, events);
+    report(
+        &format!("duplicates + reordering ({backend:?})"),
+        started,
+        &ledger,
+        events,
+    );
 }
 
 /// Poison entries (not protobuf, no event field, a PostEvent that describes
@@ -474,7 +570,7 @@ async fn poison_entries_under_load_are_dead_lettered_and_the_rest_flow() {
     let started = Instant::now();
     let names = Names::fresh();
     let db = TestDatabase::create(Backend::Mysql).await;
-    let (command, relay, store) = command_and_relay(&db.url, &redis_url(), &mongodb_url(), &names).await;
+    let (command, relay, store) = command_and_relay(&db.url, &redis_url(), &names).await;
 
     let load = Load::start(&command.endpoint(), LoadOptions::default());
     assert!(load.wait_more_acked(40, SETTLE).await);
@@ -721,8 +817,8 @@ async fn bad_input_on_every_field_and_port_is_refused_and_every_server_stays_up(
         &[
             ("QUERY_LISTEN_ADDR", format!("127.0.0.1:{query_port}")),
             ("REDIS_URL", redis_url()),
-            ("MONGODB_URL", mongodb_url()),
-            ("MONGODB_DATABASE", names.database.clone()),
+            ("READ_STORE_URL", names.read_store.url.clone()),
+            ("READ_STORE_DATABASE", names.database.clone()),
             ("NOTIFY_CHANNEL", names.channel.clone()),
             ("METRICS_ADDR", format!("127.0.0.1:{}", metrics_ports[1])),
         ],
@@ -735,8 +831,8 @@ async fn bad_input_on_every_field_and_port_is_refused_and_every_server_stays_up(
             ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{relay_port}")),
             ("REDIS_URL", redis_url()),
             ("STREAM_NAME", names.stream.clone()),
-            ("MONGODB_URL", mongodb_url()),
-            ("MONGODB_DATABASE", names.database.clone()),
+            ("READ_STORE_URL", names.read_store.url.clone()),
+            ("READ_STORE_DATABASE", names.database.clone()),
             ("NOTIFY_CHANNEL", names.channel.clone()),
             ("METRICS_ADDR", format!("127.0.0.1:{}", metrics_ports[2])),
         ],

@@ -13,7 +13,7 @@ use postmesh_proto::v1::{
     ListPostsRequest, WatchPostsRequest,
 };
 use postmesh_tests::{
-    mongodb_url, redis_url, servers::free_port, services::ServiceProc, unique, wait_until, Backend, TestDatabase,
+    redis_url, servers::free_port, services::ServiceProc, unique, wait_until, Backend, TestDatabase, TestReadStore,
 };
 use tonic::{Code, Request};
 
@@ -33,8 +33,7 @@ fn command_svc(port: u16, database_url: &str, extra: &[(&str, String)]) -> Servi
 fn query_svc(port: u16, extra: &[(&str, String)]) -> ServiceProc {
     let mut env = vec![
         ("QUERY_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-        ("MONGODB_URL", mongodb_url()),
-        ("MONGODB_DATABASE", unique("rm")),
+        ("READ_STORE_URL", TestReadStore::sqlite_outliving_the_test()),
         ("REDIS_URL", redis_url()),
         ("NOTIFY_CHANNEL", unique("posts.applied")),
     ];

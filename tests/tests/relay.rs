@@ -262,11 +262,10 @@ async fn duplicate_and_reordered_entries_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ferretdb_outage_of_20_seconds_loses_nothing_and_fills_no_dead_letters() {
-    let names = Names::fresh();
     let mut ferret = FerretProc::start().await;
+    let names = Names::with(postmesh_tests::TestReadStore::on_mongo(&ferret.url()));
     let write = WriteSide::start(&names, &redis_url()).await;
     let mut config = relay_config(&names);
-    config.mongodb_url = ferret.url();
     config.retry_max = Duration::from_millis(1000);
     let relay = event_relay::startup::spawn(config).await.unwrap();
     let health_endpoint = relay.service.endpoint();
@@ -324,8 +323,8 @@ fn relay_proc(names: &Names, consumer: &str) -> ServiceProc {
             ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{port}")),
             ("REDIS_URL", redis_url()),
             ("STREAM_NAME", names.stream.clone()),
-            ("MONGODB_URL", postmesh_tests::mongodb_url()),
-            ("MONGODB_DATABASE", names.database.clone()),
+            ("READ_STORE_URL", names.read_store.url.clone()),
+            ("READ_STORE_DATABASE", names.database.clone()),
             ("NOTIFY_CHANNEL", names.channel.clone()),
             ("CONSUMER_NAME", consumer.to_owned()),
             ("RELAY_BATCH_SIZE", "50".to_owned()),
@@ -343,9 +342,7 @@ async fn two_relays_share_the_work_and_killing_one_mid_batch_loses_nothing() {
     let mut b = relay_proc(&names, "relay-b");
     a.wait_healthy(Duration::from_secs(20)).await;
     b.wait_healthy(Duration::from_secs(20)).await;
-    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
-        .await
-        .unwrap();
+    let store = names.read_store.connect().await;
     let load = {
         let client = write.client.clone();
         tokio::spawn(async move {
@@ -478,9 +475,7 @@ async fn rebuild_replaces_a_damaged_read_model_with_one_equal_to_the_event_store
     assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
     relay.stop().await.unwrap();
     // Damage it: drop everything, as if the read model were lost.
-    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
-        .await
-        .unwrap();
+    let store = names.read_store.connect().await;
     store.discard().await;
     let mut config = relay_config(&names);
     config.command_endpoint = write.endpoint();
@@ -502,12 +497,8 @@ async fn a_rebuild_clears_query_svc_caches() {
     assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
     relay.stop().await.unwrap();
     // A TTL far beyond the test: only the reset can refresh the cache.
-    let mut config = query_svc::config::Config::for_tests(
-        &postmesh_tests::mongodb_url(),
-        &names.database,
-        &redis_url(),
-        &names.channel,
-    );
+    let mut config =
+        query_svc::config::Config::for_tests(&names.read_store.url, &names.database, &redis_url(), &names.channel);
     config.cache_ttl = Duration::from_secs(300);
     let query = query_svc::startup::spawn(config).await.unwrap();
     let mut client = PostQueryClient::connect(query.endpoint()).await.unwrap();
@@ -519,9 +510,7 @@ async fn a_rebuild_clears_query_svc_caches() {
 
     // Damage the read model the way a faulty writer would, announced like a
     // real change, so query-svc caches the damaged version.
-    let store = ReadStore::connect(&postmesh_tests::mongodb_url(), &names.database)
-        .await
-        .unwrap();
+    let store = names.read_store.connect().await;
     let mut bogus = store.get(post_id).await.unwrap().unwrap();
     bogus.version = 2;
     bogus.title = "damaged".into();
@@ -605,5 +594,58 @@ async fn events_redis_lost_reach_the_read_model_through_the_catch_up() {
     );
     assert_eq!(relay.store.count_positions(0, head).await.unwrap(), 15);
     assert_eq!(relay.progress.lag(), 0);
+    relay.stop().await.unwrap();
+}
+
+/// A read-model document that collides on the unique `post_id` index (a
+/// stray document holding the next post's id under another `_id`): the
+/// relay dead-letters the event with the reason, never acknowledges it
+/// unapplied; with the stray removed, a replay applies it and the read model
+/// equals the event store again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_post_id_collision_is_dead_lettered_with_the_reason() {
+    use postmesh_tests::ReadBackend;
+    let names = Names::on(ReadBackend::Mongo);
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let relay = event_relay::startup::spawn(relay_config(&names)).await.unwrap();
+    let first = write.create("first").await;
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    let client = mongodb::Client::with_uri_str(postmesh_tests::mongodb_url())
+        .await
+        .unwrap();
+    let posts = client
+        .database(&names.database)
+        .collection::<mongodb::bson::Document>("posts");
+    posts
+        .insert_one(mongodb::bson::doc! { "_id": "stray", "post_id": first + 1, "version": 1_i64 })
+        .await
+        .unwrap();
+    let victim = write.create("victim").await;
+    assert_eq!(victim, first + 1);
+    assert!(
+        wait_until(SETTLE, || async { dlq_len(&names).await == 1 }).await,
+        "the colliding event is dead-lettered"
+    );
+    let mut conn = event_relay::consumer::connect(&redis_url(), Duration::ZERO)
+        .await
+        .unwrap();
+    let letters = event_relay::dlq::list(&mut conn, &format!("{}.dlq", names.stream))
+        .await
+        .unwrap();
+    assert_eq!(letters[0].post_id, victim.to_string());
+    assert!(
+        letters[0].error.contains("conflict") && letters[0].error.contains("unique index"),
+        "the reason: {}",
+        letters[0].error
+    );
+    posts.delete_one(mongodb::bson::doc! { "_id": "stray" }).await.unwrap();
+    let config = relay_config(&names);
+    let selection = event_relay::config::Selection {
+        ids: Vec::new(),
+        all: true,
+    };
+    assert_eq!(event_relay::dlq::replay(&config.streams, &selection).await.unwrap(), 1);
+    let events = assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert_eq!(events.len(), 2);
     relay.stop().await.unwrap();
 }

@@ -26,14 +26,14 @@ use postmesh_proto::v1::{
     GetPostRequest, ReadAllRequest, WatchPostsRequest,
 };
 use postmesh_tests::{
-    mongodb_url, mysql_url, redis_url,
+    mysql_url, redis_url,
     security::{
         auth_args, command_svc, create, create_with, ed25519, now, plain_channel, rsa, server_tls, tls_channel, write,
         Pki, AUDIENCE, ISSUER,
     },
     servers::free_port,
     services::{health, ServiceProc},
-    stream_len, unique, wait_until, Backend, TestDatabase,
+    stream_len, unique, wait_until, Backend, ReadBackend, TestDatabase, TestReadStore,
 };
 use tokio::io::AsyncReadExt;
 use tonic::{transport::Channel, Code, Request};
@@ -391,8 +391,9 @@ async fn reads_can_be_closed_and_health_stays_open() {
     let signer = ed25519();
     let mut auth = auth_args(dir.path(), &signer.public_pem);
     auth.auth_require_for_reads = true;
-    let database = unique("sec_rm");
-    let mut config = query_svc::config::Config::for_tests(&mongodb_url(), &database, &redis_url(), &unique("sec.ch"));
+    let read_model = TestReadStore::new(ReadBackend::Sqlite);
+    let mut config =
+        query_svc::config::Config::for_tests(&read_model.url, &read_model.database, &redis_url(), &unique("sec.ch"));
     config.auth = auth;
     let running = query_svc::startup::spawn(config).await.expect("query-svc starts");
     let channel = plain_channel(running.addr.port()).await.unwrap();
@@ -478,9 +479,7 @@ async fn a_rebuild_reaches_command_svc_over_mtls_with_its_token() {
             &format!("{}\n", signer.good("event-relay", "posts:read")),
         )),
     };
-    let store = postmesh_read_model::ReadStore::connect(&mongodb_url(), &names.database)
-        .await
-        .unwrap();
+    let store = names.read_store.connect().await;
     let rebuilt = event_relay::rebuild::rebuild_into(&config, &store)
         .await
         .expect("rebuild over mTLS");
@@ -524,8 +523,9 @@ async fn closed_within(socket: &mut tokio::net::TcpStream, limit: Duration) -> b
 
 #[tokio::test]
 async fn idle_connections_are_closed_but_open_streams_keep_theirs() {
+    let read_model = TestReadStore::new(ReadBackend::Sqlite);
     let mut config =
-        query_svc::config::Config::for_tests(&mongodb_url(), &unique("sec_idle"), &redis_url(), &unique("sec.idle"));
+        query_svc::config::Config::for_tests(&read_model.url, &read_model.database, &redis_url(), &unique("sec.idle"));
     config.limits.connection_idle_timeout = Duration::from_millis(500);
     let running = query_svc::startup::spawn(config).await.unwrap();
     let port = running.addr.port();
@@ -792,8 +792,9 @@ async fn secret_bearing_urls_never_show_in_the_logs() {
     assert!(svc.wait_exit(Duration::from_secs(15)).await.is_some());
     assert_hidden(&svc, &[&mysql_password]);
 
-    // 4. query-svc and event-relay with MongoDB credentials on a dead port: they
-    //    start, keep retrying and logging, and never show the password.
+    // 4. query-svc and event-relay with MongoDB credentials on a dead port
+    //    (READ_STORE_URL, and the deprecated MONGODB_URL): they start, keep
+    //    retrying and logging, and never show the password.
     let port = free_port();
     let mongo = format!("mongodb://reader:{mongo_password}@127.0.0.1:{dead}/?authSource=admin");
     let mut query = ServiceProc::spawn(
@@ -803,8 +804,8 @@ async fn secret_bearing_urls_never_show_in_the_logs() {
         &[
             ("QUERY_LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("RUST_LOG", "debug".to_owned()),
-            ("MONGODB_URL", mongo.clone()),
-            ("MONGODB_TIMEOUT_MS", "300".to_owned()),
+            ("READ_STORE_URL", mongo.clone()),
+            ("READ_STORE_TIMEOUT_MS", "300".to_owned()),
             ("HEALTH_CHECK_MS", "200".to_owned()),
             ("REDIS_URL", redis_url()),
             ("NOTIFY_CHANNEL", unique("sec.ch")),

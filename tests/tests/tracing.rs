@@ -15,7 +15,7 @@ use postmesh_proto::v1::{
 };
 use postmesh_tests::{
     mesh::Names,
-    mongodb_url, redis_url,
+    redis_url,
     servers::{free_port, go_bin},
     services::ServiceProc,
     wait_until, Backend, TestDatabase,
@@ -193,8 +193,8 @@ async fn one_trace_follows_a_command_through_all_three_services() {
         ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{relay_port}")),
         ("REDIS_URL", redis_url()),
         ("STREAM_NAME", names.stream.clone()),
-        ("MONGODB_URL", mongodb_url()),
-        ("MONGODB_DATABASE", names.database.clone()),
+        ("READ_STORE_URL", names.read_store.url.clone()),
+        ("READ_STORE_DATABASE", names.database.clone()),
         ("NOTIFY_CHANNEL", names.channel.clone()),
     ];
     let relay_metrics = free_port();
@@ -206,8 +206,8 @@ async fn one_trace_follows_a_command_through_all_three_services() {
     let mut env = vec![
         ("QUERY_LISTEN_ADDR", format!("127.0.0.1:{query_port}")),
         ("REDIS_URL", redis_url()),
-        ("MONGODB_URL", mongodb_url()),
-        ("MONGODB_DATABASE", names.database.clone()),
+        ("READ_STORE_URL", names.read_store.url.clone()),
+        ("READ_STORE_DATABASE", names.database.clone()),
         ("NOTIFY_CHANNEL", names.channel.clone()),
     ];
     let query_metrics = free_port();
@@ -324,8 +324,9 @@ async fn one_trace_follows_a_command_through_all_three_services() {
     let apply = found
         .iter()
         .find(|s| s.name.starts_with("update"))
-        .expect("MongoDB write span");
-    assert_eq!(apply.tags["db.system"], "mongodb");
+        .expect("read-model write span");
+    // The read model of `Names::fresh()`: the default store, SQLite.
+    assert_eq!(apply.tags["db.system"], "sqlite");
     assert!(child_of(apply, process));
     assert!(by_id.contains_key(publish.parent.as_deref().unwrap()));
 

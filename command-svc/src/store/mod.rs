@@ -178,7 +178,11 @@ impl EventStore {
 
     /// Applies pending migrations. On MySQL they run under a named lock
     /// (`GET_LOCK`) on one connection, so replicas starting together (or a
-    /// migration Job racing a pod) apply them once instead of colliding.
+    /// migration Job racing a pod) apply them once instead of colliding: the
+    /// others wait, then find nothing left to apply. The lock is named after
+    /// the database (hashed: lock names are at most 64 characters), so
+    /// databases sharing a server do not wait for each other. A connection
+    /// that dies releases it.
     pub async fn migrate(&self) -> Result<(), DbErr> {
         if self.db.get_database_backend() != DbBackend::MySql {
             return migration::Migrator::up(&self.writes, None).await;
@@ -187,7 +191,7 @@ impl EventStore {
         let locked = conn
             .query_one(sea_orm::Statement::from_string(
                 DbBackend::MySql,
-                "SELECT GET_LOCK('postmesh_migrations', 60)",
+                "SELECT GET_LOCK(CONCAT('postmesh_migrations.', SHA1(DATABASE())), 60)",
             ))
             .await?
             .and_then(|row| row.try_get_by_index::<Option<i64>>(0).ok().flatten())
@@ -196,10 +200,20 @@ impl EventStore {
             return Err(DbErr::Migration("timed out waiting for the migration lock".into()));
         }
         let result = migration::Migrator::up(&conn, None).await;
-        conn.execute_unprepared("DO RELEASE_LOCK('postmesh_migrations')")
+        conn.execute_unprepared("DO RELEASE_LOCK(CONCAT('postmesh_migrations.', SHA1(DATABASE())))")
             .await?;
         conn.commit().await?;
         result
+    }
+
+    /// Transactions the group committer runs at once unless told otherwise:
+    /// two on MySQL (one reads and locks while the other commits), one on
+    /// SQLite (one writer).
+    pub fn default_commit_pipeline(&self) -> usize {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => 1,
+            DbBackend::MySql | DbBackend::Postgres => 2,
+        }
     }
 
     /// The database kind, for logs and span attributes.

@@ -4,13 +4,17 @@
 
 pub use postmesh_read_model::testing::{created, event, mongodb_url, unique};
 use postmesh_read_model::{
-    testing::{Fixture, MongoFixture},
+    testing::{Fixture, MongoFixture, SqliteFixture},
     ReadStore,
 };
 
-/// Drops the store's whole database (best effort).
+/// Drops the store's whole database or file (best effort).
 pub async fn drop_database(store: &ReadStore) {
-    MongoFixture::from_env().dispose(store.clone()).await;
+    if store.as_sqlite().is_some() {
+        SqliteFixture::new().dispose(store.clone()).await;
+    } else {
+        MongoFixture::from_env().dispose(store.clone()).await;
+    }
 }
 
 /// Redis the tests run against.
