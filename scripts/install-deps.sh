@@ -15,8 +15,11 @@
 #     go:     ferretdb
 #   --tests:  the mesh with FerretDB, plus
 #     apt:    mariadb-server (the MySQL event-store tests), curl (the HTTP suites and docs/http.md),
-#             chromium + chromium-driver (the console's browser test)
+#             chromium + chromium-driver (the console's browser test), mmdebstrap and
+#             docker.io (scripts/check-images.sh builds and runs the images)
 #     go:     buf (proto lint/breaking), jaeger (the tracing test's OTLP receiver)
+#     pip:    secantusdb (a MongoDB-compatible server: the MongoDB store suite's
+#             second server), in a virtualenv of its own ($PM_SECANTUS_VENV)
 #     rustup: rustfmt, clippy
 # Go tools are pinned and go to $(go env GOPATH)/bin. The deploy checks
 # (scripts/check-deploy.sh) and the client toolchains (scripts/gen-clients.sh)
@@ -49,7 +52,8 @@ GRPCURL_VERSION=v1.9.4
 # understands the v2 buf.yaml in proto/.
 BUF_VERSION=v1.65.0
 APT_PACKAGES=(redis-server protobuf-compiler libprotobuf-dev jq)
-if [[ $MODE == tests ]]; then APT_PACKAGES+=(mariadb-server curl chromium chromium-driver); fi
+if [[ $MODE == tests ]]; then APT_PACKAGES+=(mariadb-server curl chromium chromium-driver python3-venv mmdebstrap docker.io); fi
+SECANTUS_VERSION=0.7.0b3
 
 # Whatever was created only for this run is removed however the script ends.
 sudo=()
@@ -180,6 +184,26 @@ else
     rm -rf "$build_dir"
 fi
 if ((${#go_present[@]} > 0)); then log "go: $(printf '%s, ' "${go_present[@]}" | sed 's/, $//') present in $PM_GO_BIN"; fi
+
+# ---------------------------------------------------------------- pip
+# SecantusDB from PyPI, pinned, in a virtualenv (Debian's python refuses
+# system-wide pip installs, and the server's dependencies stay apart).
+if [[ $MODE == tests ]]; then
+    secantus_bin="$PM_SECANTUS_VENV/bin/secantusd-py"
+    secantus_installed=""
+    if [[ -x "$secantus_bin" ]]; then
+        secantus_installed="$("$PM_SECANTUS_VENV/bin/python" -m pip show secantusdb 2>/dev/null || true)"
+    fi
+    if [[ "$secantus_installed" == *"Version: $SECANTUS_VERSION"* ]]; then
+        log "pip: secantusdb $SECANTUS_VERSION present in $PM_SECANTUS_VENV"
+    else
+        log "pip: installing secantusdb $SECANTUS_VERSION into $PM_SECANTUS_VENV"
+        python3 -m venv "$PM_SECANTUS_VENV"
+        "$PM_SECANTUS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "secantusdb==$SECANTUS_VERSION"
+        [[ -x "$secantus_bin" ]] || die "secantusdb installed no $secantus_bin"
+    fi
+fi
 
 # ---------------------------------------------------------------- rust
 command -v cargo >/dev/null || die "cargo is not installed (install Rust with rustup: https://rustup.rs)"

@@ -3,9 +3,12 @@
 #   mariadb   port $PM_MYSQL_PORT (3306), datadir .run/mariadb, user postmesh/postmesh
 #   redis     port $PM_REDIS_PORT (6379), no persistence
 #   ferretdb  port $PM_MONGO_PORT (27017), SQLite backend in .run/ferretdb/
+#   secantus  port $PM_SECANTUS_PORT (27019), SecantusDB (MongoDB-compatible,
+#             WiredTiger) in .run/secantus/: the MongoDB store suite's second
+#             server, whose answers take MongoDB's code paths (tests only)
 #
 # usage: scripts/servers.sh up [NAME...] | down [NAME...] | status
-#   (no NAME: all three; scripts/up.sh starts only the ones the mesh uses)
+#   (no NAME: all four; scripts/up.sh starts only the ones the mesh uses)
 #
 # `up` leaves alone any server already answering on its port (a developer's
 # own Redis on 6379 is fine) and waits, by polling, until each one answers.
@@ -16,7 +19,7 @@ PM_SCRIPT=servers
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SERVERS=(mariadb redis ferretdb)
+SERVERS=(mariadb redis ferretdb secantus)
 
 MYSQL_DIR="$RUN_DIR/mariadb"
 MYSQL_SOCK="$RUN_DIR/mysqld.sock"
@@ -33,6 +36,11 @@ FERRET_STATE="$RUN_DIR/ferretdb-state"
 FERRET_PID="$RUN_DIR/ferretdb.pid"
 FERRET_LOG="$LOG_DIR/ferretdb.log"
 
+SECANTUS_DIR="$RUN_DIR/secantus"
+SECANTUS_PID="$RUN_DIR/secantus.pid"
+SECANTUS_LOG="$LOG_DIR/secantus.log"
+SECANTUS_BIN="$PM_SECANTUS_VENV/bin/secantusd-py"
+
 # MariaDB's client tools are called mariadb*/mysql* depending on the release.
 mysql_client() { if command -v mariadb >/dev/null; then echo mariadb; else echo mysql; fi; }
 mysql_admin() { if command -v mariadb-admin >/dev/null; then echo mariadb-admin; else echo mysqladmin; fi; }
@@ -47,6 +55,7 @@ redis_answers() {
     [[ "$(redis-cli -h 127.0.0.1 -p "$PM_REDIS_PORT" ping 2>/dev/null)" == PONG ]]
 }
 ferret_answers() { port_open "$PM_MONGO_PORT"; }
+secantus_answers() { port_open "$PM_SECANTUS_PORT"; }
 
 # The account the tests use (TEST_MYSQL_URL) can log in over TCP.
 mysql_test_login() {
@@ -181,6 +190,25 @@ ferret_up() {
     wait_ready ferretdb "$FERRET_LOG" "$FERRET_PID" ferretdb ferret_answers
 }
 
+# --------------------------------------------------------------- secantus
+secantus_up() {
+    if secantus_answers; then
+        if ! ours_on_port secantus "$SECANTUS_PID" secantusd-py "$PM_SECANTUS_PORT"; then
+            log "secantus: something already answers on 127.0.0.1:$PM_SECANTUS_PORT; leaving it alone"
+        fi
+        return 0
+    fi
+    if ! ours_on_port secantus "$SECANTUS_PID" secantusd-py "$PM_SECANTUS_PORT"; then
+        [[ -x "$SECANTUS_BIN" ]] || die "secantusd-py not found at $SECANTUS_BIN; run scripts/install-deps.sh --tests"
+        mkdir -p "$SECANTUS_DIR"
+        log "secantus: starting on 127.0.0.1:$PM_SECANTUS_PORT"
+        spawn "$SECANTUS_LOG" "$SECANTUS_PID" "$SECANTUS_BIN" --standalone \
+            --host 127.0.0.1 --port "$PM_SECANTUS_PORT" --storage-path "$SECANTUS_DIR" --log-level WARNING
+        printf '%s\n' "$PM_SECANTUS_PORT" >"$RUN_DIR/secantus.port"
+    fi
+    wait_ready secantus "$SECANTUS_LOG" "$SECANTUS_PID" secantusd-py secantus_answers
+}
+
 # --------------------------------------------------------------- commands
 cmd_up() {
     local name
@@ -191,12 +219,13 @@ cmd_up() {
             mariadb) mariadb_up ;;
             redis) redis_up ;;
             ferretdb) ferret_up ;;
+            secantus) secantus_up ;;
             *) die "unknown server '$name' (expected: ${SERVERS[*]})" ;;
         esac
     done
     log "servers up: $*; the tests use:"
-    printf 'TEST_MYSQL_URL=%s\nTEST_REDIS_URL=%s\nTEST_MONGODB_URL=%s\n' \
-        "$TEST_MYSQL_URL" "$TEST_REDIS_URL" "$TEST_MONGODB_URL"
+    printf 'TEST_MYSQL_URL=%s\nTEST_REDIS_URL=%s\nTEST_MONGODB_URL=%s\nTEST_SECANTUS_URL=%s\n' \
+        "$TEST_MYSQL_URL" "$TEST_REDIS_URL" "$TEST_MONGODB_URL" "$TEST_SECANTUS_URL"
     printf '(or: . scripts/env.sh)\n'
 }
 
@@ -208,6 +237,7 @@ cmd_down() {
             mariadb) stop_pidfile mariadb "$MYSQL_PID" mariadbd 60 ;;
             redis) stop_pidfile redis "$REDIS_PID" redis-server 30 ;;
             ferretdb) stop_pidfile ferretdb "$FERRET_PID" ferretdb 30 ;;
+            secantus) stop_pidfile secantus "$SECANTUS_PID" secantusd-py 30 ;;
             *) die "unknown server '$name' (expected: ${SERVERS[*]})" ;;
         esac
         rm -f "$RUN_DIR/$name.port"
@@ -235,6 +265,7 @@ cmd_status() {
     status_line mariadb "$PM_MYSQL_PORT" mysql_answers "$MYSQL_PID" mariadbd
     status_line redis "$PM_REDIS_PORT" redis_answers "$REDIS_PID" redis-server
     status_line ferretdb "$PM_MONGO_PORT" ferret_answers "$FERRET_PID" ferretdb
+    status_line secantus "$PM_SECANTUS_PORT" secantus_answers "$SECANTUS_PID" secantusd-py
 }
 
 case "${1:-}" in
@@ -242,7 +273,7 @@ case "${1:-}" in
     down) shift; cmd_down "$@" ;;
     status) cmd_status ;;
     *)
-        echo "usage: $0 up [mariadb|redis|ferretdb ...] | down [mariadb|redis|ferretdb ...] | status" >&2
+        echo "usage: $0 up [mariadb|redis|ferretdb|secantus ...] | down [mariadb|redis|ferretdb|secantus ...] | status" >&2
         exit 2
         ;;
 esac

@@ -54,6 +54,11 @@ impl MongoFixture {
     pub fn from_env() -> Self {
         Self { url: mongodb_url() }
     }
+
+    /// The MongoDB-compatible server at `url` (SecantusDB: [`secantus_url`]).
+    pub fn at(url: &str) -> Self {
+        Self { url: url.to_owned() }
+    }
 }
 
 impl Fixture for MongoFixture {
@@ -188,6 +193,12 @@ macro_rules! store_suite {
 /// MongoDB (or FerretDB) the tests run against: `TEST_MONGODB_URL`.
 pub fn mongodb_url() -> String {
     std::env::var("TEST_MONGODB_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+/// SecantusDB the MongoDB store suite also runs against: `TEST_SECANTUS_URL`
+/// (scripts/servers.sh up secantus).
+pub fn secantus_url() -> String {
+    std::env::var("TEST_SECANTUS_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27019/?directConnection=true".into())
 }
 
 /// A name no other test (or test process) uses: `prefix_<pid>_<time>_<n>`,
