@@ -381,18 +381,24 @@ async fn main() -> anyhow::Result<()> {
 
     let mut many = Value::Null;
     if args.list_posts > 0 {
-        progress(&format!("seeding {} posts straight into the read model", args.list_posts));
+        progress(&format!(
+            "seeding {} posts straight into the read model",
+            args.list_posts
+        ));
         let store = postmesh_read_model::ReadStore::connect(&read_store_url, &args.read_model_database).await?;
         let seeded = readstore::seed(&store, readstore::seed_first_id(), args.list_posts, 200).await?;
         progress(&format!("  seeded in {:.1} s", seeded.as_secs_f64()));
         progress(&format!("ListPosts over {}+ posts", args.list_posts));
         let list_phase = (phase / 2).max(Duration::from_secs(1));
         let (phases, list_rate) = readstore::list_phases(query.clone(), c, list_phase).await;
-        many = merge(phases, json!({
-            "posts": args.list_posts,
-            "seed_seconds": round(seeded.as_secs_f64()),
-            "vs_get_post": against(list_rate, "GetPost, same run", get.rate(), args.target_list_vs_get),
-        }));
+        many = merge(
+            phases,
+            json!({
+                "posts": args.list_posts,
+                "seed_seconds": round(seeded.as_secs_f64()),
+                "vs_get_post": against(list_rate, "GetPost, same run", get.rate(), args.target_list_vs_get),
+            }),
+        );
     }
 
     let mut rss_json = serde_json::Map::new();

@@ -93,7 +93,10 @@ pub async fn raw_sqlite(dir: &std::path::Path, events: &[PostEvent]) -> anyhow::
 
 fn post_values(event: &PostEvent) -> Vec<Value> {
     let post = event.post.clone().unwrap_or_default();
-    let ms = |t: &Option<prost_types::Timestamp>| t.as_ref().map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    let ms = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+    };
     vec![
         Value::from(event.post_id),
         Value::from(event.version),
