@@ -185,4 +185,9 @@ done
     --query-pid "$query_svc_pid" \
     --relay-pid "$event_relay_pid" \
     "${extra[@]}" "${list_posts[@]}" "$@" | tee "$RUN_OUT/result.json"
+# The HTTP/JSON line: GetPost through the gateway against gRPC GetPost, same run.
+if command -v jq >/dev/null; then
+    jq -r '.get_post_http | "GetPost over HTTP/JSON: \(.per_s)/s (p50 \(.p50_ms) ms) vs gRPC \(.vs_grpc.ceiling_per_s)/s: ratio \(.vs_grpc.ratio)"' \
+        "$RUN_OUT/result.json" | while read -r line; do log "$line" >&2; done
+fi
 log "service logs and result in $RUN_OUT" >&2

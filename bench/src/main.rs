@@ -125,6 +125,9 @@ struct Args {
     /// Target: GetPost / bare echo rpc.
     #[arg(long, default_value_t = 0.5)]
     target_get: f64,
+    /// Target: GetPost over HTTP/JSON / GetPost over gRPC.
+    #[arg(long, default_value_t = 0.5)]
+    target_get_http: f64,
     /// Target: peak RSS of each service (MiB).
     #[arg(long, default_value_t = 64.0)]
     target_rss_mib: f64,
@@ -347,6 +350,13 @@ async fn main() -> anyhow::Result<()> {
     let mut get = phases::get_post(query.clone(), ids.clone(), c, phase).await;
     let get_cpu = cpu.cores_since(&at);
     progress(&format!("  {}", get.figures()));
+    // The same reads over HTTP/JSON right after, on the same port: the
+    // ratio is what the JSON mapping (and HTTP/1.1) costs.
+    progress("GetPost over HTTP/JSON");
+    let at = cpu.snapshot();
+    let mut get_http = phases::get_post_http(&args.query, ids.clone(), c, phase).await;
+    let get_http_cpu = cpu.cores_since(&at);
+    progress(&format!("  {}", get_http.figures()));
     progress("ListPosts");
     let at = cpu.snapshot();
     let mut list = phases::list_posts(query.clone(), c, phase).await;
@@ -462,6 +472,10 @@ async fn main() -> anyhow::Result<()> {
         "get_post": merge(figures(&mut get), json!({
             "vs_echo": against(get.rate(), "bare tonic Health/Check", echo.rate(), args.target_get),
             "cpu_cores": get_cpu,
+        })),
+        "get_post_http": merge(figures(&mut get_http), json!({
+            "vs_grpc": against(get_http.rate(), "gRPC GetPost, same run", get.rate(), args.target_get_http),
+            "cpu_cores": get_http_cpu,
         })),
         "list_posts": merge(figures(&mut list), json!({
             "vs_echo": against(list.rate(), "bare tonic Health/Check", echo.rate(), args.target_get),

@@ -435,7 +435,13 @@ impl<P: Projector> Applier<P> {
     /// is safely there (so the caller may ack it).
     pub(crate) async fn dead_letter(&self, entry: &Entry, error: &str, attempts: u32, shutdown: &mut Shutdown) -> bool {
         let mut main = self.main.clone();
-        let cmd = dlq::xadd(&self.settings.dlq_stream, entry, error, attempts);
+        let cmd = dlq::xadd(
+            &self.settings.dlq_stream,
+            self.settings.dlq_max_len,
+            entry,
+            error,
+            attempts,
+        );
         let mut failures = 0;
         loop {
             let added: redis::RedisResult<String> = cmd.query_async(&mut main).await;

@@ -112,6 +112,18 @@ pub struct Config {
     /// Longest XREADGROUP block (milliseconds).
     #[arg(long = "block-ms", env = "RELAY_BLOCK_MS", default_value = "1000", value_parser = millis)]
     pub block: Duration,
+    /// About how many dead letters the dead-letter stream keeps (`XADD
+    /// MAXLEN ~`): the oldest go first. Their events stay in the event store.
+    #[arg(long, env = "RELAY_DLQ_MAX_LEN", default_value_t = 10_000)]
+    pub dlq_max_len: u64,
+    /// How often (milliseconds) the relay trims its streams to what every
+    /// consumer group has acknowledged and removes idle consumers. 0: never.
+    #[arg(long = "trim-interval-ms", env = "RELAY_TRIM_INTERVAL_MS", default_value = "10000", value_parser = millis)]
+    pub trim_interval: Duration,
+    /// A consumer of the group idle this long (milliseconds) with nothing
+    /// pending is a relay that is gone: it is removed from the group.
+    #[arg(long = "consumer-idle-max-ms", env = "RELAY_CONSUMER_IDLE_MAX_MS", default_value = "3600000", value_parser = millis)]
+    pub consumer_idle_max: Duration,
     /// Pub/sub channel announcing applied events to query-svc.
     #[arg(long, env = "NOTIFY_CHANNEL", default_value = postmesh_events::notify::DEFAULT_CHANNEL)]
     pub notify_channel: String,

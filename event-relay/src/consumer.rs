@@ -47,6 +47,8 @@ pub struct Stats {
     pub gone: AtomicU64,
     /// Events the catch-up found missing from the read model and applied.
     pub caught_up: AtomicU64,
+    /// Entries trimmed from the streams (all acknowledged by every group).
+    pub trimmed: AtomicU64,
 }
 
 /// Retry and batching settings.
@@ -73,6 +75,8 @@ pub struct Settings {
     pub block: Duration,
     /// Dead-letter stream.
     pub dlq_stream: String,
+    /// About how many dead letters the stream keeps (`XADD MAXLEN ~`).
+    pub dlq_max_len: u64,
     /// Pub/sub channel for applied events.
     pub notify_channel: String,
 }

@@ -18,3 +18,4 @@ pub mod projector;
 pub mod rebuild;
 pub mod startup;
 pub mod status;
+pub mod trim;

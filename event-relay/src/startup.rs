@@ -24,6 +24,7 @@ use crate::{
     consumer::{backoff, Consumer, Settings, Stats},
     log::EventLog,
     projector::Projector,
+    trim::Trimmer,
 };
 
 /// Health service name of the relay (besides the overall "").
@@ -149,6 +150,7 @@ impl Application {
                 claim_idle: self.config.claim_idle.max(Duration::from_millis(1)),
                 block: self.config.block.max(Duration::from_millis(1)),
                 dlq_stream: self.config.streams.dlq_stream(),
+                dlq_max_len: self.config.dlq_max_len.max(1),
                 notify_channel: self.config.notify_channel.clone(),
             };
             let applier = Applier::new(
@@ -162,6 +164,17 @@ impl Application {
             for route in self.config.streams.routes() {
                 let consumer = Consumer::new(applier.clone(), route).await?;
                 consumers.push(tokio::spawn(consumer.run(shutdown.clone())));
+            }
+            if !self.config.trim_interval.is_zero() {
+                let trimmer = Trimmer::new(
+                    self.config.streams.routes(),
+                    self.config.group.clone(),
+                    consumer_name.clone(),
+                    self.config.trim_interval,
+                    self.config.consumer_idle_max,
+                    self.stats.clone(),
+                );
+                consumers.push(tokio::spawn(trimmer.run(shutdown.clone())));
             }
             if self.config.catch_up_interval.is_zero() {
                 tracing::warn!("the catch-up is off (RELAY_CATCHUP_INTERVAL_MS=0): what Redis loses stays lost");
@@ -198,7 +211,7 @@ fn register_metrics(config: &Config, stats: Arc<Stats>, progress: Arc<Progress>,
     use std::sync::atomic::{AtomicU64, Ordering};
     let meter = opentelemetry::global::meter("postmesh");
     type Counter = (&'static str, &'static str, fn(&Stats) -> u64);
-    let counters: [Counter; 7] = [
+    let counters: [Counter; 8] = [
         ("relay.events.consumed", "Stream entries read", |s| {
             s.consumed.load(Ordering::Relaxed)
         }),
@@ -218,6 +231,11 @@ fn register_metrics(config: &Config, stats: Arc<Stats>, progress: Arc<Progress>,
             "relay.events.gone",
             "Pending entries found trimmed from their stream (the catch-up applies them)",
             |s| s.gone.load(Ordering::Relaxed),
+        ),
+        (
+            "relay.stream.trimmed",
+            "Acknowledged entries trimmed from the streams",
+            |s| s.trimmed.load(Ordering::Relaxed),
         ),
         (
             "relay.events.caught_up",

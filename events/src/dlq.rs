@@ -22,11 +22,16 @@ pub mod field {
     pub const ALL: [&str; 5] = [ERROR, ATTEMPTS, SOURCE_STREAM, SOURCE_ID, FAILED_AT];
 }
 
-/// `XADD <cmd's stream> * <the entry's original fields>`: the part of both
-/// commands below that copies an entry, without the relay's fields.
-fn xadd_original(stream: &str, entry: &Entry) -> redis::Cmd {
+/// `XADD <cmd's stream> [MAXLEN ~ <max_len>] * <the entry's original
+/// fields>`: the part of both commands below that copies an entry, without
+/// the relay's fields.
+fn xadd_original(stream: &str, max_len: Option<u64>, entry: &Entry) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
-    cmd.arg(stream).arg("*");
+    cmd.arg(stream);
+    if let Some(max_len) = max_len {
+        cmd.arg("MAXLEN").arg("~").arg(max_len);
+    }
+    cmd.arg("*");
     for (name, value) in &entry.fields {
         if !field::ALL.contains(&name.as_str()) {
             cmd.arg(name).arg(value.as_slice());
@@ -37,9 +42,13 @@ fn xadd_original(stream: &str, entry: &Entry) -> redis::Cmd {
 
 /// The `XADD` that dead-letters `entry` onto `dlq_stream`: its original
 /// fields, then why (`error`, after `attempts` attempts), where it came from
-/// and when (now).
-pub fn xadd(dlq_stream: &str, entry: &Entry, error: &str, attempts: u32) -> redis::Cmd {
-    let mut cmd = xadd_original(dlq_stream, entry);
+/// and when (now). The dead-letter stream keeps about `max_len` letters
+/// (`MAXLEN ~`, whole macro nodes): older ones go first. A letter trimmed
+/// away loses no event: every event is in the event store, and the
+/// catch-up's checkpoint moved past it, so `event-relay rebuild` applies it
+/// again once the cause is fixed.
+pub fn xadd(dlq_stream: &str, max_len: u64, entry: &Entry, error: &str, attempts: u32) -> redis::Cmd {
+    let mut cmd = xadd_original(dlq_stream, Some(max_len), entry);
     cmd.arg(field::ERROR)
         .arg(error)
         .arg(field::ATTEMPTS)
@@ -56,7 +65,7 @@ pub fn xadd(dlq_stream: &str, entry: &Entry, error: &str, attempts: u32) -> redi
 /// The `XADD` that replays a dead letter onto `stream`: its original fields
 /// only, so its attempts start again.
 pub fn replay_xadd(stream: &str, letter: &DeadLetter) -> redis::Cmd {
-    xadd_original(stream, &letter.entry)
+    xadd_original(stream, None, &letter.entry)
 }
 
 /// One dead letter, as listed.
@@ -115,7 +124,9 @@ mod tests {
                 redis::Arg::Cursor => Vec::new(),
             })
             .collect();
-        args[3..]
+        // The fields follow the id (`*`), after any MAXLEN option.
+        let id = args.iter().position(|arg| arg.as_slice() == b"*").unwrap();
+        args[id + 1..]
             .chunks(2)
             .map(|pair| (String::from_utf8(pair[0].clone()).unwrap(), pair[1].clone()))
             .collect()
@@ -136,7 +147,7 @@ mod tests {
         let dead = Entry {
             stream: "posts.events.dlq".into(),
             id: "9-0".into(),
-            fields: fields_of(&xadd("posts.events.dlq", &entry, "boom", 3)),
+            fields: fields_of(&xadd("posts.events.dlq", 10_000, &entry, "boom", 3)),
         };
         let letter = DeadLetter::from(dead);
         assert_eq!(letter.id, "9-0");
@@ -147,5 +158,12 @@ mod tests {
         assert_eq!((letter.error.as_str(), letter.attempts.as_str()), ("boom", "3"));
         assert!(chrono::DateTime::parse_from_rfc3339(&letter.failed_at).is_ok());
         assert_eq!(fields_of(&replay_xadd("posts.events", &letter)), fields);
+        let capped = xadd("posts.events.dlq", 10_000, &entry, "boom", 3);
+        let args: Vec<_> = capped.args_iter().take(5).collect();
+        assert_eq!(
+            args,
+            ["XADD", "posts.events.dlq", "MAXLEN", "~", "10000"].map(|a| redis::Arg::Simple(a.as_bytes())),
+            "the dead-letter stream is capped"
+        );
     }
 }

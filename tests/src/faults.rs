@@ -42,24 +42,61 @@ pub fn command_svc(port: u16, database_url: &str, redis_url: &str, names: &Names
 /// event-relay as a process, consumer `consumer`, health on `port`, writing
 /// the read model at `read_store_url` (`names.database` on MongoDB).
 pub fn event_relay(port: u16, redis_url: &str, read_store_url: &str, names: &Names, consumer: &str) -> ServiceProc {
-    ServiceProc::spawn(
-        "event-relay",
+    event_relay_with(port, redis_url, read_store_url, names, consumer, &[])
+}
+
+/// [`event_relay`] with its catch-up reading the event store at
+/// `command_endpoint` every [`CATCH_UP_INTERVAL_MS`], and trimming every
+/// second: what Redis loses reaches the read model within a few seconds.
+pub fn event_relay_catching_up(
+    port: u16,
+    redis_url: &str,
+    read_store_url: &str,
+    names: &Names,
+    consumer: &str,
+    command_endpoint: &str,
+) -> ServiceProc {
+    event_relay_with(
         port,
-        &[],
+        redis_url,
+        read_store_url,
+        names,
+        consumer,
         &[
-            ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{port}")),
-            ("REDIS_URL", redis_url.to_owned()),
-            ("STREAM_NAME", names.stream.clone()),
-            ("READ_STORE_URL", read_store_url.to_owned()),
-            ("READ_STORE_DATABASE", names.database.clone()),
-            ("NOTIFY_CHANNEL", names.channel.clone()),
-            ("CONSUMER_NAME", consumer.to_owned()),
-            ("RELAY_BATCH_SIZE", "50".to_owned()),
-            ("RELAY_CLAIM_IDLE_MS", "1500".to_owned()),
-            ("RELAY_BLOCK_MS", "200".to_owned()),
-            ("RELAY_RETRY_MAX_MS", "1000".to_owned()),
+            ("COMMAND_ENDPOINT", command_endpoint.to_owned()),
+            ("RELAY_CATCHUP_INTERVAL_MS", CATCH_UP_INTERVAL_MS.to_string()),
+            ("RELAY_TRIM_INTERVAL_MS", "1000".to_owned()),
         ],
     )
+}
+
+/// The catch-up interval of [`event_relay_catching_up`].
+pub const CATCH_UP_INTERVAL_MS: u64 = 1000;
+
+/// [`event_relay`] with `extra` settings (later ones win).
+pub fn event_relay_with(
+    port: u16,
+    redis_url: &str,
+    read_store_url: &str,
+    names: &Names,
+    consumer: &str,
+    extra: &[(&str, String)],
+) -> ServiceProc {
+    let mut env = vec![
+        ("RELAY_HEALTH_ADDR", format!("127.0.0.1:{port}")),
+        ("REDIS_URL", redis_url.to_owned()),
+        ("STREAM_NAME", names.stream.clone()),
+        ("READ_STORE_URL", read_store_url.to_owned()),
+        ("READ_STORE_DATABASE", names.database.clone()),
+        ("NOTIFY_CHANNEL", names.channel.clone()),
+        ("CONSUMER_NAME", consumer.to_owned()),
+        ("RELAY_BATCH_SIZE", "50".to_owned()),
+        ("RELAY_CLAIM_IDLE_MS", "1500".to_owned()),
+        ("RELAY_BLOCK_MS", "200".to_owned()),
+        ("RELAY_RETRY_MAX_MS", "1000".to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    ServiceProc::spawn("event-relay", port, &[], &env)
 }
 
 /// query-svc as a process on `port`, reading the read model at `read_store_url`.

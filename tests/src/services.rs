@@ -53,6 +53,12 @@ impl ServiceProc {
             .args(args)
             .env("LOG_FORMAT", "json")
             .env("METRICS_ADDR", "127.0.0.1:0")
+            // event-relay's catch-up reads the event store at COMMAND_ENDPOINT,
+            // by default 127.0.0.1:50051, which may be some other mesh's: a
+            // test that wants the catch-up names its own command-svc, and the
+            // rest point at nothing (the catch-up then only logs that it
+            // cannot reach it).
+            .env("COMMAND_ENDPOINT", "http://127.0.0.1:1")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap());
         for (key, value) in env {
@@ -106,8 +112,15 @@ impl ServiceProc {
 
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends signal `name` (`STOP`, `CONT`, ...) without waiting.
+    pub fn signal(&self, name: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([format!("-{name}"), child.id().to_string()])
+                .status();
         }
     }
 

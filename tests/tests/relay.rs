@@ -596,3 +596,56 @@ async fn events_redis_lost_reach_the_read_model_through_the_catch_up() {
     assert_eq!(relay.progress.lag(), 0);
     relay.stop().await.unwrap();
 }
+
+/// A read-model document that collides on the unique `post_id` index (a
+/// stray document holding the next post's id under another `_id`): the
+/// relay dead-letters the event with the reason, never acknowledges it
+/// unapplied; with the stray removed, a replay applies it and the read model
+/// equals the event store again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_post_id_collision_is_dead_lettered_with_the_reason() {
+    use postmesh_tests::ReadBackend;
+    let names = Names::on(ReadBackend::Mongo);
+    let write = WriteSide::start(&names, &redis_url()).await;
+    let relay = event_relay::startup::spawn(relay_config(&names)).await.unwrap();
+    let first = write.create("first").await;
+    assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    let client = mongodb::Client::with_uri_str(postmesh_tests::mongodb_url())
+        .await
+        .unwrap();
+    let posts = client
+        .database(&names.database)
+        .collection::<mongodb::bson::Document>("posts");
+    posts
+        .insert_one(mongodb::bson::doc! { "_id": "stray", "post_id": first + 1, "version": 1_i64 })
+        .await
+        .unwrap();
+    let victim = write.create("victim").await;
+    assert_eq!(victim, first + 1);
+    assert!(
+        wait_until(SETTLE, || async { dlq_len(&names).await == 1 }).await,
+        "the colliding event is dead-lettered"
+    );
+    let mut conn = event_relay::consumer::connect(&redis_url(), Duration::ZERO)
+        .await
+        .unwrap();
+    let letters = event_relay::dlq::list(&mut conn, &format!("{}.dlq", names.stream))
+        .await
+        .unwrap();
+    assert_eq!(letters[0].post_id, victim.to_string());
+    assert!(
+        letters[0].error.contains("conflict") && letters[0].error.contains("unique index"),
+        "the reason: {}",
+        letters[0].error
+    );
+    posts.delete_one(mongodb::bson::doc! { "_id": "stray" }).await.unwrap();
+    let config = relay_config(&names);
+    let selection = event_relay::config::Selection {
+        ids: Vec::new(),
+        all: true,
+    };
+    assert_eq!(event_relay::dlq::replay(&config.streams, &selection).await.unwrap(), 1);
+    let events = assert_converges(&write.endpoint(), &relay.store, SETTLE).await;
+    assert_eq!(events.len(), 2);
+    relay.stop().await.unwrap();
+}
