@@ -5,8 +5,8 @@
 #   1. builds release binaries (command-svc, query-svc, event-relay, postmesh-bench);
 #   2. starts MariaDB, Redis and FerretDB (scripts/servers.sh up);
 #   3. starts the three services (release) on free ports against a fresh
-#      MariaDB database, stream, consumer group, notify channel and MongoDB
-#      database of this run only;
+#      MariaDB database, stream, consumer group, notify channel and read
+#      model of this run only (a SQLite file, or a MongoDB database),
 #      plus a second command-svc on the embedded SQLite event store (a file in
 #      .run/bench/<run>/) for the SQLite figures;
 #   3b. when ../shared/peers/cqrs-es (or PM_PEER_CQRS_ES) holds the cqrs-es 0.5 +
@@ -17,9 +17,24 @@
 #   5. stops the services and drops this run's databases.
 #
 # usage: scripts/bench.sh [postmesh-bench flags, e.g. --phase-secs 5 --backlog 20000]
+#   PM_READ_STORE=sqlite or mongo: one run on that read store. Unset: both,
+#   one after the other, printed as one line {"sqlite": ..., "ferretdb_stand_in": ...}
+#   (FerretDB standing in for MongoDB; see docs/performance.md for its limits).
+#   PM_BENCH_PROFILE=debug: debug binaries, for checking the phases run.
+#   PM_BENCH_MONGO_LIST_POSTS (2000): posts seeded for ListPosts on FerretDB,
+#   which cannot list 100,000 (the SQLite run seeds --list-posts, 100000).
 # A benchmark never fails on its figures: the exit status is non-zero only
 # when something could not be built, started or measured. Never run in CI.
 set -euo pipefail
+
+if [[ -z "${PM_READ_STORE:-}" ]]; then
+    sqlite_line="$(PM_READ_STORE=sqlite "$0" "$@")"
+    mongo_line="$(PM_READ_STORE=mongo "$0" "$@")"
+    python3 -c 'import json, sys
+print(json.dumps({"sqlite": json.loads(sys.argv[1]), "ferretdb_stand_in": json.loads(sys.argv[2])}))' \
+        "$sqlite_line" "$mongo_line"
+    exit 0
+fi
 
 PM_SCRIPT=bench
 # shellcheck source=scripts/lib.sh
@@ -28,15 +43,27 @@ cd "$ROOT"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-BIN_DIR="$TARGET_DIR/release"
+# PM_BENCH_PROFILE=debug: a smoke run of the phases on debug binaries (its
+# figures mean nothing; the real run is release).
+case "${PM_BENCH_PROFILE:-release}" in
+    release) BIN_DIR="$TARGET_DIR/release" profile=(--release) ;;
+    debug) BIN_DIR="$TARGET_DIR/debug" profile=() ;;
+    *) die "PM_BENCH_PROFILE must be release or debug" ;;
+esac
 
-log "building release binaries" >&2
-cargo build --release -p command-svc -p query-svc -p event-relay -p postmesh-bench --bins >&2
+log "building ${PM_BENCH_PROFILE:-release} binaries" >&2
+cargo build "${profile[@]}" -p command-svc -p query-svc -p event-relay -p postmesh-bench --bins >&2
 "$ROOT/scripts/servers.sh" up >&2
 
 RUN="bench_$(date +%Y%m%d_%H%M%S)_$$"
 RUN_OUT="$RUN_DIR/bench/$RUN"
 mkdir -p "$RUN_OUT"
+case "$PM_READ_STORE" in
+    sqlite) READ_STORE_URL="sqlite://$RUN_OUT/read-model.db?mode=rwc" list_posts=() ;;
+    mongo) READ_STORE_URL="$TEST_MONGODB_URL" list_posts=(--list-posts "${PM_BENCH_MONGO_LIST_POSTS:-2000}") ;;
+    *) die "PM_READ_STORE must be sqlite or mongo, not '$PM_READ_STORE'" ;;
+esac
+log "read store: $PM_READ_STORE ($READ_STORE_URL)" >&2
 
 # free_port: a port nothing listens on (tried at random in the ephemeral range).
 free_port() {
@@ -101,7 +128,7 @@ start() {
     local name=$1 port=$2
     shift 2
     env "$@" LOG_FORMAT=json METRICS_ADDR="127.0.0.1:$(free_port)" \
-        REDIS_URL="$TEST_REDIS_URL" MONGODB_URL="$TEST_MONGODB_URL" \
+        REDIS_URL="$TEST_REDIS_URL" READ_STORE_URL="$READ_STORE_URL" READ_STORE_DATABASE="$MONGO_DB" \
         "$BIN_DIR/$name" >"$RUN_OUT/$name.log" 2>&1 </dev/null &
     pids+=("$!")
     eval "${name//-/_}_pid=$!"
@@ -122,18 +149,20 @@ grpc_serving() {
     fi
 }
 
+start command-svc "$COMMAND_PORT" \
+    COMMAND_LISTEN_ADDR="127.0.0.1:$COMMAND_PORT" COMMAND_DATABASE_URL="$MYSQL_BASE/$DB" STREAM_NAME="$STREAM"
 start query-svc "$QUERY_PORT" \
-    QUERY_LISTEN_ADDR="127.0.0.1:$QUERY_PORT" MONGODB_DATABASE="$MONGO_DB" NOTIFY_CHANNEL="$CHANNEL"
+    QUERY_LISTEN_ADDR="127.0.0.1:$QUERY_PORT" NOTIFY_CHANNEL="$CHANNEL"
 SQLITE_PORT="$(free_port)"
+# shellcheck disable=SC2154 # set by start via eval
+mariadb_command_pid=$command_svc_pid
 start command-svc "$SQLITE_PORT" \
     COMMAND_LISTEN_ADDR="127.0.0.1:$SQLITE_PORT" COMMAND_DATABASE_URL="sqlite://$RUN_OUT/events.db?mode=rwc" \
     STREAM_NAME="$STREAM.sqlite"
-# shellcheck disable=SC2154 # set by start via eval
 sqlite_command_pid=$command_svc_pid
-start command-svc "$COMMAND_PORT" \
-    COMMAND_LISTEN_ADDR="127.0.0.1:$COMMAND_PORT" COMMAND_DATABASE_URL="$MYSQL_BASE/$DB" STREAM_NAME="$STREAM"
+command_svc_pid=$mariadb_command_pid
 start event-relay "$RELAY_PORT" \
-    RELAY_HEALTH_ADDR="127.0.0.1:$RELAY_PORT" STREAM_NAME="$STREAM" MONGODB_DATABASE="$MONGO_DB" \
+    RELAY_HEALTH_ADDR="127.0.0.1:$RELAY_PORT" STREAM_NAME="$STREAM" \
     NOTIFY_CHANNEL="$CHANNEL" CONSUMER_NAME=bench-relay
 
 # FerretDB 1.24 (SQLite) never uses an index for a read: it indexes
@@ -142,7 +171,7 @@ start event-relay "$RELAY_PORT" \
 # this run's collections (see docs/performance.md); only possible when the
 # FerretDB is the one scripts/servers.sh runs, with its files in .run/ferretdb.
 extra=()
-if [[ "${PM_BENCH_FERRET_ID_INDEX:-1}" != 0 && -f "$RUN_DIR/ferretdb/$MONGO_DB.sqlite" ]]; then
+if [[ $PM_READ_STORE == mongo && "${PM_BENCH_FERRET_ID_INDEX:-1}" != 0 && -f "$RUN_DIR/ferretdb/$MONGO_DB.sqlite" ]]; then
     command -v sqlite3 >/dev/null || die "sqlite3 is needed for the FerretDB index workaround (or PM_BENCH_FERRET_ID_INDEX=0)"
     extra+=(--ferretdb-sqlite-dir "$RUN_DIR/ferretdb")
 fi
@@ -192,12 +221,13 @@ fi
     --sqlite-command "http://127.0.0.1:$SQLITE_PORT" \
     --sqlite-raw-database-url "sqlite://$RUN_OUT/raw-batched.db?mode=rwc" \
     --mongodb-url "$TEST_MONGODB_URL" \
+    --read-store-url "$READ_STORE_URL" \
     --scratch "bench_scratch_$RUN" \
     --read-model-database "$MONGO_DB" --drop-read-model \
     --command-pid "$command_svc_pid" \
     --query-pid "$query_svc_pid" \
     --relay-pid "$event_relay_pid" \
-    "${extra[@]}" "$@" | tee "$RUN_OUT/result.json"
+    "${extra[@]}" "${list_posts[@]}" "$@" | tee "$RUN_OUT/result.json"
 # The HTTP/JSON line: GetPost through the gateway against gRPC GetPost, same run.
 if command -v jq >/dev/null; then
     jq -r '.get_post_http | "GetPost over HTTP/JSON: \(.per_s)/s (p50 \(.p50_ms) ms) vs gRPC \(.vs_grpc.ceiling_per_s)/s: ratio \(.vs_grpc.ratio)"' \

@@ -11,6 +11,7 @@ mod ceilings;
 mod cpu;
 mod drain;
 mod phases;
+mod readstore;
 mod stats;
 mod workload;
 
@@ -55,6 +56,21 @@ struct Args {
     /// The read model's MongoDB database (for the point-read diagnostics).
     #[arg(long, default_value = "posts")]
     read_model_database: String,
+    /// The mesh's read store (READ_STORE_URL). A `sqlite://` one gets the
+    /// SQLite figures of #18 (its raw ceiling straight through sea-orm);
+    /// unset or `mongodb://`: the MongoDB ones, at --mongodb-url.
+    #[arg(long)]
+    read_store_url: Option<String>,
+    /// Posts seeded straight into the read model before the ListPosts
+    /// phases over many posts (0 skips them).
+    #[arg(long, default_value_t = 100_000)]
+    list_posts: usize,
+    /// Target: drain events per second on SQLite.
+    #[arg(long, default_value_t = 20_000.0)]
+    target_drain_per_s: f64,
+    /// Target: ListPosts throughput / GetPost's.
+    #[arg(long, default_value_t = 0.3)]
+    target_list_vs_get: f64,
     /// Drop the read model's database when done (bench.sh's is this run's own).
     #[arg(long)]
     drop_read_model: bool,
@@ -252,18 +268,32 @@ async fn main() -> anyhow::Result<()> {
         args.content_bytes,
     )
     .await?;
-    progress("ceiling: raw MongoDB upserts");
-    let (mut upsert_seq, mut upsert_conc) = ceilings::raw_mongo(
-        &args.mongodb_url,
-        &format!("{}_mongo", args.scratch),
-        c,
-        phase,
-        args.content_bytes,
-        args.ferretdb_sqlite_dir.as_deref(),
-    )
-    .await?;
-    progress(&format!("  one at a time {}", upsert_seq.figures()));
-    progress(&format!("  {c} in flight {}", upsert_conc.figures()));
+    let read_store_url = args.read_store_url.clone().unwrap_or_else(|| args.mongodb_url.clone());
+    let sqlite = read_store_url.starts_with("sqlite:");
+    let (mut upsert_seq, mut upsert_conc, raw_sqlite) = if sqlite {
+        progress("ceiling: raw SQLite batches straight through sea-orm");
+        let dir = std::env::temp_dir().join(format!("{}_sqlite", args.scratch));
+        std::fs::create_dir_all(&dir)?;
+        let events = ceilings::backlog(1, (args.backlog as i64 / 5).max(1), 5, args.content_bytes);
+        let rate = readstore::raw_sqlite(&dir, &events).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        progress(&format!("  {rate:.0} events/s"));
+        (Samples::default(), Samples::default(), Some(rate))
+    } else {
+        progress("ceiling: raw MongoDB upserts");
+        let (mut seq, mut conc) = ceilings::raw_mongo(
+            &args.mongodb_url,
+            &format!("{}_mongo", args.scratch),
+            c,
+            phase,
+            args.content_bytes,
+            args.ferretdb_sqlite_dir.as_deref(),
+        )
+        .await?;
+        progress(&format!("  one at a time {}", seq.figures()));
+        progress(&format!("  {c} in flight {}", conc.figures()));
+        (seq, conc, None)
+    };
 
     // The mesh.
     let command = phases::channel(&args.command).await?;
@@ -314,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // The embedded default: command-svc on SQLite.
-    let mut sqlite = None;
+    let mut sqlite_events = None;
     if let Some(endpoint) = &args.sqlite_command {
         let channel = phases::channel(endpoint).await?;
         progress("SQLite: commands, closed loop at full speed");
@@ -336,7 +366,7 @@ async fn main() -> anyhow::Result<()> {
             None => None,
         };
         let raw_rate = raw.as_ref().map_or(0.0, Samples::rate);
-        sqlite = Some(json!({
+        sqlite_events = Some(json!({
             "commands": merge(full.figures(), json!({
                 "target_per_s": args.target_sqlite_per_s,
                 "met": full.rate() >= args.target_sqlite_per_s,
@@ -437,10 +467,35 @@ async fn main() -> anyhow::Result<()> {
         drained.events,
         drained.elapsed.as_secs_f64()
     ));
-    progress("read-model point reads by _id and by post_id (diagnostic)");
-    let sample_ids: Vec<i64> = ids.iter().take(200).copied().collect();
-    let (mut read_by_id, mut read_by_post_id, posts_after_drain) =
-        ceilings::point_reads(&args.mongodb_url, &args.read_model_database, &sample_ids, 200).await?;
+    let (mut read_by_id, mut read_by_post_id, posts_after_drain) = if sqlite {
+        (Samples::default(), Samples::default(), 0)
+    } else {
+        progress("read-model point reads by _id and by post_id (diagnostic)");
+        let sample_ids: Vec<i64> = ids.iter().take(200).copied().collect();
+        ceilings::point_reads(&args.mongodb_url, &args.read_model_database, &sample_ids, 200).await?
+    };
+
+    let mut many = Value::Null;
+    if args.list_posts > 0 {
+        progress(&format!(
+            "seeding {} posts straight into the read model",
+            args.list_posts
+        ));
+        let store = postmesh_read_model::ReadStore::connect(&read_store_url, &args.read_model_database).await?;
+        let seeded = readstore::seed(&store, readstore::seed_first_id(), args.list_posts, 200).await?;
+        progress(&format!("  seeded in {:.1} s", seeded.as_secs_f64()));
+        progress(&format!("ListPosts over {}+ posts", args.list_posts));
+        let list_phase = (phase / 2).max(Duration::from_secs(1));
+        let (phases, list_rate) = readstore::list_phases(query.clone(), c, list_phase).await;
+        many = merge(
+            phases,
+            json!({
+                "posts": args.list_posts,
+                "seed_seconds": round(seeded.as_secs_f64()),
+                "vs_get_post": against(list_rate, "GetPost, same run", get.rate(), args.target_list_vs_get),
+            }),
+        );
+    }
 
     let mut rss_json = serde_json::Map::new();
     let mut rss_met = true;
@@ -478,7 +533,7 @@ async fn main() -> anyhow::Result<()> {
             "cpu_ms_per_command_all_processes": cpu_ms_per_command(&cmd_cpu, "total", cmd.rate()),
             "one_in_flight": lone.figures(),
         })),
-        "sqlite": sqlite,
+        "sqlite_event_store": sqlite_events,
         "peer_cqrs_es": peer,
         "projection_lag": merge(figures(&mut lag.lag), json!({
             "command_rate_per_s": round(lag.commands.rate()),
@@ -497,8 +552,12 @@ async fn main() -> anyhow::Result<()> {
             "seconds": round(drained.elapsed.as_secs_f64()),
             "per_s": round(drained.rate()),
             "relay_paused_while_filling": drained.relay_paused,
-            "vs_raw_upsert": against(drained.rate(), "raw MongoDB upsert by _id (best of 1 and N in flight)", upsert_ceiling, args.target_relay),
-            "vs_raw_upsert_one_in_flight": against(drained.rate(), "raw MongoDB upsert by _id, one at a time", upsert_seq.rate(), args.target_relay),
+            "read_store": if sqlite { "sqlite" } else { "mongodb (FerretDB here: the compatibility stand-in)" },
+            "target_per_s": if sqlite { json!(args.target_drain_per_s) } else { Value::Null },
+            "met_per_s": sqlite.then(|| drained.rate() >= args.target_drain_per_s),
+            "vs_raw_sqlite": raw_sqlite.map(|raw| against(drained.rate(), "raw SQLite: the same batched inserts and upserts straight through sea-orm, 256 events a transaction", raw, args.target_relay)),
+            "vs_raw_upsert": (!sqlite).then(|| against(drained.rate(), "raw MongoDB upsert by _id (best of 1 and N in flight)", upsert_ceiling, args.target_relay)),
+            "vs_raw_upsert_one_in_flight": (!sqlite).then(|| against(drained.rate(), "raw MongoDB upsert by _id, one at a time", upsert_seq.rate(), args.target_relay)),
             "vs_raw_xreadgroup": against(drained.rate(), "raw Redis XREADGROUP+XACK, batches of 256", xread, 1.0),
             "cpu_cores": drain_cpu,
         },
@@ -512,8 +571,10 @@ async fn main() -> anyhow::Result<()> {
         })),
         "list_posts": merge(figures(&mut list), json!({
             "vs_echo": against(list.rate(), "bare tonic Health/Check", echo.rate(), args.target_get),
+            "vs_get_post": against(list.rate(), "GetPost, same run", get.rate(), args.target_list_vs_get),
             "cpu_cores": list_cpu,
         })),
+        "list_posts_many": many,
         "peak_rss_mib": merge(Value::Object(rss_json), json!({
             "target_mib": args.target_rss_mib,
             "met": rss_met,
@@ -535,13 +596,14 @@ async fn main() -> anyhow::Result<()> {
             "raw_db_tx": merge(figures(&mut raw_db), json!({ "cpu_cores": raw_db_cpu })),
             "raw_redis_xadd_per_s": round(xadd),
             "raw_redis_xreadgroup_per_s": round(xread),
-            "raw_upsert_one_in_flight": figures(&mut upsert_seq),
-            "raw_upsert_concurrent": figures(&mut upsert_conc),
+            "raw_upsert_one_in_flight": (!sqlite).then(|| figures(&mut upsert_seq)),
+            "raw_upsert_concurrent": (!sqlite).then(|| figures(&mut upsert_conc)),
+            "raw_sqlite_events_per_s": raw_sqlite.map(round),
             "echo_rpc": merge(figures(&mut echo), json!({ "cpu_cores": echo_cpu })),
         },
     });
     println!("{report}");
-    if args.drop_read_model {
+    if args.drop_read_model && !sqlite {
         if let Ok(client) = mongodb::Client::with_uri_str(&args.mongodb_url).await {
             let _ = client.database(&args.read_model_database).drop().await;
         }
