@@ -15,7 +15,8 @@
 #     go:     ferretdb
 #   --tests:  the mesh with FerretDB, plus
 #     apt:    mariadb-server (the MySQL event-store tests), curl (the HTTP suites and docs/http.md),
-#             chromium + chromium-driver (the console's browser test)
+#             chromium + chromium-driver (the console's browser test), mmdebstrap and
+#             docker.io (scripts/check-images.sh builds and runs the images)
 #     go:     buf (proto lint/breaking), jaeger (the tracing test's OTLP receiver)
 #     pip:    secantusdb (a MongoDB-compatible server: the MongoDB store suite's
 #             second server), in a virtualenv of its own ($PM_SECANTUS_VENV)
@@ -51,7 +52,7 @@ GRPCURL_VERSION=v1.9.4
 # understands the v2 buf.yaml in proto/.
 BUF_VERSION=v1.65.0
 APT_PACKAGES=(redis-server protobuf-compiler libprotobuf-dev jq)
-if [[ $MODE == tests ]]; then APT_PACKAGES+=(mariadb-server curl chromium chromium-driver python3-venv); fi
+if [[ $MODE == tests ]]; then APT_PACKAGES+=(mariadb-server curl chromium chromium-driver python3-venv mmdebstrap docker.io); fi
 SECANTUS_VERSION=0.7.0b3
 
 # Whatever was created only for this run is removed however the script ends.

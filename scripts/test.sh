@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: dependencies, servers, a build of the binaries the
 # end-to-end tests spawn, the whole cargo test suite, buf lint/format on the
-# protos, the OpenAPI drift check, and the deploy checks when present. Prints
+# protos, the OpenAPI drift check, the deploy checks, and the images and the
+# compose file built and run with a Docker engine of its own. Prints
 # a summary; exits non-zero if anything failed.
 #
 # usage: scripts/test.sh [extra args for cargo test, e.g. -- --nocapture]
@@ -74,5 +75,8 @@ if [[ -x "$ROOT/scripts/check-deploy.sh" ]]; then
 else
     results+=("$(printf 'skipped %-28s (scripts/check-deploy.sh not present)' check-deploy)")
 fi
+# The images from deploy/Dockerfile and the compose file, run for real with a
+# Docker engine of its own (local base images; minutes cold, cached in .run/).
+step "images + compose (docker)" "$ROOT/scripts/check-images.sh" || true
 
 ((failures == 0))

@@ -610,3 +610,109 @@ pub fn ferretdb_id_index(sqlite_dir: &str, database: &str) -> anyhow::Result<Vec
     }
     Ok(tables)
 }
+
+// ------------------------------------------------------------ batched store
+
+/// The group committer's own statements without it, gRPC or the domain's
+/// queue: batches of `batch` commands of the mix, decided up front, appended
+/// through command-svc's store writer one transaction per batch, back to
+/// back (heads locked and read, the counter, one multi-row statement per
+/// table, COMMIT). What group commit could do at most with `batch` commands
+/// in flight on this database; each command's latency is its batch's.
+pub async fn raw_batched(url: &str, batch: usize, duration: Duration, mix: Mix, content_bytes: usize) -> Samples {
+    use command_svc::{
+        domain,
+        store::{EventMeta, EventStore, ToAppend},
+    };
+    let mut samples = Samples::default();
+    let Ok(store) = EventStore::connect(url, 2, Duration::from_secs(5)).await else {
+        return samples;
+    };
+    if store.migrate().await.is_err() {
+        return samples;
+    }
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut owned = Owned::default();
+    let mut states = std::collections::HashMap::new();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut seq = 0;
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let mut ops = Vec::with_capacity(batch);
+        let mut appends = Vec::with_capacity(batch);
+        let mut touched = Vec::new();
+        for _ in 0..batch {
+            seq += 1;
+            let mut op = owned.next(mix, &mut rng);
+            // One command per post per batch, so each decision stands alone.
+            if let Op::Update(i) | Op::Delete(i) = op {
+                if touched.contains(&owned.posts[i].0) {
+                    op = Op::Create;
+                }
+            }
+            let command = match op {
+                Op::Create => domain::validate_create(title(0, seq), content(content_bytes, seq), "bench".into()),
+                Op::Update(i) => domain::validate_update(
+                    owned.posts[i].0,
+                    owned.posts[i].1,
+                    Some(title(0, seq)),
+                    Some(content(content_bytes, seq)),
+                    None,
+                ),
+                Op::Delete(i) => domain::validate_delete(owned.posts[i].0, owned.posts[i].1),
+            };
+            let Ok(command) = command else { continue };
+            let current = command.post_id().and_then(|id| states.get(&id));
+            let Ok(decision) = domain::decide(current, &command, now_us) else {
+                continue;
+            };
+            if let Some(id) = command.post_id() {
+                touched.push(id.get());
+            }
+            ops.push(op);
+            appends.push(ToAppend {
+                decision,
+                meta: EventMeta::default(),
+                idempotency: None,
+            });
+        }
+        let ids: Vec<_> = appends.iter().filter_map(|a| a.decision.post_id).collect();
+        let result = async {
+            let writer = store.writer().await.ok()?;
+            writer.heads(&ids).await.ok()?;
+            let recorded = writer.append(appends.clone()).await.ok()?;
+            writer.commit().await.ok()?;
+            Some(recorded)
+        }
+        .await;
+        let Some(recorded) = result else {
+            samples.errors += 1;
+            continue;
+        };
+        let elapsed = start.elapsed();
+        let mut answers: Vec<_> = ops
+            .into_iter()
+            .zip(appends)
+            .zip(recorded)
+            .map(|((op, append), recorded)| {
+                let post_id = recorded.appended.post_id;
+                states.insert(post_id, append.decision.state);
+                samples.push(elapsed);
+                (op, post_id.get(), recorded.appended.version)
+            })
+            .collect();
+        // Deletes last, highest index first: each removal then leaves the
+        // indices the others refer to in place.
+        answers.sort_by_key(|(op, _, _)| match op {
+            Op::Delete(index) => (1, usize::MAX - index),
+            Op::Create | Op::Update(_) => (0, 0),
+        });
+        for (op, post_id, version) in answers {
+            owned.done(op, post_id, version);
+        }
+    }
+    samples.elapsed = started.elapsed();
+    samples
+}

@@ -11,6 +11,7 @@ mod ceilings;
 mod cpu;
 mod drain;
 mod phases;
+mod readstore;
 mod stats;
 mod workload;
 
@@ -55,6 +56,21 @@ struct Args {
     /// The read model's MongoDB database (for the point-read diagnostics).
     #[arg(long, default_value = "posts")]
     read_model_database: String,
+    /// The mesh's read store (READ_STORE_URL). A `sqlite://` one gets the
+    /// SQLite figures of #18 (its raw ceiling straight through sea-orm);
+    /// unset or `mongodb://`: the MongoDB ones, at --mongodb-url.
+    #[arg(long)]
+    read_store_url: Option<String>,
+    /// Posts seeded straight into the read model before the ListPosts
+    /// phases over many posts (0 skips them).
+    #[arg(long, default_value_t = 100_000)]
+    list_posts: usize,
+    /// Target: drain events per second on SQLite.
+    #[arg(long, default_value_t = 20_000.0)]
+    target_drain_per_s: f64,
+    /// Target: ListPosts throughput / GetPost's.
+    #[arg(long, default_value_t = 0.3)]
+    target_list_vs_get: f64,
     /// Drop the read model's database when done (bench.sh's is this run's own).
     #[arg(long)]
     drop_read_model: bool,
@@ -79,6 +95,27 @@ struct Args {
     /// event-relay's pid, for its peak RSS and to pause it while the backlog is built.
     #[arg(long)]
     relay_pid: Option<u32>,
+    /// A command-svc on the embedded SQLite event store (its commands phases
+    /// run after MariaDB's); bench.sh starts one.
+    #[arg(long)]
+    sqlite_command: Option<String>,
+    /// A fresh SQLite file beside that command-svc's, for the raw ceiling of
+    /// the group committer's batched statements.
+    #[arg(long)]
+    sqlite_raw_database_url: Option<String>,
+    /// The JSON line of the cqrs-es + mysql-es peer (../shared/peers/cqrs-es),
+    /// run by bench.sh on the same MariaDB just before this.
+    #[arg(long)]
+    peer_json: Option<String>,
+    /// Target: SQLite commands per second at the bench's concurrency.
+    #[arg(long, default_value_t = 10_000.0)]
+    target_sqlite_per_s: f64,
+    /// Target: SQLite commands / the raw batched statements on SQLite.
+    #[arg(long, default_value_t = 0.7)]
+    target_sqlite_raw: f64,
+    /// Target: MariaDB commands / the cqrs-es peer.
+    #[arg(long, default_value_t = 2.0)]
+    target_peer: f64,
     /// Requests in flight in closed-loop phases.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -97,8 +134,8 @@ struct Args {
     /// Entries for the raw XADD / XREADGROUP ceilings.
     #[arg(long, default_value_t = 100_000)]
     redis_entries: usize,
-    /// Target: command throughput / raw database ceiling.
-    #[arg(long, default_value_t = 0.7)]
+    /// Target: command throughput / raw one-transaction-per-command ceiling.
+    #[arg(long, default_value_t = 1.0)]
     target_commands: f64,
     /// Target: projection lag p99 at half the maximum command rate (ms).
     #[arg(long, default_value_t = 50.0)]
@@ -109,6 +146,9 @@ struct Args {
     /// Target: GetPost / bare echo rpc.
     #[arg(long, default_value_t = 0.5)]
     target_get: f64,
+    /// Target: GetPost over HTTP/JSON / GetPost over gRPC.
+    #[arg(long, default_value_t = 0.5)]
+    target_get_http: f64,
     /// Target: peak RSS of each service (MiB).
     #[arg(long, default_value_t = 64.0)]
     target_rss_mib: f64,
@@ -158,6 +198,13 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(round(kib / 1024.0))
+}
+
+/// CPU milliseconds `process` spent per command, from a phase's `cpu_cores`
+/// (cores busy on average, by process) and its command rate.
+fn cpu_ms_per_command(cores: &Value, process: &str, rate: f64) -> Option<f64> {
+    let busy = cores.get(process)?.as_f64()?;
+    (rate > 0.0).then(|| round(busy / rate * 1000.0 * 1000.0) / 1000.0)
 }
 
 fn merge(mut base: Value, extra: Value) -> Value {
@@ -221,18 +268,32 @@ async fn main() -> anyhow::Result<()> {
         args.content_bytes,
     )
     .await?;
-    progress("ceiling: raw MongoDB upserts");
-    let (mut upsert_seq, mut upsert_conc) = ceilings::raw_mongo(
-        &args.mongodb_url,
-        &format!("{}_mongo", args.scratch),
-        c,
-        phase,
-        args.content_bytes,
-        args.ferretdb_sqlite_dir.as_deref(),
-    )
-    .await?;
-    progress(&format!("  one at a time {}", upsert_seq.figures()));
-    progress(&format!("  {c} in flight {}", upsert_conc.figures()));
+    let read_store_url = args.read_store_url.clone().unwrap_or_else(|| args.mongodb_url.clone());
+    let sqlite = read_store_url.starts_with("sqlite:");
+    let (mut upsert_seq, mut upsert_conc, raw_sqlite) = if sqlite {
+        progress("ceiling: raw SQLite batches straight through sea-orm");
+        let dir = std::env::temp_dir().join(format!("{}_sqlite", args.scratch));
+        std::fs::create_dir_all(&dir)?;
+        let events = ceilings::backlog(1, (args.backlog as i64 / 5).max(1), 5, args.content_bytes);
+        let rate = readstore::raw_sqlite(&dir, &events).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        progress(&format!("  {rate:.0} events/s"));
+        (Samples::default(), Samples::default(), Some(rate))
+    } else {
+        progress("ceiling: raw MongoDB upserts");
+        let (mut seq, mut conc) = ceilings::raw_mongo(
+            &args.mongodb_url,
+            &format!("{}_mongo", args.scratch),
+            c,
+            phase,
+            args.content_bytes,
+            args.ferretdb_sqlite_dir.as_deref(),
+        )
+        .await?;
+        progress(&format!("  one at a time {}", seq.figures()));
+        progress(&format!("  {c} in flight {}", conc.figures()));
+        (seq, conc, None)
+    };
 
     // The mesh.
     let command = phases::channel(&args.command).await?;
@@ -270,6 +331,64 @@ async fn main() -> anyhow::Result<()> {
             paused_cmd = Some(samples);
         }
     }
+    progress("commands: one in flight (a lone command's latency)");
+    let (mut lone, _) = phases::commands(command.clone(), 1, phase, args.mix, args.content_bytes).await;
+    progress(&format!("  {}", lone.figures()));
+    progress("ceiling: the group committer's batched statements on MariaDB, no gRPC (diagnostic)");
+    let mut raw_batched_db = match &args.direct_database_url {
+        Some(url) => Some(ceilings::raw_batched(url, c, phase, args.mix, args.content_bytes).await),
+        None => None,
+    };
+    if let Some(samples) = raw_batched_db.as_mut() {
+        progress(&format!("  {}", samples.figures()));
+    }
+
+    // The embedded default: command-svc on SQLite.
+    let mut sqlite_events = None;
+    if let Some(endpoint) = &args.sqlite_command {
+        let channel = phases::channel(endpoint).await?;
+        progress("SQLite: commands, closed loop at full speed");
+        let _ = phases::commands(channel.clone(), c, Duration::from_secs(1), args.mix, args.content_bytes).await;
+        let at = cpu.snapshot();
+        let (mut full, _) = phases::commands(channel.clone(), c, phase, args.mix, args.content_bytes).await;
+        let full_cpu = cpu.cores_since(&at);
+        progress(&format!("  {}", full.figures()));
+        progress("SQLite: one in flight");
+        let (mut one, _) = phases::commands(channel, 1, phase, args.mix, args.content_bytes).await;
+        progress(&format!("  {}", one.figures()));
+        let mut raw = match &args.sqlite_raw_database_url {
+            Some(url) => {
+                progress("SQLite ceiling: the same batched statements, no gRPC");
+                let mut raw = ceilings::raw_batched(url, c, phase, args.mix, args.content_bytes).await;
+                progress(&format!("  {}", raw.figures()));
+                Some(raw)
+            }
+            None => None,
+        };
+        let raw_rate = raw.as_ref().map_or(0.0, Samples::rate);
+        sqlite_events = Some(json!({
+            "commands": merge(full.figures(), json!({
+                "target_per_s": args.target_sqlite_per_s,
+                "met": full.rate() >= args.target_sqlite_per_s,
+                "vs_raw_batched": against(full.rate(), "the group committer's batched statements on SQLite, back to back", raw_rate, args.target_sqlite_raw),
+                "cpu_cores": full_cpu,
+                "cpu_ms_per_command": cpu_ms_per_command(&full_cpu, "command-svc-sqlite", full.rate()),
+                "cpu_ms_per_command_all_processes": cpu_ms_per_command(&full_cpu, "total", full.rate()),
+            })),
+            "one_in_flight": one.figures(),
+            "raw_batched": raw.as_mut().map(Samples::figures),
+        }));
+    }
+    let peer: Option<Value> = args
+        .peer_json
+        .as_deref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| text.lines().rev().find_map(|line| serde_json::from_str(line).ok()));
+    let peer_rate = peer
+        .as_ref()
+        .and_then(|p| p.get("commands_per_s"))
+        .and_then(Value::as_f64);
+
     progress("waiting for the relay to catch up");
     let catch_up = drain::wait_idle(&args.redis_url, &args.stream, &args.group, Duration::from_secs(1800)).await?;
     progress(&format!("  caught up after {:.1} s", catch_up.as_secs_f64()));
@@ -317,6 +436,13 @@ async fn main() -> anyhow::Result<()> {
     let mut get = phases::get_post(query.clone(), ids.clone(), c, phase).await;
     let get_cpu = cpu.cores_since(&at);
     progress(&format!("  {}", get.figures()));
+    // The same reads over HTTP/JSON right after, on the same port: the
+    // ratio is what the JSON mapping (and HTTP/1.1) costs.
+    progress("GetPost over HTTP/JSON");
+    let at = cpu.snapshot();
+    let mut get_http = phases::get_post_http(&args.query, ids.clone(), c, phase).await;
+    let get_http_cpu = cpu.cores_since(&at);
+    progress(&format!("  {}", get_http.figures()));
     progress("ListPosts");
     let at = cpu.snapshot();
     let mut list = phases::list_posts(query.clone(), c, phase).await;
@@ -341,10 +467,35 @@ async fn main() -> anyhow::Result<()> {
         drained.events,
         drained.elapsed.as_secs_f64()
     ));
-    progress("read-model point reads by _id and by post_id (diagnostic)");
-    let sample_ids: Vec<i64> = ids.iter().take(200).copied().collect();
-    let (mut read_by_id, mut read_by_post_id, posts_after_drain) =
-        ceilings::point_reads(&args.mongodb_url, &args.read_model_database, &sample_ids, 200).await?;
+    let (mut read_by_id, mut read_by_post_id, posts_after_drain) = if sqlite {
+        (Samples::default(), Samples::default(), 0)
+    } else {
+        progress("read-model point reads by _id and by post_id (diagnostic)");
+        let sample_ids: Vec<i64> = ids.iter().take(200).copied().collect();
+        ceilings::point_reads(&args.mongodb_url, &args.read_model_database, &sample_ids, 200).await?
+    };
+
+    let mut many = Value::Null;
+    if args.list_posts > 0 {
+        progress(&format!(
+            "seeding {} posts straight into the read model",
+            args.list_posts
+        ));
+        let store = postmesh_read_model::ReadStore::connect(&read_store_url, &args.read_model_database).await?;
+        let seeded = readstore::seed(&store, readstore::seed_first_id(), args.list_posts, 200).await?;
+        progress(&format!("  seeded in {:.1} s", seeded.as_secs_f64()));
+        progress(&format!("ListPosts over {}+ posts", args.list_posts));
+        let list_phase = (phase / 2).max(Duration::from_secs(1));
+        let (phases, list_rate) = readstore::list_phases(query.clone(), c, list_phase).await;
+        many = merge(
+            phases,
+            json!({
+                "posts": args.list_posts,
+                "seed_seconds": round(seeded.as_secs_f64()),
+                "vs_get_post": against(list_rate, "GetPost, same run", get.rate(), args.target_list_vs_get),
+            }),
+        );
+    }
 
     let mut rss_json = serde_json::Map::new();
     let mut rss_met = true;
@@ -376,8 +527,14 @@ async fn main() -> anyhow::Result<()> {
         "commands": merge(figures(&mut cmd), json!({
             "vs_raw_db": against(cmd.rate(), "raw MariaDB transaction (same statements, same mix)", raw_db.rate(), args.target_commands),
             "vs_raw_xadd": against(cmd.rate(), "raw Redis XADD, pipelines of 500", xadd, 1.0),
+            "vs_peer_cqrs_es": peer_rate.map(|rate| against(cmd.rate(), "cqrs-es 0.5 + mysql-es, same MariaDB, in process", rate, args.target_peer)),
             "cpu_cores": cmd_cpu,
+            "cpu_ms_per_command": cpu_ms_per_command(&cmd_cpu, "command-svc", cmd.rate()),
+            "cpu_ms_per_command_all_processes": cpu_ms_per_command(&cmd_cpu, "total", cmd.rate()),
+            "one_in_flight": lone.figures(),
         })),
+        "sqlite_event_store": sqlite_events,
+        "peer_cqrs_es": peer,
         "projection_lag": merge(figures(&mut lag.lag), json!({
             "command_rate_per_s": round(lag.commands.rate()),
             "target_rate_per_s": round(max_rate / 2.0),
@@ -395,8 +552,12 @@ async fn main() -> anyhow::Result<()> {
             "seconds": round(drained.elapsed.as_secs_f64()),
             "per_s": round(drained.rate()),
             "relay_paused_while_filling": drained.relay_paused,
-            "vs_raw_upsert": against(drained.rate(), "raw MongoDB upsert by _id (best of 1 and N in flight)", upsert_ceiling, args.target_relay),
-            "vs_raw_upsert_one_in_flight": against(drained.rate(), "raw MongoDB upsert by _id, one at a time", upsert_seq.rate(), args.target_relay),
+            "read_store": if sqlite { "sqlite" } else { "mongodb (FerretDB here: the compatibility stand-in)" },
+            "target_per_s": if sqlite { json!(args.target_drain_per_s) } else { Value::Null },
+            "met_per_s": sqlite.then(|| drained.rate() >= args.target_drain_per_s),
+            "vs_raw_sqlite": raw_sqlite.map(|raw| against(drained.rate(), "raw SQLite: the same batched inserts and upserts straight through sea-orm, 256 events a transaction", raw, args.target_relay)),
+            "vs_raw_upsert": (!sqlite).then(|| against(drained.rate(), "raw MongoDB upsert by _id (best of 1 and N in flight)", upsert_ceiling, args.target_relay)),
+            "vs_raw_upsert_one_in_flight": (!sqlite).then(|| against(drained.rate(), "raw MongoDB upsert by _id, one at a time", upsert_seq.rate(), args.target_relay)),
             "vs_raw_xreadgroup": against(drained.rate(), "raw Redis XREADGROUP+XACK, batches of 256", xread, 1.0),
             "cpu_cores": drain_cpu,
         },
@@ -404,16 +565,23 @@ async fn main() -> anyhow::Result<()> {
             "vs_echo": against(get.rate(), "bare tonic Health/Check", echo.rate(), args.target_get),
             "cpu_cores": get_cpu,
         })),
+        "get_post_http": merge(figures(&mut get_http), json!({
+            "vs_grpc": against(get_http.rate(), "gRPC GetPost, same run", get.rate(), args.target_get_http),
+            "cpu_cores": get_http_cpu,
+        })),
         "list_posts": merge(figures(&mut list), json!({
             "vs_echo": against(list.rate(), "bare tonic Health/Check", echo.rate(), args.target_get),
+            "vs_get_post": against(list.rate(), "GetPost, same run", get.rate(), args.target_list_vs_get),
             "cpu_cores": list_cpu,
         })),
+        "list_posts_many": many,
         "peak_rss_mib": merge(Value::Object(rss_json), json!({
             "target_mib": args.target_rss_mib,
             "met": rss_met,
         })),
         "diagnostics": {
             "store_without_grpc": direct.as_mut().map(figures),
+            "raw_batched_mariadb": raw_batched_db.as_mut().map(figures),
             "commands_with_relay_paused": paused_cmd.as_mut().map(figures),
             "commands_with_relay_paused_cpu_cores": paused_cpu,
             "projection_lag_at_low_rate": merge(figures(&mut low_lag.lag), json!({
@@ -428,13 +596,14 @@ async fn main() -> anyhow::Result<()> {
             "raw_db_tx": merge(figures(&mut raw_db), json!({ "cpu_cores": raw_db_cpu })),
             "raw_redis_xadd_per_s": round(xadd),
             "raw_redis_xreadgroup_per_s": round(xread),
-            "raw_upsert_one_in_flight": figures(&mut upsert_seq),
-            "raw_upsert_concurrent": figures(&mut upsert_conc),
+            "raw_upsert_one_in_flight": (!sqlite).then(|| figures(&mut upsert_seq)),
+            "raw_upsert_concurrent": (!sqlite).then(|| figures(&mut upsert_conc)),
+            "raw_sqlite_events_per_s": raw_sqlite.map(round),
             "echo_rpc": merge(figures(&mut echo), json!({ "cpu_cores": echo_cpu })),
         },
     });
     println!("{report}");
-    if args.drop_read_model {
+    if args.drop_read_model && !sqlite {
         if let Ok(client) = mongodb::Client::with_uri_str(&args.mongodb_url).await {
             let _ = client.database(&args.read_model_database).drop().await;
         }

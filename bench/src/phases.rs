@@ -305,3 +305,66 @@ pub async fn list_posts(channel: Channel, concurrency: usize, duration: Duration
     })
     .await
 }
+
+/// GetPost over HTTP/JSON (`GET /post/{id}` on query-svc's port, the
+/// gateway transcoding into the same gRPC stack): the same ids and
+/// concurrency as [`get_post`], one HTTP/1.1 keep-alive connection per
+/// worker, each answer parsed as JSON as a client would.
+pub async fn get_post_http(endpoint: &str, ids: Arc<Vec<i64>>, concurrency: usize, duration: Duration) -> Samples {
+    let authority = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    closed_loop(concurrency, duration, |n, deadline| {
+        let ids = ids.clone();
+        let authority = authority.clone();
+        async move {
+            let mut rng = StdRng::seed_from_u64(500 + n as u64);
+            let mut samples = Samples::default();
+            let mut sender = None;
+            while Instant::now() < deadline && !ids.is_empty() {
+                if sender.is_none() {
+                    sender = http_connect(&authority).await;
+                    if sender.is_none() {
+                        samples.errors += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+                let Some(client) = sender.as_mut() else { continue };
+                let post_id = ids[rng.random_range(0..ids.len())];
+                let request = http::Request::get(format!("/post/{post_id}?include_deleted=true"))
+                    .header(http::header::HOST, authority.as_str())
+                    .body(http_body_util::Empty::<bytes::Bytes>::new());
+                let Ok(request) = request else { continue };
+                let start = Instant::now();
+                let answer = async {
+                    let response = client.send_request(request).await.ok()?;
+                    let ok = response.status().is_success();
+                    let body = http_body_util::BodyExt::collect(response.into_body()).await.ok()?;
+                    let json: serde_json::Value = serde_json::from_slice(&body.to_bytes()).ok()?;
+                    (ok && json.get("post").is_some()).then_some(())
+                }
+                .await;
+                match answer {
+                    Some(()) => samples.push(start.elapsed()),
+                    None => {
+                        samples.errors += 1;
+                        sender = None;
+                    }
+                }
+            }
+            samples
+        }
+    })
+    .await
+}
+
+type HttpSender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+async fn http_connect(authority: &str) -> Option<HttpSender> {
+    let stream = tokio::net::TcpStream::connect(authority).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    Some(sender)
+}
