@@ -182,7 +182,7 @@ dockerd_up() {
         --exec-root "$DOCKER_EXEC" --pidfile "$DOCKER_STATE/dockerd.self.pid" \
         --bridge none --iptables=false --ip-masq=false --ip-forward=false \
         --storage-driver overlay2 --log-level warn
-    wait_ready dockerd "$LOG_DIR/dockerd.log" "$DOCKER_PID" dockerd docker version
+    wait_ready dockerd "$LOG_DIR/dockerd.log" "$DOCKER_PID" docker version
 }
 dockerd_down() {
     [[ -z "$KEEP" ]] || return 0

@@ -41,6 +41,16 @@ pid_running() {
     printf '%s\n' "$pid"
 }
 
+# pid_alive PIDFILE: the process of PIDFILE exists and is not a zombie.
+pid_alive() {
+    local pid state
+    [[ -s "$1" ]] || return 1
+    read -r pid <"$1" || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    state="$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null || true)"
+    [[ "$state" != "Z" && -n "$state" ]]
+}
+
 # stop_pidfile NAME PIDFILE PATTERN [TIMEOUT]: SIGTERM the process, wait for
 # it to exit (polling), SIGKILL it after TIMEOUT seconds, remove the pidfile.
 stop_pidfile() {
@@ -74,15 +84,17 @@ spawn() {
     printf '%s\n' "$!" >"$pidfile"
 }
 
-# wait_ready NAME LOGFILE PIDFILE PATTERN CHECK...: poll CHECK until it
+# wait_ready NAME LOGFILE PIDFILE CHECK...: poll CHECK until it
 # succeeds; fail early if the process died, or after PM_READY_TIMEOUT seconds,
 # pointing at the log. PIDFILE may be empty for a process we cannot track.
 wait_ready() {
-    local name=$1 logfile=$2 pidfile=$3 pattern=$4 deadline
-    shift 4
+    local name=$1 logfile=$2 pidfile=$3 deadline
+    shift 3
     deadline=$((SECONDS + PM_READY_TIMEOUT))
     until "$@" >/dev/null 2>&1; do
-        if [[ -n "$pidfile" ]] && ! pid_running "$pidfile" "$pattern" >/dev/null; then
+        # Alive, not "ours by name": just after spawn the child may not have
+        # exec'd yet, and its command line is still this script's.
+        if [[ -n "$pidfile" ]] && ! pid_alive "$pidfile"; then
             show_log_tail "$logfile"
             die "$name exited before it became ready; see $logfile"
         fi

@@ -132,7 +132,7 @@ EOF
         spawn "$MYSQL_LOG" "$MYSQL_PID" "$server" --defaults-file="$MYSQL_CNF"
         printf '%s\n' "$PM_MYSQL_PORT" >"$RUN_DIR/mariadb.port"
     fi
-    wait_ready mariadb "$MYSQL_LOG" "$MYSQL_PID" mariadbd mysql_answers
+    wait_ready mariadb "$MYSQL_LOG" "$MYSQL_PID" mysql_answers
 
     # Idempotent; runs on every start so a wiped grant table heals itself.
     # ALL ON *.* because each test creates its own database.
@@ -165,7 +165,7 @@ redis_up() {
         printf '%s\n' "$PM_REDIS_PORT" >"$RUN_DIR/redis.port"
     fi
     # The daemon writes its pidfile a moment after forking: poll for both.
-    wait_ready redis "$REDIS_LOG" "" "" redis_answers
+    wait_ready redis "$REDIS_LOG" "" redis_answers
 }
 
 # --------------------------------------------------------------- ferretdb
@@ -187,7 +187,7 @@ ferret_up() {
             --state-dir="$FERRET_STATE" --telemetry=disable
         printf '%s\n' "$PM_MONGO_PORT" >"$RUN_DIR/ferretdb.port"
     fi
-    wait_ready ferretdb "$FERRET_LOG" "$FERRET_PID" ferretdb ferret_answers
+    wait_ready ferretdb "$FERRET_LOG" "$FERRET_PID" ferret_answers
 }
 
 # --------------------------------------------------------------- secantus
@@ -206,7 +206,7 @@ secantus_up() {
             --host 127.0.0.1 --port "$PM_SECANTUS_PORT" --storage-path "$SECANTUS_DIR" --log-level WARNING
         printf '%s\n' "$PM_SECANTUS_PORT" >"$RUN_DIR/secantus.port"
     fi
-    wait_ready secantus "$SECANTUS_LOG" "$SECANTUS_PID" secantusd-py secantus_answers
+    wait_ready secantus "$SECANTUS_LOG" "$SECANTUS_PID" secantus_answers
 }
 
 # --------------------------------------------------------------- commands

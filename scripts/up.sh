@@ -145,7 +145,7 @@ step_end
 step_begin "wait until each answers SERVING on gRPC health"
 for entry in "${started[@]}"; do
     read -r name port <<<"$entry"
-    if (wait_ready "$name" "$LOG_DIR/$name.log" "$RUN_DIR/$name.pid" "$name" grpc_serving "$port"); then
+    if (wait_ready "$name" "$LOG_DIR/$name.log" "$RUN_DIR/$name.pid" grpc_serving "$port"); then
         log "$name: SERVING on 127.0.0.1:$port"
     else
         failed+=("$name")
