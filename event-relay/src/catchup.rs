@@ -22,7 +22,11 @@
 //! the read model within about two intervals plus the time to apply it
 //! (default interval 5 s), with no operator action. An event the store
 //! rejects is dead-lettered with its reason, as from the stream, and the
-//! checkpoint moves past it: the dead-letter stream is its record.
+//! checkpoint moves past it: the dead-letter stream is its record. Nothing
+//! keeps the two paths from both doing so: an event the stream
+//! dead-lettered is missing from the model, so the catch-up reads it and
+//! dead-letters it again (entry id `log-<position>`); replaying both is
+//! idempotent (docs/catch-up.md, "Dead letters").
 //!
 //! The lease is an economy: replicas without it only read the head and the
 //! checkpoint, for their metric. Two holders at once (an expired lease, a
