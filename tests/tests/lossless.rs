@@ -171,23 +171,48 @@ async fn a_stream_trimmed_to_a_few_entries_mid_load_loses_nothing() {
     .await;
 }
 
-/// `event-relay rebuild` while writers run against MariaDB, with 2 ms of
-/// latency injected between command-svc and MariaDB so that transactions
-/// overlap and commit out of the order they began in: the rebuild reads to
-/// the log's complete_through, swaps in (FerretDB: two renames, with the live
-/// relay writing), and the catch-up fills the rest. Nothing is lost, the
+/// The load runs at least this long before the rebuild begins...
+const LOAD_BEFORE_REBUILD: Duration = Duration::from_secs(5);
+/// ...and at least this long after it ended.
+const LOAD_AFTER_REBUILD: Duration = Duration::from_secs(8);
+
+/// What a rebuild scenario runs on.
+#[derive(Clone, Copy, Debug)]
+struct RebuildOn {
+    /// The event store command-svc writes.
+    events: Backend,
+    /// The read model the relay fills and the rebuild swaps.
+    read: ReadBackend,
+    /// 2 ms of latency between command-svc and MariaDB (a TCP proxy; the
+    /// SQLite event store has no TCP, so none there).
+    latency: bool,
+}
+
+/// `event-relay rebuild` while writers run: with latency injected between
+/// command-svc and MariaDB, transactions overlap and commit out of the order
+/// they began in. The rebuild reads to the log's complete_through, swaps in
+/// (FerretDB: two renames, with the live relay writing; SQLite: one
+/// transaction), and the catch-up fills the rest. Nothing is lost, the
 /// history is complete, and the read model was never near-empty.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebuild_under_load_on_mariadb_with_latency_loses_nothing() {
+async fn rebuild_under_load_loses_nothing(name: &str, on: RebuildOn) {
     let _serial = serial().await;
-    // FerretDB: the store whose swap has a gap a live writer can fall into.
-    let names = Names::on(ReadBackend::Mongo);
-    let db = TestDatabase::create(Backend::Mysql).await;
-    let proxy = postmesh_tests::proxy::TcpProxy::start(&mariadb_addr(&db.url)).await;
-    let proxied = db.url.replacen(&mariadb_addr(&db.url), &proxy.addr.to_string(), 1);
+    let names = Names::on(on.read);
+    let db = TestDatabase::create(on.events).await;
+    let proxy = if on.latency {
+        assert!(matches!(on.events, Backend::Mysql), "latency needs a TCP event store");
+        Some(postmesh_tests::proxy::TcpProxy::start(&mariadb_addr(&db.url)).await)
+    } else {
+        None
+    };
+    let command_url = proxy.as_ref().map_or_else(
+        || db.url.clone(),
+        |proxy| db.url.replacen(&mariadb_addr(&db.url), &proxy.addr.to_string(), 1),
+    );
     let redis_url = postmesh_tests::redis_url();
-    let (command, relay, store) = mesh(&proxied, &redis_url, &names).await;
-    proxy.set_delay(Duration::from_millis(2));
+    let (command, relay, store) = mesh(&command_url, &redis_url, &names).await;
+    if let Some(proxy) = &proxy {
+        proxy.set_delay(Duration::from_millis(2));
+    }
     let load = Load::start(
         &command.endpoint(),
         LoadOptions {
@@ -196,7 +221,11 @@ async fn rebuild_under_load_on_mariadb_with_latency_loses_nothing() {
             ..LoadOptions::default()
         },
     );
+    let load_started = Instant::now();
     assert!(load.wait_more_acked(300, BOUND * 2).await, "the load gets going");
+    // However fast the stores (SQLite is), the load runs as long as on
+    // MariaDB with latency, on each side of the rebuild.
+    tokio::time::sleep_until((load_started + LOAD_BEFORE_REBUILD).into()).await;
     // Watch the live model's size while the rebuild runs: never near-empty.
     let watching = {
         let store = store.clone();
@@ -232,10 +261,12 @@ async fn rebuild_under_load_on_mariadb_with_latency_loses_nothing() {
         "{rebuild_out}{}",
         String::from_utf8_lossy(&rebuild.stderr)
     );
+    let rebuilt = Instant::now();
     assert!(
         load.wait_more_acked(150, BOUND * 2).await,
         "the load goes on after the rebuild"
     );
+    tokio::time::sleep_until((rebuilt + LOAD_AFTER_REBUILD).into()).await;
     watching.abort();
     let smallest = watching.await.unwrap_or(usize::MAX);
     let ledger = load.stop().await;
@@ -249,15 +280,55 @@ async fn rebuild_under_load_on_mariadb_with_latency_loses_nothing() {
         "[lossless] rebuild: {} ({posts_before} posts in the model when it began)",
         rebuild_out.trim()
     );
-    report(
-        "rebuild under load, MariaDB +2 ms",
-        &ledger,
-        events,
-        converged,
-        &caught_up(&relay),
-    );
+    report(name, &ledger, events, converged, &caught_up(&relay));
     command.terminate();
     relay.terminate();
+    drop(proxy);
+}
+
+/// MariaDB +2 ms, FerretDB read model: the store whose swap has a gap a live
+/// writer can fall into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_under_load_on_mariadb_with_latency_loses_nothing() {
+    rebuild_under_load_loses_nothing(
+        "rebuild under load, MariaDB +2 ms, FerretDB read model",
+        RebuildOn {
+            events: Backend::Mysql,
+            read: ReadBackend::Mongo,
+            latency: true,
+        },
+    )
+    .await;
+}
+
+/// MariaDB +2 ms, the SQLite read model (the default store: its swap is one
+/// transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_under_load_on_mariadb_with_latency_and_sqlite_read_model_loses_nothing() {
+    rebuild_under_load_loses_nothing(
+        "rebuild under load, MariaDB +2 ms, SQLite read model",
+        RebuildOn {
+            events: Backend::Mysql,
+            read: ReadBackend::Sqlite,
+            latency: true,
+        },
+    )
+    .await;
+}
+
+/// The SQLite event store and the SQLite read model (the embedded default;
+/// no proxy: SQLite has no TCP, its commits are serialized by its one writer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_under_load_on_sqlite_loses_nothing() {
+    rebuild_under_load_loses_nothing(
+        "rebuild under load, SQLite event store, SQLite read model",
+        RebuildOn {
+            events: Backend::Sqlite,
+            read: ReadBackend::Sqlite,
+            latency: false,
+        },
+    )
+    .await;
 }
 
 /// host:port of a mysql:// URL.
