@@ -49,6 +49,9 @@ pub struct Applier<P> {
     stats: Arc<Stats>,
     /// Event time to applied time.
     lag: opentelemetry::metrics::Histogram<f64>,
+    /// Events this applier (and its clones made after [`tallied`](Self::tallied))
+    /// applied, apart from the shared `stats` the stream consumers add to too.
+    tally: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Whether a batch was handled to the end.
@@ -143,7 +146,21 @@ impl<P: Projector> Applier<P> {
                     1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 30000.0,
                 ])
                 .build(),
+            tally: None,
         })
+    }
+
+    /// This applier counting what it applies on a tally of its own
+    /// ([`tally`](Self::tally)): the catch-up's, whose applies run beside
+    /// the stream consumers' on the same shared counters.
+    pub(crate) fn tallied(mut self) -> Self {
+        self.tally = Some(Arc::default());
+        self
+    }
+
+    /// Events applied through this tallied applier (0 when untallied).
+    pub(crate) fn tally(&self) -> u64 {
+        self.tally.as_ref().map_or(0, |t| t.load(Ordering::Relaxed))
     }
 
     /// The retry and batching settings.
@@ -363,6 +380,9 @@ impl<P: Projector> Applier<P> {
             });
         }
         self.stats.applied.fetch_add(applied, Ordering::Relaxed);
+        if let Some(tally) = &self.tally {
+            tally.fetch_add(applied, Ordering::Relaxed);
+        }
         self.stats.stale.fetch_add(stale, Ordering::Relaxed);
         // Per post in version order, whatever order the stream had.
         visible.sort_unstable_by_key(|c| (c.post_id, c.version));

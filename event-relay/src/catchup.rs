@@ -106,7 +106,9 @@ impl<P: Projector> CatchUp<P> {
         progress: Arc<Progress>,
     ) -> Self {
         Self {
-            applier,
+            // Its own tally: the shared counters move with the stream
+            // consumers' applies too.
+            applier: applier.tallied(),
             store,
             log,
             streams,
@@ -250,13 +252,14 @@ impl<P: Projector> CatchUp<P> {
         if decoded.is_empty() {
             return true;
         }
-        let stats = self.applier.stats();
-        let before = stats.applied.load(Ordering::Relaxed);
+        let before = self.applier.tally();
         let mut handled = Vec::new();
         let outcome = self.applier.apply(&decoded, &mut handled, shutdown).await;
-        // What this batch moved the model past: events Redis had not delivered.
-        let applied = stats.applied.load(Ordering::Relaxed).saturating_sub(before);
-        stats.caught_up.fetch_add(applied, Ordering::Relaxed);
+        // What this batch moved the model past: events Redis had not
+        // delivered (this applier's own tally; the shared `applied` counter
+        // also moves with the stream consumers' applies meanwhile).
+        let applied = self.applier.tally().saturating_sub(before);
+        self.applier.stats().caught_up.fetch_add(applied, Ordering::Relaxed);
         if applied > 0 {
             tracing::info!(
                 applied,
