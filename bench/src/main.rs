@@ -7,6 +7,7 @@
 //! A benchmark never fails: the exit status is 0 whenever the figures were
 //! measured, whatever they are.
 
+mod catchup;
 mod ceilings;
 mod cpu;
 mod drain;
@@ -476,17 +477,22 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut many = Value::Null;
+    let mut catchup_check = Value::Null;
     if args.list_posts > 0 {
         progress(&format!(
             "seeding {} posts straight into the read model",
             args.list_posts
         ));
         let store = postmesh_read_model::ReadStore::connect(&read_store_url, &args.read_model_database).await?;
-        let seeded = readstore::seed(&store, readstore::seed_first_id(), args.list_posts, 200).await?;
+        let first_id = readstore::seed_first_id();
+        let seeded = readstore::seed(&store, first_id, args.list_posts, 200).await?;
         progress(&format!("  seeded in {:.1} s", seeded.as_secs_f64()));
         progress(&format!("ListPosts over {}+ posts", args.list_posts));
         let list_phase = (phase / 2).max(Duration::from_secs(1));
         let (phases, list_rate) = readstore::list_phases(query.clone(), c, list_phase).await;
+        progress("catch-up checks on the complete model (200 passes)");
+        catchup_check =
+            catchup::complete_model(&store, Some(command.clone()), first_id, args.list_posts, 200, &cpu).await?;
         many = merge(
             phases,
             json!({
@@ -575,6 +581,7 @@ async fn main() -> anyhow::Result<()> {
             "cpu_cores": list_cpu,
         })),
         "list_posts_many": many,
+        "catch_up_check_complete_model": catchup_check,
         "peak_rss_mib": merge(Value::Object(rss_json), json!({
             "target_mib": args.target_rss_mib,
             "met": rss_met,
