@@ -78,6 +78,98 @@ async fn pages_and_filters_are_served_by_indexes() {
     fixture.dispose(store).await;
 }
 
+/// A substring search looks in a window of the newest posts first (4,096,
+/// cut by the author filter alone) and then in the rest; on 10,000 posts
+/// whose ids do not follow their creation times (so a window spans a wide
+/// range of ids), some deleted, every page of every selectivity, with and
+/// without an author and a short-text filter, walked by keyset to the end,
+/// is exactly what a plain filter and sort of all the posts gives.
+#[tokio::test]
+async fn substring_pages_across_the_search_window_are_exact() {
+    const POSTS: i64 = 10_000;
+    let fixture = SqliteFixture::new();
+    let store = fixture.fresh("sq_window").await;
+    // Creation times a permutation of the ids; a few posts share one.
+    let created_ms = |id: i64| 1_000_000 + ((id * 7_919) % POSTS) * 10 - i64::from(id % 97 == 0) * 10;
+    let title = |id: i64| {
+        let mut title = format!("Post {id} common");
+        if id % 50 == 0 {
+            title.push_str(" every50");
+        }
+        if id % 300 == 0 {
+            title.push_str(" mid300");
+        }
+        // The three oldest posts only: beyond any window of the newest.
+        if created_ms(id) <= 1_000_020 {
+            title.push_str(" zqx-Rare");
+        }
+        title
+    };
+    let author = |id: i64| if id % 3 == 0 { "bob" } else { "ann" };
+    let mut events: Vec<_> = (1..=POSTS)
+        .map(|id| {
+            event(
+                id,
+                1,
+                EventType::PostCreated,
+                &title(id),
+                &format!("body {id}"),
+                author(id),
+                created_ms(id),
+            )
+        })
+        .collect();
+    // Every seventh post deleted (version 2, same title and creation time).
+    events.extend((1..=POSTS).filter(|id| id % 7 == 0).map(|id| {
+        event(
+            id,
+            2,
+            EventType::PostDeleted,
+            &title(id),
+            &format!("body {id}"),
+            author(id),
+            created_ms(id),
+        )
+    }));
+    for batch in events.chunks(256) {
+        store.apply_batch(batch).await.unwrap();
+    }
+    let mut all = store.all_posts().await.unwrap();
+    all.sort_by_key(|p| std::cmp::Reverse((p.created_at.unwrap().seconds, p.created_at.unwrap().nanos, p.post_id)));
+    for text in ["common", "EVERY50", "mid300", "zqx-rare", "no such text"] {
+        // A content of one or two characters goes by scan, beside the index.
+        for (by, short) in [("", ""), ("bob", ""), ("", "7")] {
+            let filter = ListFilter {
+                title: text.into(),
+                author_name: by.into(),
+                content: short.into(),
+                include_deleted: false,
+            };
+            let expected: Vec<i64> = all
+                .iter()
+                .filter(|p| !p.deleted && p.title.to_lowercase().contains(&text.to_lowercase()))
+                .filter(|p| by.is_empty() || p.author_name == by)
+                .filter(|p| p.content.contains(short))
+                .map(|p| p.post_id)
+                .collect();
+            let mut listed = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store.list(&filter, after.as_ref(), 50).await.unwrap();
+                let Some(last) = page.last() else { break };
+                let at = last.created_at.unwrap();
+                after = Some(Position {
+                    created_at_ms: at.seconds * 1000 + i64::from(at.nanos) / 1_000_000,
+                    post_id: last.post_id,
+                });
+                listed.extend(page.iter().map(|p| p.post_id));
+            }
+            assert_eq!(listed, expected, "pages of {text:?} by {by:?} with {short:?}");
+        }
+    }
+    fixture.dispose(store).await;
+}
+
 #[tokio::test]
 async fn the_search_index_follows_every_change_and_every_swap() {
     let fixture = SqliteFixture::new();

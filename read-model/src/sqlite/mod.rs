@@ -49,7 +49,7 @@ use crate::{
     millis_to_timestamp, Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord,
 };
 use error::{is_missing_table, labelled};
-use query::{Bind, POST_COLUMNS};
+use query::{Bind, Listing, Query, POST_COLUMNS};
 use schema::Names;
 pub use schema::{POSTS, POST_VERSIONS};
 
@@ -413,9 +413,55 @@ impl ReadModelStore for SqliteStore {
             .await
     }
 
+    /// One statement, or for a substring through the search index, a
+    /// [`Window`](query::Window) of the newest posts first and then the
+    /// rest, in one read transaction (one snapshot).
     async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
-        let query = query::list(&self.names, filter, after, limit);
-        self.read("list posts", &query.sql, query.binds, post_from_row).await
+        let listing = Listing::new(&self.names, filter);
+        if !listing.searches() {
+            let query = listing.page(after, None, limit);
+            return self.read("list posts", &query.sql, query.binds, post_from_row).await;
+        }
+        let op = "list posts";
+        let listed = timed(op, async {
+            let mut tx = self.shared.readers.begin().await.map_err(labelled(op))?;
+            let oldest = fetch_in(&mut tx, listing.window_oldest(after)).await?;
+            let oldest = match oldest.first() {
+                Some(row) => Some(Position {
+                    created_at_ms: row.try_get(0).map_err(labelled(op))?,
+                    post_id: row.try_get(1).map_err(labelled(op))?,
+                }),
+                None => None,
+            };
+            let ids = fetch_in(&mut tx, listing.window_ids(after, oldest.as_ref())).await?;
+            let ids = match ids.first() {
+                Some(row) => (
+                    row.try_get::<Option<i64>, _>(0).map_err(labelled(op))?,
+                    row.try_get::<Option<i64>, _>(1).map_err(labelled(op))?,
+                ),
+                None => (None, None),
+            };
+            let (Some(low), Some(high)) = ids else {
+                return Ok(Vec::new());
+            };
+            let window = query::Window {
+                oldest,
+                ids: (low, high),
+            };
+            let mut rows = fetch_in(&mut tx, listing.page(after, Some(&window), limit)).await?;
+            let found = i64::try_from(rows.len()).unwrap_or(limit);
+            if let (Some(oldest), true) = (oldest, found < limit) {
+                rows.extend(fetch_in(&mut tx, listing.page(Some(&oldest), None, limit - found)).await?);
+            }
+            tx.commit().await.map_err(labelled(op))?;
+            Ok(rows)
+        })
+        .await;
+        match listed {
+            Ok(rows) => rows.iter().map(post_from_row).collect(),
+            Err(error) if is_missing_table(&error) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
     }
 
     async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {
@@ -589,6 +635,14 @@ fn bound<'q>(
 fn rows(count: usize, width: usize) -> String {
     let row = format!("({})", vec!["?"; width].join(", "));
     vec![row; count].join(", ")
+}
+
+/// The rows of a listing's statement in a read transaction.
+async fn fetch_in(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, query: Query) -> Result<Vec<SqliteRow>, StoreError> {
+    bound(sqlx::query(&query.sql), query.binds)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(labelled("list posts"))
 }
 
 /// A post from a row of [`POST_COLUMNS`].
