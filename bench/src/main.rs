@@ -347,6 +347,11 @@ async fn main() -> anyhow::Result<()> {
     let mut sqlite_events = None;
     if let Some(endpoint) = &args.sqlite_command {
         let channel = phases::channel(endpoint).await?;
+        // The relay first applies what the MariaDB phases left on its
+        // stream: the two cores are the SQLite phase's alone, as they were
+        // for its ceiling.
+        progress("waiting for the relay to catch up before the SQLite phase");
+        drain::wait_idle(&args.redis_url, &args.stream, &args.group, Duration::from_secs(1800)).await?;
         progress("SQLite: commands, closed loop at full speed");
         let _ = phases::commands(channel.clone(), c, Duration::from_secs(1), args.mix, args.content_bytes).await;
         let at = cpu.snapshot();
