@@ -11,7 +11,10 @@
 //!   search WHERE search MATCH 'title : "<text>"')`. The trigram tokenizer
 //!   folds case (Unicode-aware) and matches a phrase as a substring, so this
 //!   is exactly "contains, ignoring case". A page looks in a [`Window`] of
-//!   the newest posts first, then in the rest.
+//!   the newest posts first, then in the rest. Posts queued for the index
+//!   (changed in the last moments, see `super::indexer`) are tested by
+//!   `instr` on their lowered text instead, so they fold ASCII only until
+//!   the index has them.
 //! - one or two characters, or a NUL: the trigram index holds no shorter
 //!   tokens, so these fall back to scanning the posts in ListPosts' order
 //!   (the `(created_at, post_id)` index, newest first) and testing
@@ -97,6 +100,9 @@ pub(crate) struct Listing<'a> {
     author: Option<String>,
     /// The FTS5 expression of the indexed substring filters, if any.
     matching: Option<String>,
+    /// The indexed substring filters, `(column, text)`: what a post queued
+    /// for the index is tested with directly.
+    searched: Vec<(&'static str, String)>,
 }
 
 impl<'a> Listing<'a> {
@@ -112,12 +118,14 @@ impl<'a> Listing<'a> {
             conditions.push_str(" AND deleted = 0");
         }
         let mut phrases = Vec::new();
+        let mut searched = Vec::new();
         for (column, text) in [("title", &filter.title), ("content", &filter.content)] {
             if text.is_empty() {
                 continue;
             }
             if indexed(text) {
                 phrases.push(format!("{column} : {}", phrase(text)));
+                searched.push((column, text.clone()));
             } else {
                 conditions.push_str(&format!(" AND instr(lower({column}), lower(?)) > 0"));
                 binds.push(Bind::Text(text.clone()));
@@ -129,6 +137,7 @@ impl<'a> Listing<'a> {
             binds,
             author: (!filter.author_name.is_empty()).then(|| filter.author_name.clone()),
             matching: (!phrases.is_empty()).then(|| phrases.join(" AND ")),
+            searched,
         }
     }
 
@@ -168,9 +177,10 @@ impl<'a> Listing<'a> {
             binds.push(Bind::Int(oldest.post_id));
         }
         if let Some(matching) = &self.matching {
+            let Names { search, pending, .. } = self.names;
+            // Indexed posts by the index; posts queued for it by their text.
             sql.push_str(&format!(
-                " AND post_id IN (SELECT rowid FROM \"{0}\" WHERE \"{0}\" MATCH ?",
-                self.names.search
+                " AND ((post_id IN (SELECT rowid FROM \"{search}\" WHERE \"{search}\" MATCH ?"
             ));
             binds.push(Bind::Text(matching.clone()));
             if let Some(window) = window {
@@ -179,7 +189,15 @@ impl<'a> Listing<'a> {
                 binds.push(Bind::Int(window.ids.0));
                 binds.push(Bind::Int(window.ids.1));
             }
-            sql.push(')');
+            sql.push_str(&format!(
+                ") AND post_id NOT IN (SELECT post_id FROM \"{pending}\")) \
+                 OR (post_id IN (SELECT post_id FROM \"{pending}\")"
+            ));
+            for (column, text) in &self.searched {
+                sql.push_str(&format!(" AND instr(lower({column}), lower(?)) > 0"));
+                binds.push(Bind::Text(text.clone()));
+            }
+            sql.push_str("))");
         }
         sql.push_str(" ORDER BY created_at DESC, post_id DESC LIMIT ?");
         binds.push(Bind::Int(limit));
@@ -249,6 +267,7 @@ mod tests {
             vec![
                 Bind::Text("ab".into()),
                 Bind::Text("title : \"x\"\" OR title : \"\"*\"\") --'; DROP TABLE posts\"".into()),
+                Bind::Text(nasty.into()),
                 Bind::Int(5),
             ]
         );
@@ -262,7 +281,10 @@ mod tests {
         assert!(indexed("ééé"));
         let query = list(&Names::live(), &filter("rust", "tokio"), None, 5);
         assert!(query.sql.contains("MATCH ?"));
-        assert!(!query.sql.contains("instr"));
+        // instr only for posts queued for the index, never as a scan.
+        let (indexed_part, queued_part) = query.sql.split_once(" OR ").unwrap();
+        assert!(!indexed_part.contains("instr"), "{}", query.sql);
+        assert!(queued_part.starts_with("(post_id IN (SELECT post_id FROM \"pending_posts\")"));
         assert_eq!(
             query.binds[0],
             Bind::Text("title : \"rust\" AND content : \"tokio\"".into())
@@ -298,6 +320,7 @@ mod tests {
         let page = listing.page(None, Some(&window), 20);
         assert!(page.sql.contains("(created_at, post_id) >= (?, ?)"));
         assert!(page.sql.contains("MATCH ? AND rowid BETWEEN ? AND ?)"));
+        assert!(page.sql.contains("NOT IN (SELECT post_id FROM \"pending_posts\")"));
         assert!(page.sql.contains("deleted = 0") && page.sql.contains("instr(lower(content)"));
         assert_eq!(
             page.binds,
@@ -309,6 +332,7 @@ mod tests {
                 Bind::Text("title : \"rust\"".into()),
                 Bind::Int(3),
                 Bind::Int(90),
+                Bind::Text("rust".into()),
                 Bind::Int(20),
             ]
         );
