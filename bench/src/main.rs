@@ -348,6 +348,11 @@ async fn main() -> anyhow::Result<()> {
     let mut sqlite_events = None;
     if let Some(endpoint) = &args.sqlite_command {
         let channel = phases::channel(endpoint).await?;
+        // The relay first applies what the MariaDB phases left on its
+        // stream: the two cores are the SQLite phase's alone, as they were
+        // for its ceiling.
+        progress("waiting for the relay to catch up before the SQLite phase");
+        drain::wait_idle(&args.redis_url, &args.stream, &args.group, Duration::from_secs(1800)).await?;
         progress("SQLite: commands, closed loop at full speed");
         let _ = phases::commands(channel.clone(), c, Duration::from_secs(1), args.mix, args.content_bytes).await;
         let at = cpu.snapshot();
@@ -468,6 +473,24 @@ async fn main() -> anyhow::Result<()> {
         drained.events,
         drained.elapsed.as_secs_f64()
     ));
+    // SQLite: the search index follows the model behind the relay's writes
+    // (read-model/src/sqlite/indexer.rs); how long after the drain it has
+    // every post, and the drain's rate counting that time too.
+    let mut search_index_after = None;
+    if sqlite {
+        let store = postmesh_read_model::ReadStore::connect(&read_store_url, &args.read_model_database).await?;
+        if let Some(sqlite) = store.as_sqlite() {
+            let waited = std::time::Instant::now();
+            while sqlite.unindexed().await? > 0 && waited.elapsed() < Duration::from_secs(600) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            search_index_after = Some(waited.elapsed());
+            progress(&format!(
+                "  the search index had every post {:.1} s after the drain",
+                waited.elapsed().as_secs_f64()
+            ));
+        }
+    }
     let (mut read_by_id, mut read_by_post_id, posts_after_drain) = if sqlite {
         (Samples::default(), Samples::default(), 0)
     } else {
@@ -558,6 +581,9 @@ async fn main() -> anyhow::Result<()> {
             "seconds": round(drained.elapsed.as_secs_f64()),
             "per_s": round(drained.rate()),
             "relay_paused_while_filling": drained.relay_paused,
+            "search_index_complete_after_s": search_index_after.map(|d| round(d.as_secs_f64())),
+            "per_s_search_index_included": search_index_after
+                .map(|d| round(drained.events as f64 / (drained.elapsed + d).as_secs_f64())),
             "read_store": if sqlite { "sqlite" } else { "mongodb (FerretDB here: the compatibility stand-in)" },
             "target_per_s": if sqlite { json!(args.target_drain_per_s) } else { Value::Null },
             "met_per_s": sqlite.then(|| drained.rate() >= args.target_drain_per_s),

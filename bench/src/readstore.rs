@@ -158,6 +158,10 @@ pub async fn seed(store: &ReadStore, first_id: i64, posts: usize, content_bytes:
     for batch in events.chunks(BATCH) {
         store.apply_batch(batch).await?;
     }
+    // The listing phases search a fully indexed model.
+    if let Some(sqlite) = store.as_sqlite() {
+        sqlite.settle_search().await?;
+    }
     Ok(started.elapsed())
 }
 

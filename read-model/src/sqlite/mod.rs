@@ -4,7 +4,9 @@
 //! Tables (see [`schema`]): `posts` (one row per post, its newest applied
 //! version), `post_versions` (one row per `(post_id, version)`) and
 //! `search_posts`, an FTS5 trigram index over the posts' title and content
-//! that triggers keep in step. ListPosts' filters become SQL in [`query`].
+//! that follows them through a queue (`pending_posts`, filled by triggers,
+//! emptied by the [`indexer`] when the writer is idle). ListPosts' filters
+//! become SQL in [`query`].
 //!
 //! Connections: the file is in WAL mode, so readers never wait for the
 //! writer and query-svc reads while event-relay writes from another process.
@@ -23,6 +25,7 @@
 //! batch.
 
 pub(crate) mod error;
+mod indexer;
 pub(crate) mod query;
 mod schema;
 
@@ -49,7 +52,8 @@ use crate::{
     millis_to_timestamp, Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord,
 };
 use error::{is_missing_table, labelled};
-use query::{Bind, POST_COLUMNS};
+use indexer::Indexer;
+use query::{Bind, Listing, Query, POST_COLUMNS};
 use schema::Names;
 pub use schema::{POSTS, POST_VERSIONS};
 
@@ -88,6 +92,7 @@ struct Shared {
 pub struct SqliteStore {
     shared: Arc<Shared>,
     names: Arc<Names>,
+    indexer: Arc<Indexer>,
 }
 
 impl SqliteStore {
@@ -137,6 +142,7 @@ impl SqliteStore {
         Ok(Self {
             shared: Arc::new(Shared { writer, readers, file }),
             names: Arc::new(Names::live()),
+            indexer: Arc::default(),
         })
     }
 
@@ -145,9 +151,62 @@ impl SqliteStore {
         &self.shared.file
     }
 
+    /// Whether [`close`](Self::close) was called.
+    fn is_closed(&self) -> bool {
+        self.shared.writer.is_closed()
+    }
+
+    /// Moves up to `max` queued posts (the lowest ids) into the search
+    /// index, in one write transaction; returns how many it took.
+    pub async fn index_search(&self, max: i64) -> Result<u64, StoreError> {
+        let op = "index posts for search";
+        let pending = &self.names.pending;
+        timed(op, async {
+            let mut tx = self.begin_write().await?;
+            let bound: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT post_id FROM \"{pending}\" ORDER BY post_id LIMIT 1 OFFSET ?"
+            ))
+            .bind(max.max(1) - 1)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(labelled(op))?;
+            let bound = bound.unwrap_or(i64::MAX);
+            let mut taken = 0;
+            for sql in self.names.index_pending() {
+                taken = sqlx::query(&sql)
+                    .bind(bound)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(labelled(op))?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(labelled("commit"))?;
+            Ok(taken)
+        })
+        .await
+    }
+
+    /// Posts queued for the search index (changed since it last took them).
+    pub async fn unindexed(&self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM \"{}\"", self.names.pending);
+        let counts = self
+            .read("count queued posts", &sql, Vec::new(), |row| {
+                row.try_get::<i64, _>(0).map_err(labelled("count queued posts"))
+            })
+            .await?;
+        Ok(counts.first().map_or(0, |&n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    /// Indexes every queued post now (a rebuilt model before its swap, tests).
+    pub async fn settle_search(&self) -> Result<(), StoreError> {
+        while self.index_search(4096).await? > 0 {}
+        Ok(())
+    }
+
     /// Closes the connections, this store's and its clones' and staging
     /// stores' (which share them): for removing the file afterwards.
     pub async fn close(&self) {
+        self.indexer.stop().await;
         self.shared.writer.close().await;
         self.shared.readers.close().await;
     }
@@ -387,7 +446,11 @@ impl ReadModelStore for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let keys: Vec<(i64, i64)> = records.iter().map(|r| (r.post_id, r.version)).collect();
         let plan = Plan::of(&keys);
-        let gated = self.creating_schema(|| self.write_batch(&records, &plan)).await?;
+        self.indexer.write_begins();
+        let gated = self.creating_schema(|| self.write_batch(&records, &plan)).await;
+        self.indexer.write_ends();
+        let gated = gated?;
+        Indexer::wake(self);
         Ok(plan.outcomes(&keys, &gated))
     }
 
@@ -413,9 +476,55 @@ impl ReadModelStore for SqliteStore {
             .await
     }
 
+    /// One statement, or for a substring through the search index, a
+    /// [`Window`](query::Window) of the newest posts first and then the
+    /// rest, in one read transaction (one snapshot).
     async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
-        let query = query::list(&self.names, filter, after, limit);
-        self.read("list posts", &query.sql, query.binds, post_from_row).await
+        let listing = Listing::new(&self.names, filter);
+        if !listing.searches() {
+            let query = listing.page(after, None, limit);
+            return self.read("list posts", &query.sql, query.binds, post_from_row).await;
+        }
+        let op = "list posts";
+        let listed = timed(op, async {
+            let mut tx = self.shared.readers.begin().await.map_err(labelled(op))?;
+            let oldest = fetch_in(&mut tx, listing.window_oldest(after)).await?;
+            let oldest = match oldest.first() {
+                Some(row) => Some(Position {
+                    created_at_ms: row.try_get(0).map_err(labelled(op))?,
+                    post_id: row.try_get(1).map_err(labelled(op))?,
+                }),
+                None => None,
+            };
+            let ids = fetch_in(&mut tx, listing.window_ids(after, oldest.as_ref())).await?;
+            let ids = match ids.first() {
+                Some(row) => (
+                    row.try_get::<Option<i64>, _>(0).map_err(labelled(op))?,
+                    row.try_get::<Option<i64>, _>(1).map_err(labelled(op))?,
+                ),
+                None => (None, None),
+            };
+            let (Some(low), Some(high)) = ids else {
+                return Ok(Vec::new());
+            };
+            let window = query::Window {
+                oldest,
+                ids: (low, high),
+            };
+            let mut rows = fetch_in(&mut tx, listing.page(after, Some(&window), limit)).await?;
+            let found = i64::try_from(rows.len()).unwrap_or(limit);
+            if let (Some(oldest), true) = (oldest, found < limit) {
+                rows.extend(fetch_in(&mut tx, listing.page(Some(&oldest), None, limit - found)).await?);
+            }
+            tx.commit().await.map_err(labelled(op))?;
+            Ok(rows)
+        })
+        .await;
+        match listed {
+            Ok(rows) => rows.iter().map(post_from_row).collect(),
+            Err(error) if is_missing_table(&error) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
     }
 
     async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {
@@ -506,6 +615,7 @@ impl ReadModelStore for SqliteStore {
         Self {
             shared: Arc::clone(&self.shared),
             names: Arc::new(self.names.staging(tag)),
+            indexer: Arc::default(),
         }
     }
 
@@ -526,8 +636,9 @@ impl ReadModelStore for SqliteStore {
             return Ok(());
         }
         // Creates the staged tables if the rebuild stored nothing, so the
-        // renames have a source.
+        // renames have a source; the model goes in indexed for search.
         staged.ensure_schema().await?;
+        staged.settle_search().await?;
         self.execute_script("swap in the rebuilt model", &self.names.swap_in(&staged.names))
             .await
     }
@@ -591,6 +702,14 @@ fn rows(count: usize, width: usize) -> String {
     vec![row; count].join(", ")
 }
 
+/// The rows of a listing's statement in a read transaction.
+async fn fetch_in(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, query: Query) -> Result<Vec<SqliteRow>, StoreError> {
+    bound(sqlx::query(&query.sql), query.binds)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(labelled("list posts"))
+}
+
 /// A post from a row of [`POST_COLUMNS`].
 fn post_from_row(row: &SqliteRow) -> Result<Post, StoreError> {
     let decode = || -> Result<Post, sqlx::Error> {
@@ -631,8 +750,8 @@ fn version_from_row(row: &SqliteRow, table: &str) -> Result<PostVersion, StoreEr
 /// The key of the checkpoint row in the meta table.
 const CHECKPOINT: &str = "checkpoint";
 
-/// The caller's clock, in milliseconds since the epoch (leases).
-fn now_millis() -> i64 {
+/// The caller's clock, in milliseconds since the epoch (leases, indexer).
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

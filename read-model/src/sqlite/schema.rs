@@ -13,9 +13,15 @@
 //! The meta table (checkpoint, leases) is swapped with the model, as the
 //! contract asks: a rebuilt model carries the checkpoint it was built to.
 //!
-//! Triggers are the exception: they keep their names and mention the search
+//! Triggers are the exception: they keep their names and mention the queue
 //! table by name, so a swap drops the staging ones and creates them anew
 //! under the live names, in the same transaction.
+//!
+//! The search index follows the posts behind them: triggers only queue a
+//! changed post in `pending_<posts>` (with the text the index holds for it,
+//! to delete), and the store's indexer moves the queue into the index when
+//! the writer is idle (see `super::indexer`). Searches read the queued
+//! posts' text directly, so no change is missing from them meanwhile.
 
 /// Default name of the latest-state table.
 pub const POSTS: &str = "posts";
@@ -34,6 +40,9 @@ pub(crate) struct Names {
     /// The catch-up's checkpoint and the leases (a few rows), swapped with
     /// the model so a rebuilt one carries its own checkpoint.
     pub meta: String,
+    /// Posts whose title or content changed since the search index last
+    /// took them, with the text it holds for them.
+    pub pending: String,
 }
 
 impl Names {
@@ -50,6 +59,7 @@ impl Names {
             // versions table collide with a search table (or its shadows).
             search: format!("search_{posts}"),
             meta: format!("meta_{posts}"),
+            pending: format!("pending_{posts}"),
         }
     }
 
@@ -63,8 +73,14 @@ impl Names {
         Self::with(&format!("{}_{tag}", self.posts), &format!("{}_{tag}", self.versions))
     }
 
-    /// The triggers keeping `search` in step with `posts`.
+    /// The triggers queueing the changes of `posts` for the search index.
     fn triggers(&self) -> [String; 3] {
+        ["insert", "update", "delete"].map(|what| format!("{}_{what}", self.pending))
+    }
+
+    /// The triggers of earlier versions, which wrote the search index in
+    /// the writer's transaction: dropped when the schema is ensured.
+    fn legacy_triggers(&self) -> [String; 3] {
         ["insert", "update", "delete"].map(|what| format!("{}_{what}", self.search))
     }
 
@@ -75,7 +91,13 @@ impl Names {
             versions,
             search,
             meta,
+            pending,
         } = self;
+        let legacy: String = self
+            .legacy_triggers()
+            .iter()
+            .map(|name| format!("DROP TRIGGER IF EXISTS \"{name}\";\n"))
+            .collect();
         format!(
             r#"
 CREATE TABLE IF NOT EXISTS "{posts}" (
@@ -118,36 +140,68 @@ CREATE TABLE IF NOT EXISTS "{meta}" (
     owner TEXT,
     expires_at INTEGER
 );
-{triggers}"#,
+-- indexed = 1: the index holds (title, content) for the post, to delete
+-- before the new text goes in; 0: it holds nothing for it yet.
+CREATE TABLE IF NOT EXISTS "{pending}" (
+    post_id INTEGER PRIMARY KEY,
+    indexed INTEGER NOT NULL,
+    title TEXT,
+    content TEXT
+);
+{legacy}{triggers}"#,
             triggers = self.create_triggers(),
         )
     }
 
     fn create_triggers(&self) -> String {
-        let Self { posts, search, .. } = self;
+        let Self { posts, pending, .. } = self;
         let [insert, update, delete] = self.triggers();
+        // DO NOTHING: a post queued already keeps the text the index holds,
+        // whatever changed since. (An upsert clause, not OR IGNORE: the
+        // outer statement's conflict algorithm would override that one.)
         format!(
             r#"
 CREATE TRIGGER IF NOT EXISTS "{insert}" AFTER INSERT ON "{posts}" BEGIN
-    INSERT INTO "{search}" (rowid, title, content) VALUES (new.post_id, new.title, new.content);
+    INSERT INTO "{pending}" (post_id, indexed) VALUES (new.post_id, 0) ON CONFLICT (post_id) DO NOTHING;
 END;
 CREATE TRIGGER IF NOT EXISTS "{update}" AFTER UPDATE OF title, content ON "{posts}"
 WHEN old.title IS NOT new.title OR old.content IS NOT new.content BEGIN
-    INSERT INTO "{search}" ("{search}", rowid, title, content) VALUES ('delete', old.post_id, old.title, old.content);
-    INSERT INTO "{search}" (rowid, title, content) VALUES (new.post_id, new.title, new.content);
+    INSERT INTO "{pending}" (post_id, indexed, title, content) VALUES (old.post_id, 1, old.title, old.content)
+    ON CONFLICT (post_id) DO NOTHING;
 END;
 CREATE TRIGGER IF NOT EXISTS "{delete}" AFTER DELETE ON "{posts}" BEGIN
-    INSERT INTO "{search}" ("{search}", rowid, title, content) VALUES ('delete', old.post_id, old.title, old.content);
+    INSERT INTO "{pending}" (post_id, indexed, title, content) VALUES (old.post_id, 1, old.title, old.content)
+    ON CONFLICT (post_id) DO NOTHING;
 END;
 "#
         )
+    }
+
+    /// Moves the queued posts up to `?1` (a post id) into the search index:
+    /// their old text out, their current text in, the queue emptied, to run
+    /// in one write transaction.
+    pub fn index_pending(&self) -> [String; 3] {
+        let Self {
+            posts, search, pending, ..
+        } = self;
+        [
+            format!(
+                "INSERT INTO \"{search}\" (\"{search}\", rowid, title, content) \
+                 SELECT 'delete', post_id, title, content FROM \"{pending}\" WHERE indexed = 1 AND post_id <= ?1"
+            ),
+            format!(
+                "INSERT INTO \"{search}\" (rowid, title, content) SELECT p.post_id, p.title, p.content \
+                 FROM \"{pending}\" q JOIN \"{posts}\" p ON p.post_id = q.post_id WHERE q.post_id <= ?1"
+            ),
+            format!("DELETE FROM \"{pending}\" WHERE post_id <= ?1"),
+        ]
     }
 
     /// Drops the triggers, the search index and the tables (indexes go with
     /// their tables).
     pub fn drop_all(&self) -> String {
         let mut sql = self.drop_triggers();
-        for table in [&self.search, &self.posts, &self.versions, &self.meta] {
+        for table in [&self.search, &self.posts, &self.versions, &self.meta, &self.pending] {
             sql.push_str(&format!("DROP TABLE IF EXISTS \"{table}\";\n"));
         }
         sql
@@ -171,6 +225,7 @@ END;
             (&staged.versions, &self.versions),
             (&staged.search, &self.search),
             (&staged.meta, &self.meta),
+            (&staged.pending, &self.pending),
         ] {
             sql.push_str(&format!("ALTER TABLE \"{from}\" RENAME TO \"{to}\";\n"));
         }
@@ -191,6 +246,7 @@ mod tests {
         assert_eq!(staged.versions, "post_versions_re_build__DROP_TABLE_posts");
         assert_eq!(staged.search, "search_posts_re_build__DROP_TABLE_posts");
         assert_eq!(staged.meta, "meta_posts_re_build__DROP_TABLE_posts");
+        assert_eq!(staged.pending, "pending_posts_re_build__DROP_TABLE_posts");
         assert_ne!(live.staging("fts").posts, live.search);
     }
 }

@@ -1,0 +1,159 @@
+//! The search index's follower: moves the posts the triggers queued (see
+//! `schema`) into the FTS5 index, behind the writes.
+//!
+//! Why behind: a 500-byte post is some 545 trigrams, tokenized again for its
+//! old text on every update, and that is most of a batch's time when the
+//! index is written in the batch's transaction (docs/performance.md: 34,000
+//! events/s without it, 4,600 with it). Queued, a batch only notes which
+//! posts changed, and a post changed many times meanwhile is indexed once.
+//! Searches stay complete: they test a queued post's text directly.
+//!
+//! When: one task per store (its clones share it), woken by a write. It
+//! takes the writer when the writer has been idle for [`IDLE`], so the
+//! relay's batches do not wait for it while events arrive; under writes
+//! without pause it still takes a step every [`OVERDUE`], so the queue
+//! cannot grow without bound. It ends when the queue is empty and starts
+//! again with the next write. A queue left by a process that stopped is
+//! taken by the next writer of the file.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use super::{error::is_missing_table, now_millis, SqliteStore};
+
+/// How long the writer must have been idle before the indexer takes it.
+pub(crate) const IDLE: Duration = Duration::from_millis(10);
+
+/// Longest the indexer waits for an idle writer before it takes a step.
+const OVERDUE: Duration = Duration::from_secs(1);
+
+/// Posts one step indexes when the writer is idle: short steps, so a batch
+/// that arrives meanwhile waits little (some 50 ms at most).
+const IDLE_STEP: i64 = 256;
+
+/// Posts one overdue step indexes, while writes go on.
+const OVERDUE_STEP: i64 = 1024;
+
+/// What the writes and the indexer of one store share.
+#[derive(Debug, Default)]
+pub(crate) struct Indexer {
+    /// Whether the task runs.
+    running: AtomicBool,
+    /// Batches being written.
+    writing: AtomicUsize,
+    /// When the last batch ended (ms since the epoch).
+    last_write: AtomicI64,
+    /// When the indexer last took a step (ms since the epoch).
+    last_step: AtomicI64,
+    /// Batches written: tells the stopping task that one came in meanwhile.
+    writes: AtomicU64,
+    /// Set by [`stop`](Self::stop): no step begins after it.
+    stopped: AtomicBool,
+    /// The task, for [`stop`](Self::stop) to wait for.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Indexer {
+    /// A batch begins: the indexer keeps off the writer.
+    pub fn write_begins(&self) {
+        self.writing.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A batch ended (written or not).
+    pub fn write_ends(&self) {
+        self.last_write.store(now_millis(), Ordering::SeqCst);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.writing.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Starts the task for `store` unless it runs.
+    pub fn wake(store: &SqliteStore) {
+        let indexer = Arc::clone(&store.indexer);
+        if indexer.stopped.load(Ordering::SeqCst) || indexer.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if indexer.last_step.load(Ordering::SeqCst) == 0 {
+            indexer.last_step.store(now_millis(), Ordering::SeqCst);
+        }
+        let store = store.clone();
+        let task = tokio::spawn({
+            let indexer = Arc::clone(&indexer);
+            async move { indexer.run(store).await }
+        });
+        if let Ok(mut slot) = indexer.task.lock() {
+            *slot = Some(task);
+        };
+    }
+
+    /// Stops the task after the step it is taking, if any (before the
+    /// store's connections close, so that no step holds one past them).
+    pub async fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let task = self.task.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn run(&self, store: SqliteStore) {
+        let mut failures = 0u32;
+        loop {
+            tokio::time::sleep(IDLE).await;
+            if store.is_closed() || self.stopped.load(Ordering::SeqCst) {
+                self.running.store(false, Ordering::SeqCst);
+                return;
+            }
+            let now = now_millis();
+            let idle = self.writing.load(Ordering::SeqCst) == 0
+                && now - self.last_write.load(Ordering::SeqCst) >= millis(IDLE);
+            let overdue = now - self.last_step.load(Ordering::SeqCst) >= millis(OVERDUE);
+            if !idle && !overdue {
+                continue;
+            }
+            let writes = self.writes.load(Ordering::SeqCst);
+            let step = if idle { IDLE_STEP } else { OVERDUE_STEP };
+            match store.index_search(step).await {
+                Ok(indexed) => {
+                    failures = 0;
+                    self.last_step.store(now_millis(), Ordering::SeqCst);
+                    if indexed > 0 {
+                        continue;
+                    }
+                    // Empty: stop, unless a batch came in since the step
+                    // looked (its wake saw this task running).
+                    self.running.store(false, Ordering::SeqCst);
+                    if self.writes.load(Ordering::SeqCst) == writes || self.running.swap(true, Ordering::SeqCst) {
+                        return;
+                    }
+                }
+                // A staging model swapped in (its tables now the live
+                // ones, whose writer indexes them) or dropped.
+                Err(error) if is_missing_table(&error) => {
+                    self.running.store(false, Ordering::SeqCst);
+                    return;
+                }
+                Err(error) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(100) {
+                        tracing::warn!(%error, failures, "could not index queued posts for search; trying again");
+                    }
+                    for _ in 0..OVERDUE.as_millis() / IDLE.as_millis() {
+                        if self.stopped.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        tokio::time::sleep(IDLE).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
