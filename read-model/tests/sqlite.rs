@@ -72,20 +72,24 @@ async fn pages_and_filters_are_served_by_indexes() {
         );
         assert!(!by_author.contains("TEMP B-TREE"), "{by_author}");
     }
-    // A substring of three characters or more: the trigram index.
-    let searched = plan(titled("rust"), None).await;
-    assert!(searched.contains("VIRTUAL TABLE"), "{searched}");
+    // A substring of three characters or more: the trigram index, walked in
+    // its key order (ListPosts'), no sort, first and keyset pages alike.
+    for after in [None, Some(after)] {
+        let searched = plan(titled("rust"), after).await;
+        assert!(searched.starts_with("SCAN search_posts VIRTUAL TABLE"), "{searched}");
+        assert!(!searched.contains("TEMP B-TREE"), "{searched}");
+    }
     fixture.dispose(store).await;
 }
 
-/// A substring search looks in a window of the newest posts first (4,096,
-/// cut by the author filter alone) and then in the rest; on 10,000 posts
-/// whose ids do not follow their creation times (so a window spans a wide
-/// range of ids), some deleted, every page of every selectivity, with and
-/// without an author and a short-text filter, walked by keyset to the end,
-/// is exactly what a plain filter and sort of all the posts gives.
+/// A substring search walks the index in key order and sorts the last
+/// millisecond exactly; on 10,000 posts whose ids do not follow their
+/// creation times, a few sharing one, some deleted, every page of every
+/// selectivity, with and without an author and a short-text filter, walked
+/// by keyset to the end, is exactly what a plain filter and sort of all the
+/// posts gives.
 #[tokio::test]
-async fn substring_pages_across_the_search_window_are_exact() {
+async fn substring_pages_are_exact() {
     const POSTS: i64 = 10_000;
     let fixture = SqliteFixture::new();
     let store = fixture.fresh("sq_window").await;
@@ -99,7 +103,7 @@ async fn substring_pages_across_the_search_window_are_exact() {
         if id % 300 == 0 {
             title.push_str(" mid300");
         }
-        // The three oldest posts only: beyond any window of the newest.
+        // The three oldest posts only.
         if created_ms(id) <= 1_000_020 {
             title.push_str(" zqx-Rare");
         }
@@ -167,6 +171,83 @@ async fn substring_pages_across_the_search_window_are_exact() {
             assert_eq!(listed, expected, "pages of {text:?} by {by:?} with {short:?}");
         }
     }
+    fixture.dispose(store).await;
+}
+
+/// Posts of one millisecond whose ids are 2^20 apart want one search key:
+/// each gets its own, and pages of them are in ListPosts' order.
+#[tokio::test]
+async fn posts_wanting_one_search_key_each_get_one() {
+    let fixture = SqliteFixture::new();
+    let store = fixture.fresh("sq_keys").await;
+    let ms = 5_000;
+    let apart = 1 << 20;
+    let ids = [3, 3 + apart, 3 + 2 * apart, 4];
+    let events: Vec<_> = ids
+        .iter()
+        .map(|&id| event(id, 1, EventType::PostCreated, &format!("shared {id}"), "c", "ann", ms))
+        .chain([event(9, 1, EventType::PostCreated, "shared older", "c", "ann", ms - 1)])
+        .collect();
+    store.apply_batch(&events).await.unwrap();
+    let sqlite = store.as_sqlite().unwrap();
+    sqlite.settle_search().await.unwrap();
+    let mut newest_first: Vec<i64> = ids.to_vec();
+    newest_first.sort_by_key(|&id| std::cmp::Reverse(id));
+    newest_first.push(9);
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(&titled("SHARED"), after.as_ref(), 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        let at = last.created_at.unwrap();
+        after = Some(Position {
+            created_at_ms: at.seconds * 1000 + i64::from(at.nanos) / 1_000_000,
+            post_id: last.post_id,
+        });
+        listed.extend(page.iter().map(|p| p.post_id));
+    }
+    assert_eq!(listed, newest_first);
+    // An update moves a post's text under its own key, not a neighbour's.
+    store
+        .apply(&event(3 + apart, 2, EventType::PostUpdated, "moved", "c", "ann", ms))
+        .await
+        .unwrap();
+    sqlite.settle_search().await.unwrap();
+    assert_eq!(titles(&store, &titled("moved")).await, vec!["moved"]);
+    assert_eq!(titles(&store, &titled("shared")).await.len(), 4);
+    fixture.dispose(store).await;
+}
+
+/// A file written before search keys (its index keyed by post id, no keys
+/// table) is re-indexed when the schema is ensured: every post queued,
+/// searches complete meanwhile and after.
+#[tokio::test]
+async fn a_file_indexed_by_post_id_is_reindexed() {
+    let fixture = SqliteFixture::new();
+    let store = fixture.fresh("sq_rekey").await;
+    store
+        .apply_batch(&[created(1, "ann", 1_000), created(2, "bob", 2_000)])
+        .await
+        .unwrap();
+    let sqlite = store.as_sqlite().unwrap();
+    sqlite.settle_search().await.unwrap();
+    // As the old layout: the index keyed by post id, no keys table.
+    let mut raw = raw_connection(&store).await;
+    raw.execute(
+        "DROP TABLE keys_posts; DROP TABLE search_posts; \
+         CREATE VIRTUAL TABLE search_posts USING fts5(title, content, content='', tokenize='trigram'); \
+         INSERT INTO search_posts (rowid, title, content) SELECT post_id, title, content FROM posts;",
+    )
+    .await
+    .unwrap();
+    raw.close().await.unwrap();
+    store.ensure_schema().await.unwrap();
+    assert!(sqlite.unindexed().await.unwrap() <= 2);
+    assert_eq!(titles(&store, &titled("TITLE")).await, vec!["title 2", "title 1"]);
+    sqlite.settle_search().await.unwrap();
+    assert_eq!(sqlite.unindexed().await.unwrap(), 0);
+    assert_eq!(titles(&store, &titled("title 1")).await, vec!["title 1"]);
+    assert_eq!(titles(&store, &titled("TITLE")).await, vec!["title 2", "title 1"]);
     fixture.dispose(store).await;
 }
 
@@ -265,11 +346,13 @@ async fn the_search_index_follows_every_change_and_every_swap() {
     assert_eq!(
         names,
         [
+            "keys_posts",
             "meta_posts",
             "pending_posts",
             "post_versions",
             "posts",
             "search_posts",
+            "sqlite_autoindex_keys_posts_1",
             "sqlite_autoindex_meta_posts_1",
             "sqlite_autoindex_post_versions_1",
             "sqlite_autoindex_post_versions_2",

@@ -160,19 +160,57 @@ impl SqliteStore {
     /// index, in one write transaction; returns how many it took.
     pub async fn index_search(&self, max: i64) -> Result<u64, StoreError> {
         let op = "index posts for search";
-        let pending = &self.names.pending;
+        let names = &self.names;
         timed(op, async {
             let mut tx = self.begin_write().await?;
             let bound: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT post_id FROM \"{pending}\" ORDER BY post_id LIMIT 1 OFFSET ?"
+                "SELECT post_id FROM \"{}\" ORDER BY post_id LIMIT 1 OFFSET ?",
+                names.pending
             ))
             .bind(max.max(1) - 1)
             .fetch_optional(&mut *tx)
             .await
             .map_err(labelled(op))?;
             let bound = bound.unwrap_or(i64::MAX);
+            for sql in names.index_pending() {
+                sqlx::query(&sql)
+                    .bind(bound)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(labelled(op))?;
+            }
+            // Posts of one millisecond whose ids are 2^20 apart want one key:
+            // the later ones take the next free key of that millisecond.
+            let unkeyed: Vec<(i64, i64)> = sqlx::query_as(&names.unkeyed())
+                .bind(bound)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(labelled(op))?;
+            for (post_id, wanted) in unkeyed {
+                let millisecond = wanted & !query::KEY_ID_MASK;
+                let mut claimed = false;
+                for step in 1..=query::KEY_ID_MASK {
+                    let key = millisecond | ((wanted + step) & query::KEY_ID_MASK);
+                    let done = sqlx::query(&names.claim_key())
+                        .bind(post_id)
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(labelled(op))?;
+                    if done.rows_affected() == 1 {
+                        claimed = true;
+                        break;
+                    }
+                }
+                if !claimed {
+                    return Err(StoreError::Conflict {
+                        location: names.keys.clone(),
+                        reason: format!("post {post_id}: every search key of its millisecond is taken"),
+                    });
+                }
+            }
             let mut taken = 0;
-            for sql in self.names.index_pending() {
+            for sql in names.index_keyed() {
                 taken = sqlx::query(&sql)
                     .bind(bound)
                     .execute(&mut *tx)
@@ -402,7 +440,31 @@ impl ReadModelStore for SqliteStore {
     /// Creates the tables, their indexes, the search index and its triggers
     /// where missing. Idempotent.
     async fn ensure_schema(&self) -> Result<(), StoreError> {
-        self.execute_script("create the schema", &self.names.create()).await
+        let op = "create the schema";
+        let reindexing = timed(op, async {
+            let mut tx = self.begin_write().await?;
+            // A file from before search keys: its index is keyed by post id.
+            let old: i64 = sqlx::query_scalar(&self.names.keyed_by_post_id())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(labelled(op))?;
+            let script = if old > 0 {
+                tracing::info!(file = %self.shared.file.display(), "re-indexing the posts for search under search keys");
+                self.names.create_reindexing()
+            } else {
+                self.names.create()
+            };
+            sqlx::Executor::execute(&mut *tx, script.as_str())
+                .await
+                .map_err(labelled(op))?;
+            tx.commit().await.map_err(labelled("commit"))?;
+            Ok(old > 0)
+        })
+        .await?;
+        if reindexing {
+            Indexer::wake(self);
+        }
+        Ok(())
     }
 
     /// Reads the schema: fails when the file is missing, locked exclusively,
@@ -476,55 +538,42 @@ impl ReadModelStore for SqliteStore {
             .await
     }
 
-    /// One statement, or for a substring through the search index, a
-    /// [`Window`](query::Window) of the newest posts first and then the
-    /// rest, in one read transaction (one snapshot).
+    /// One statement, or for a substring through the search index, in one
+    /// read transaction (one snapshot): the indexed posts in key order up
+    /// to the page's size, then, when that fills the page, the exact order
+    /// from the millisecond of its last post on (see [`Listing::indexed`]),
+    /// and the posts queued for the index tested by their text; the page is
+    /// the newest `limit` of both.
     async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
         let listing = Listing::new(&self.names, filter);
         if !listing.searches() {
-            let query = listing.page(after, None, limit);
+            let query = listing.page(after, limit);
             return self.read("list posts", &query.sql, query.binds, post_from_row).await;
         }
         let op = "list posts";
         let listed = timed(op, async {
             let mut tx = self.shared.readers.begin().await.map_err(labelled(op))?;
-            let oldest = fetch_in(&mut tx, listing.window_oldest(after)).await?;
-            let oldest = match oldest.first() {
-                Some(row) => Some(Position {
-                    created_at_ms: row.try_get(0).map_err(labelled(op))?,
-                    post_id: row.try_get(1).map_err(labelled(op))?,
-                }),
-                None => None,
-            };
-            let ids = fetch_in(&mut tx, listing.window_ids(after, oldest.as_ref())).await?;
-            let ids = match ids.first() {
-                Some(row) => (
-                    row.try_get::<Option<i64>, _>(0).map_err(labelled(op))?,
-                    row.try_get::<Option<i64>, _>(1).map_err(labelled(op))?,
-                ),
-                None => (None, None),
-            };
-            let (Some(low), Some(high)) = ids else {
-                return Ok(Vec::new());
-            };
-            let window = query::Window {
-                oldest,
-                ids: (low, high),
-            };
-            let mut rows = fetch_in(&mut tx, listing.page(after, Some(&window), limit)).await?;
-            let found = i64::try_from(rows.len()).unwrap_or(limit);
-            if let (Some(oldest), true) = (oldest, found < limit) {
-                rows.extend(fetch_in(&mut tx, listing.page(Some(&oldest), None, limit - found)).await?);
+            let mut rows = fetch_in(&mut tx, listing.indexed(after, None, limit)).await?;
+            let full = usize::try_from(limit).is_ok_and(|limit| rows.len() >= limit);
+            if let (true, Some(last)) = (full, rows.last()) {
+                let last_ms: i64 = last.try_get(5).map_err(labelled(op))?;
+                let from = query::search_key(last_ms, 0);
+                rows = fetch_in(&mut tx, listing.indexed(after, Some(from), limit)).await?;
             }
+            rows.extend(fetch_in(&mut tx, listing.queued(after, limit)).await?);
             tx.commit().await.map_err(labelled(op))?;
             Ok(rows)
         })
         .await;
-        match listed {
-            Ok(rows) => rows.iter().map(post_from_row).collect(),
-            Err(error) if is_missing_table(&error) => Ok(Vec::new()),
-            Err(error) => Err(error),
-        }
+        let rows = match listed {
+            Ok(rows) => rows,
+            Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        let mut posts = rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?;
+        posts.sort_by_key(|post| std::cmp::Reverse((post.created_at.map(|t| (t.seconds, t.nanos)), post.post_id)));
+        posts.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(posts)
     }
 
     async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {

@@ -7,14 +7,17 @@
 //! lowered text (no `LIKE`, so `%` and `_` are ordinary characters).
 //!
 //! Which texts take which path:
-//! - three characters or more (no NUL): `post_id IN (SELECT rowid FROM
-//!   search WHERE search MATCH 'title : "<text>"')`. The trigram tokenizer
+//! - three characters or more (no NUL): the FTS5 trigram index, with a
+//!   quoted phrase per column (`title : "<text>"`). The trigram tokenizer
 //!   folds case (Unicode-aware) and matches a phrase as a substring, so this
-//!   is exactly "contains, ignoring case". A page looks in a [`Window`] of
-//!   the newest posts first, then in the rest. Posts queued for the index
-//!   (changed in the last moments, see `super::indexer`) are tested by
-//!   `instr` on their lowered text instead, so they fold ASCII only until
-//!   the index has them.
+//!   is exactly "contains, ignoring case". The index's rowid is a post's
+//!   [`search_key`], which sorts as ListPosts' `(created_at, post_id)`, so
+//!   FTS5 hands the matches over newest first and the page stops after
+//!   `limit` of them ([`Listing::indexed`]) instead of finding every match
+//!   and sorting. Posts queued for the index (changed in the last moments,
+//!   see `super::indexer`) are tested by `instr` on their lowered text
+//!   instead ([`Listing::queued`]), so they fold ASCII only until the index
+//!   has them.
 //! - one or two characters, or a NUL: the trigram index holds no shorter
 //!   tokens, so these fall back to scanning the posts in ListPosts' order
 //!   (the `(created_at, post_id)` index, newest first) and testing
@@ -29,6 +32,10 @@ use super::schema::Names;
 
 /// The columns of a post, in the order [`super::post_from_row`] reads them.
 pub(crate) const POST_COLUMNS: &str = "post_id, version, title, content, author_name, created_at, updated_at, deleted";
+
+/// [`POST_COLUMNS`] of the listing queries' `p` (the posts table).
+const PAGE_COLUMNS: &str =
+    "p.post_id, p.version, p.title, p.content, p.author_name, p.created_at, p.updated_at, p.deleted";
 
 /// A value bound to a `?` of a query.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,42 +69,49 @@ fn phrase(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
 }
 
-/// Posts the first window of a substring search covers (see [`Window`]).
-pub(crate) const WINDOW: i64 = 4096;
+/// Bits of a [`search_key`] below its creation time: the post id's.
+pub(crate) const KEY_ID_BITS: u32 = 20;
+/// The post id bits of a key.
+pub(crate) const KEY_ID_MASK: i64 = (1 << KEY_ID_BITS) - 1;
+/// Creation times a key keeps apart (in ms, either side of the epoch: up
+/// to the year 2248); later or earlier ones share the key of the bound,
+/// which only makes their pages take the exact step on more posts.
+pub(crate) const KEY_MS_MAX: i64 = (1 << (63 - KEY_ID_BITS)) - 1;
 
-/// A stretch of ListPosts' order a substring search looks in first: the
-/// newest [`WINDOW`] posts (of the other filters) after the page's cursor.
-///
-/// Why: FTS5 answers a phrase in rowid (post id) order, cheaply and
-/// stopping early, but ListPosts' order is `(created_at, post_id)`, so the
-/// complete query must find every match before it can sort them: about
-/// 8 ms for a topic in 1 % of 100,000 posts, and more the more posts match.
-/// Post ids follow commit order and `created_at` follows the clock, so the
-/// newest posts hold a narrow range of ids: the search restricted to that
-/// range (`rowid BETWEEN`) reads a few hundred index entries, and fills the
-/// page whenever a match is no rarer than about 1 in 200. When it does not,
-/// the complete query runs on the rest. Correct whatever the ids: the
-/// window's own posts bound the range, so a wide range is only slower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Window {
-    /// The window's oldest post (inclusive); `None` when the window reaches
-    /// the oldest post.
-    pub oldest: Option<Position>,
-    /// The smallest and largest post id in the window.
-    pub ids: (i64, i64),
+/// A creation time as the part of a key above the id bits.
+fn key_ms(created_at_ms: i64) -> i64 {
+    created_at_ms.clamp(-KEY_MS_MAX - 1, KEY_MS_MAX)
+}
+
+/// A post's key in the search index: its creation time (ms) in the high
+/// bits and the low [`KEY_ID_BITS`] of its id below, so that the index's
+/// rowid order is ListPosts' `(created_at, post_id)` order but where two
+/// posts of one millisecond have ids further apart than 2^20 (never for
+/// ids in commit order). The store gives a post whose key is taken the next
+/// free one of its millisecond. As SQL over a posts row: [`search_key_sql`].
+pub(crate) fn search_key(created_at_ms: i64, post_id: i64) -> i64 {
+    (key_ms(created_at_ms) << KEY_ID_BITS) | (post_id & KEY_ID_MASK)
+}
+
+/// [`search_key`] of the posts row `alias`, in SQL.
+pub(crate) fn search_key_sql(alias: &str) -> String {
+    format!(
+        "((max(min({alias}.created_at, {max}), {min}) << {bits}) | ({alias}.post_id & {mask}))",
+        max = KEY_MS_MAX,
+        min = -KEY_MS_MAX - 1,
+        bits = KEY_ID_BITS,
+        mask = KEY_ID_MASK,
+    )
 }
 
 /// ListPosts' filters as SQL conditions and their parameters.
 #[derive(Clone, Debug)]
 pub(crate) struct Listing<'a> {
     names: &'a Names,
-    /// ` AND …` conditions but the search (author, deleted, and the
+    /// ` AND …` conditions on `p` but the search (author, deleted, and the
     /// short-text scans), in order with `binds`.
     conditions: String,
     binds: Vec<Bind>,
-    /// The author condition alone, if any: what a [`Window`] is cut with,
-    /// so that it is read from a covering index without touching a row.
-    author: Option<String>,
     /// The FTS5 expression of the indexed substring filters, if any.
     matching: Option<String>,
     /// The indexed substring filters, `(column, text)`: what a post queued
@@ -111,11 +125,11 @@ impl<'a> Listing<'a> {
         let mut conditions = String::new();
         let mut binds = Vec::new();
         if !filter.author_name.is_empty() {
-            conditions.push_str(" AND author_name = ?");
+            conditions.push_str(" AND p.author_name = ?");
             binds.push(Bind::Text(filter.author_name.clone()));
         }
         if !filter.include_deleted {
-            conditions.push_str(" AND deleted = 0");
+            conditions.push_str(" AND p.deleted = 0");
         }
         let mut phrases = Vec::new();
         let mut searched = Vec::new();
@@ -127,7 +141,7 @@ impl<'a> Listing<'a> {
                 phrases.push(format!("{column} : {}", phrase(text)));
                 searched.push((column, text.clone()));
             } else {
-                conditions.push_str(&format!(" AND instr(lower({column}), lower(?)) > 0"));
+                conditions.push_str(&format!(" AND instr(lower(p.{column}), lower(?)) > 0"));
                 binds.push(Bind::Text(text.clone()));
             }
         }
@@ -135,104 +149,122 @@ impl<'a> Listing<'a> {
             names,
             conditions,
             binds,
-            author: (!filter.author_name.is_empty()).then(|| filter.author_name.clone()),
             matching: (!phrases.is_empty()).then(|| phrases.join(" AND ")),
             searched,
         }
     }
 
     /// Whether a substring filter goes through the search index (and so
-    /// [`window`](Self::window) first).
+    /// [`indexed`](Self::indexed) and [`queued`](Self::queued) make a page).
     pub fn searches(&self) -> bool {
         self.matching.is_some()
     }
 
-    /// `FROM posts WHERE <filters but the search>`, strictly after `after`;
-    /// with only the author's filter for a window's bounds (a window is
-    /// any stretch of the order: the page applies the other filters in it).
-    fn from(&self, after: Option<&Position>, bounds: bool) -> Query {
-        let (conditions, mut binds) = match (bounds, &self.author) {
-            (false, _) => (self.conditions.clone(), self.binds.clone()),
-            (true, Some(author)) => (" AND author_name = ?".to_owned(), vec![Bind::Text(author.clone())]),
-            (true, None) => (String::new(), Vec::new()),
-        };
-        let mut sql = format!("FROM \"{}\" WHERE 1{conditions}", self.names.posts);
+    /// ` AND <filters but the search>`, strictly after `after`.
+    fn filters(&self, after: Option<&Position>) -> (String, Vec<Bind>) {
+        let mut sql = self.conditions.clone();
+        let mut binds = self.binds.clone();
         if let Some(position) = after {
             // A row value: SQLite seeks the (created_at, post_id) index with it.
-            sql.push_str(" AND (created_at, post_id) < (?, ?)");
+            sql.push_str(" AND (p.created_at, p.post_id) < (?, ?)");
             binds.push(Bind::Int(position.created_at_ms));
             binds.push(Bind::Int(position.post_id));
         }
-        Query { sql, binds }
+        (sql, binds)
     }
 
     /// The page of posts matching every filter, newest first, strictly
-    /// after `after`; within `window` when given.
-    pub fn page(&self, after: Option<&Position>, window: Option<&Window>, limit: i64) -> Query {
-        let Query { sql: from, mut binds } = self.from(after, false);
-        let mut sql = format!("SELECT {POST_COLUMNS} {from}");
-        if let Some(oldest) = window.and_then(|w| w.oldest) {
-            sql.push_str(" AND (created_at, post_id) >= (?, ?)");
-            binds.push(Bind::Int(oldest.created_at_ms));
-            binds.push(Bind::Int(oldest.post_id));
-        }
-        if let Some(matching) = &self.matching {
-            let Names { search, pending, .. } = self.names;
-            // Indexed posts by the index; posts queued for it by their text.
-            sql.push_str(&format!(
-                " AND ((post_id IN (SELECT rowid FROM \"{search}\" WHERE \"{search}\" MATCH ?"
-            ));
-            binds.push(Bind::Text(matching.clone()));
-            if let Some(window) = window {
-                // FTS5 seeks its doclists to the range instead of reading them whole.
-                sql.push_str(" AND rowid BETWEEN ? AND ?");
-                binds.push(Bind::Int(window.ids.0));
-                binds.push(Bind::Int(window.ids.1));
-            }
-            sql.push_str(&format!(
-                ") AND post_id NOT IN (SELECT post_id FROM \"{pending}\")) \
-                 OR (post_id IN (SELECT post_id FROM \"{pending}\")"
-            ));
-            for (column, text) in &self.searched {
-                sql.push_str(&format!(" AND instr(lower({column}), lower(?)) > 0"));
-                binds.push(Bind::Text(text.clone()));
-            }
-            sql.push_str("))");
-        }
-        sql.push_str(" ORDER BY created_at DESC, post_id DESC LIMIT ?");
+    /// after `after`: one query for a listing that does not search.
+    pub fn page(&self, after: Option<&Position>, limit: i64) -> Query {
+        let (filters, mut binds) = self.filters(after);
+        let posts = &self.names.posts;
         binds.push(Bind::Int(limit));
-        Query { sql, binds }
-    }
-
-    /// The window's oldest post: the [`WINDOW`]th of the author's (or of
-    /// all) after `after`, deleted or not (no row when fewer remain).
-    pub fn window_oldest(&self, after: Option<&Position>) -> Query {
-        let Query { sql: from, mut binds } = self.from(after, true);
-        binds.push(Bind::Int(WINDOW - 1));
         Query {
-            sql: format!("SELECT created_at, post_id {from} ORDER BY created_at DESC, post_id DESC LIMIT 1 OFFSET ?"),
+            sql: format!(
+                "SELECT {PAGE_COLUMNS} FROM \"{posts}\" p WHERE 1{filters} \
+                 ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?"
+            ),
             binds,
         }
     }
 
-    /// The smallest and largest post id after `after` down to `oldest`
-    /// (NULLs when there is none).
-    pub fn window_ids(&self, after: Option<&Position>, oldest: Option<&Position>) -> Query {
-        let Query { sql: from, mut binds } = self.from(after, true);
-        let mut sql = format!("SELECT min(post_id), max(post_id) {from}");
-        if let Some(oldest) = oldest {
-            sql.push_str(" AND (created_at, post_id) >= (?, ?)");
-            binds.push(Bind::Int(oldest.created_at_ms));
-            binds.push(Bind::Int(oldest.post_id));
+    /// Indexed posts matching every filter, strictly after `after`, at most
+    /// `limit`. Without `from_key`, in key order: FTS5 walks its index
+    /// newest first and stops at `limit`, but posts of one millisecond may
+    /// come in another order than their ids'. With `from_key` (the key of
+    /// the millisecond of the last post that walk gave), the posts from that
+    /// key on in ListPosts' exact order: the walk's posts plus the rest of
+    /// that millisecond's, a few, so the page is exact.
+    pub fn indexed(&self, after: Option<&Position>, from_key: Option<i64>, limit: i64) -> Query {
+        let Names {
+            posts,
+            search,
+            keys,
+            pending,
+            ..
+        } = self.names;
+        let mut binds = vec![Bind::Text(self.matching.clone().unwrap_or_default())];
+        // CROSS JOIN: the index drives the loop, so its order is the page's.
+        let mut sql = format!(
+            "SELECT {PAGE_COLUMNS} FROM \"{search}\" \
+             CROSS JOIN \"{keys}\" k ON k.key = \"{search}\".rowid CROSS JOIN \"{posts}\" p ON p.post_id = k.post_id \
+             WHERE \"{search}\" MATCH ?"
+        );
+        if let Some(after) = after {
+            // FTS5 seeks its doclists to the key range instead of reading them whole.
+            sql.push_str(&format!(" AND \"{search}\".rowid <= ?"));
+            binds.push(Bind::Int(search_key(after.created_at_ms, KEY_ID_MASK)));
         }
+        if let Some(from) = from_key {
+            sql.push_str(&format!(" AND \"{search}\".rowid >= ?"));
+            binds.push(Bind::Int(from));
+        }
+        let (filters, filter_binds) = self.filters(after);
+        // A queued post's entry in the index may be stale: it is tested by its text.
+        sql.push_str(&format!(
+            "{filters} AND p.post_id NOT IN (SELECT post_id FROM \"{pending}\")"
+        ));
+        binds.extend(filter_binds);
+        if from_key.is_some() {
+            sql.push_str(" ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?");
+        } else {
+            sql.push_str(&format!(" ORDER BY \"{search}\".rowid DESC LIMIT ?"));
+        }
+        binds.push(Bind::Int(limit));
+        Query { sql, binds }
+    }
+
+    /// Posts queued for the search index matching every filter (the
+    /// searched texts tested on the text itself), strictly after `after`,
+    /// newest first, at most `limit`.
+    pub fn queued(&self, after: Option<&Position>, limit: i64) -> Query {
+        let Names { posts, pending, .. } = self.names;
+        let (filters, mut binds) = self.filters(after);
+        let mut sql = format!(
+            "SELECT {PAGE_COLUMNS} FROM \"{posts}\" p \
+             WHERE p.post_id IN (SELECT post_id FROM \"{pending}\"){filters}"
+        );
+        for (column, text) in &self.searched {
+            sql.push_str(&format!(" AND instr(lower(p.{column}), lower(?)) > 0"));
+            binds.push(Bind::Text(text.clone()));
+        }
+        sql.push_str(" ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?");
+        binds.push(Bind::Int(limit));
         Query { sql, binds }
     }
 }
 
-/// The page of posts matching `filter`, newest first, strictly after
-/// `after`: one complete query (what a window falls back to).
+/// The first statement of the page of posts matching `filter` strictly
+/// after `after` (the whole page but for searches, which also take
+/// [`Listing::queued`] and, when a page is full, the exact step): for
+/// `EXPLAIN QUERY PLAN`.
 pub(crate) fn list(names: &Names, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Query {
-    Listing::new(names, filter).page(after, None, limit)
+    let listing = Listing::new(names, filter);
+    if listing.searches() {
+        listing.indexed(after, None, limit)
+    } else {
+        listing.page(after, limit)
+    }
 }
 
 #[cfg(test)]
@@ -252,7 +284,10 @@ mod tests {
         let query = list(&Names::live(), &ListFilter::default(), None, 20);
         assert_eq!(
             query.sql,
-            format!("SELECT {POST_COLUMNS} FROM \"posts\" WHERE 1 AND deleted = 0 ORDER BY created_at DESC, post_id DESC LIMIT ?")
+            format!(
+                "SELECT {PAGE_COLUMNS} FROM \"posts\" p WHERE 1 AND p.deleted = 0 \
+                 ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?"
+            )
         );
         assert_eq!(query.binds, vec![Bind::Int(20)]);
     }
@@ -260,16 +295,22 @@ mod tests {
     #[test]
     fn user_text_is_bound_and_quoted_never_sql() {
         let nasty = "x\" OR title : \"*\") --'; DROP TABLE posts";
-        let query = list(&Names::live(), &filter(nasty, "ab"), None, 5);
-        assert!(!query.sql.contains("DROP"));
+        let names = Names::live();
+        let listing = Listing::new(&names, &filter(nasty, "ab"));
+        for query in [listing.indexed(None, None, 5), listing.queued(None, 5)] {
+            assert!(!query.sql.contains("DROP"), "{}", query.sql);
+        }
         assert_eq!(
-            query.binds,
+            listing.indexed(None, None, 5).binds,
             vec![
-                Bind::Text("ab".into()),
                 Bind::Text("title : \"x\"\" OR title : \"\"*\"\") --'; DROP TABLE posts\"".into()),
-                Bind::Text(nasty.into()),
+                Bind::Text("ab".into()),
                 Bind::Int(5),
             ]
+        );
+        assert_eq!(
+            listing.queued(None, 5).binds,
+            vec![Bind::Text("ab".into()), Bind::Text(nasty.into()), Bind::Int(5)]
         );
     }
 
@@ -279,63 +320,80 @@ mod tests {
         assert!(!indexed("a\0b"));
         assert!(indexed("abc"));
         assert!(indexed("ééé"));
-        let query = list(&Names::live(), &filter("rust", "tokio"), None, 5);
-        assert!(query.sql.contains("MATCH ?"));
+        let names = Names::live();
+        let listing = Listing::new(&names, &filter("rust", "tokio"));
+        assert!(listing.searches());
+        let walk = listing.indexed(None, None, 5);
+        assert!(walk.sql.contains("MATCH ?"), "{}", walk.sql);
+        assert!(
+            walk.sql.ends_with("ORDER BY \"search_posts\".rowid DESC LIMIT ?"),
+            "{}",
+            walk.sql
+        );
         // instr only for posts queued for the index, never as a scan.
-        let (indexed_part, queued_part) = query.sql.split_once(" OR ").unwrap();
-        assert!(!indexed_part.contains("instr"), "{}", query.sql);
-        assert!(queued_part.starts_with("(post_id IN (SELECT post_id FROM \"pending_posts\")"));
+        assert!(!walk.sql.contains("instr"), "{}", walk.sql);
+        assert!(walk.sql.contains("NOT IN (SELECT post_id FROM \"pending_posts\")"));
         assert_eq!(
-            query.binds[0],
+            walk.binds[0],
             Bind::Text("title : \"rust\" AND content : \"tokio\"".into())
+        );
+        let queued = listing.queued(None, 5);
+        assert!(queued
+            .sql
+            .contains("p.post_id IN (SELECT post_id FROM \"pending_posts\")"));
+        assert!(queued.sql.contains("instr(lower(p.title), lower(?))"));
+        assert!(!queued.sql.contains("MATCH"));
+    }
+
+    #[test]
+    fn the_exact_step_bounds_the_walk_to_a_key_range_and_sorts() {
+        let names = Names::live();
+        let listing = Listing::new(&names, &filter("rust", ""));
+        let after = Position {
+            created_at_ms: 7,
+            post_id: 3,
+        };
+        let exact = listing.indexed(Some(&after), Some(search_key(5, 0)), 20);
+        assert!(
+            exact.sql.contains("rowid <= ? AND \"search_posts\".rowid >= ?"),
+            "{}",
+            exact.sql
+        );
+        assert!(exact
+            .sql
+            .ends_with("ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?"));
+        assert_eq!(
+            exact.binds,
+            vec![
+                Bind::Text("title : \"rust\"".into()),
+                Bind::Int(search_key(7, KEY_ID_MASK)),
+                Bind::Int(5 << KEY_ID_BITS),
+                Bind::Int(7),
+                Bind::Int(3),
+                Bind::Int(20),
+            ]
         );
     }
 
     #[test]
-    fn a_window_is_cut_by_the_author_alone_and_bounds_the_search() {
-        let names = Names::live();
-        let filter = ListFilter {
-            author_name: "ann".into(),
-            title: "rust".into(),
-            content: "ab".into(),
-            ..ListFilter::default()
-        };
-        let listing = Listing::new(&names, &filter);
-        assert!(listing.searches());
-        // Only columns of the (author_name, created_at, post_id) index.
-        let oldest = listing.window_oldest(None);
-        assert!(
-            !oldest.sql.contains("deleted") && !oldest.sql.contains("instr"),
-            "{}",
-            oldest.sql
-        );
-        assert_eq!(oldest.binds, vec![Bind::Text("ann".into()), Bind::Int(WINDOW - 1)]);
-        let window = Window {
-            oldest: Some(Position {
-                created_at_ms: 7,
-                post_id: 3,
-            }),
-            ids: (3, 90),
-        };
-        let page = listing.page(None, Some(&window), 20);
-        assert!(page.sql.contains("(created_at, post_id) >= (?, ?)"));
-        assert!(page.sql.contains("MATCH ? AND rowid BETWEEN ? AND ?)"));
-        assert!(page.sql.contains("NOT IN (SELECT post_id FROM \"pending_posts\")"));
-        assert!(page.sql.contains("deleted = 0") && page.sql.contains("instr(lower(content)"));
+    fn keys_sort_as_listings_do() {
+        let order = [
+            (-5, 9),
+            (-5, 10),
+            (0, 1),
+            (0, 2),
+            (1, 0),
+            (1_764_000_000_000, 123_456_789),
+        ];
+        let keys: Vec<i64> = order.iter().map(|&(ms, id)| search_key(ms, id)).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
         assert_eq!(
-            page.binds,
-            vec![
-                Bind::Text("ann".into()),
-                Bind::Text("ab".into()),
-                Bind::Int(7),
-                Bind::Int(3),
-                Bind::Text("title : \"rust\"".into()),
-                Bind::Int(3),
-                Bind::Int(90),
-                Bind::Text("rust".into()),
-                Bind::Int(20),
-            ]
+            search_key(1_764_000_000_000, 123_456_789) >> KEY_ID_BITS,
+            1_764_000_000_000
         );
+        // Beyond the range: clamped, never wrapped around.
+        assert!(search_key(i64::MAX, 1) > search_key(KEY_MS_MAX - 1, KEY_ID_MASK));
+        assert!(search_key(i64::MIN, 1) < search_key(-KEY_MS_MAX, 0));
     }
 
     #[test]
@@ -345,7 +403,7 @@ mod tests {
             post_id: 42,
         };
         let query = list(&Names::live(), &ListFilter::default(), Some(&after), 2);
-        assert!(query.sql.contains("(created_at, post_id) < (?, ?)"));
+        assert!(query.sql.contains("(p.created_at, p.post_id) < (?, ?)"));
         assert_eq!(query.binds, vec![Bind::Int(1_000), Bind::Int(42), Bind::Int(2)]);
     }
 }

@@ -23,6 +23,8 @@
 //! the writer is idle (see `super::indexer`). Searches read the queued
 //! posts' text directly, so no change is missing from them meanwhile.
 
+use super::query::search_key_sql;
+
 /// Default name of the latest-state table.
 pub const POSTS: &str = "posts";
 /// Default name of the per-version table.
@@ -43,6 +45,9 @@ pub(crate) struct Names {
     /// Posts whose title or content changed since the search index last
     /// took them, with the text it holds for them.
     pub pending: String,
+    /// Each indexed post's key in the search index (its rowid there; see
+    /// `query::search_key`).
+    pub keys: String,
 }
 
 impl Names {
@@ -60,6 +65,7 @@ impl Names {
             search: format!("search_{posts}"),
             meta: format!("meta_{posts}"),
             pending: format!("pending_{posts}"),
+            keys: format!("keys_{posts}"),
         }
     }
 
@@ -92,6 +98,7 @@ impl Names {
             search,
             meta,
             pending,
+            keys,
         } = self;
         let legacy: String = self
             .legacy_triggers()
@@ -131,8 +138,15 @@ CREATE TABLE IF NOT EXISTS "{versions}" (
 );
 -- Contentless (content=''): it holds only the trigram index, never a
 -- second copy of the text, and names no content table that a swap's
--- renames would leave dangling. The triggers hand it the old values.
+-- renames would leave dangling. The queue hands it the old values. Its
+-- rowid is a post's key (below), in ListPosts' order.
 CREATE VIRTUAL TABLE IF NOT EXISTS "{search}" USING fts5(title, content, content='', tokenize='trigram');
+-- The key of each post the search index holds; key UNIQUE: no two posts
+-- share a rowid there.
+CREATE TABLE IF NOT EXISTS "{keys}" (
+    post_id INTEGER PRIMARY KEY,
+    key INTEGER NOT NULL UNIQUE
+);
 -- 'checkpoint' (position), 'lease:<name>' (owner, expires_at in ms).
 CREATE TABLE IF NOT EXISTS "{meta}" (
     key TEXT PRIMARY KEY,
@@ -177,31 +191,113 @@ END;
         )
     }
 
-    /// Moves the queued posts up to `?1` (a post id) into the search index:
-    /// their old text out, their current text in, the queue emptied, to run
-    /// in one write transaction.
+    /// Moves the queued posts up to `?1` (a post id) into the search index,
+    /// to run in one write transaction, in order: their old text out (under
+    /// their old key), their keys forgotten and given anew (a post whose key
+    /// another post holds gets none here: see [`Self::unkeyed`]), then, once
+    /// every post has a key, [`Self::index_keyed`].
     pub fn index_pending(&self) -> [String; 3] {
         let Self {
-            posts, search, pending, ..
+            posts,
+            search,
+            pending,
+            keys,
+            ..
         } = self;
+        let key = search_key_sql("p");
         [
             format!(
                 "INSERT INTO \"{search}\" (\"{search}\", rowid, title, content) \
-                 SELECT 'delete', post_id, title, content FROM \"{pending}\" WHERE indexed = 1 AND post_id <= ?1"
+                 SELECT 'delete', k.key, q.title, q.content FROM \"{pending}\" q \
+                 JOIN \"{keys}\" k ON k.post_id = q.post_id WHERE q.indexed = 1 AND q.post_id <= ?1"
             ),
+            format!("DELETE FROM \"{keys}\" WHERE post_id IN (SELECT post_id FROM \"{pending}\" WHERE post_id <= ?1)"),
             format!(
-                "INSERT INTO \"{search}\" (rowid, title, content) SELECT p.post_id, p.title, p.content \
-                 FROM \"{pending}\" q JOIN \"{posts}\" p ON p.post_id = q.post_id WHERE q.post_id <= ?1"
+                "INSERT INTO \"{keys}\" (post_id, key) SELECT p.post_id, {key} \
+                 FROM \"{pending}\" q JOIN \"{posts}\" p ON p.post_id = q.post_id WHERE q.post_id <= ?1 \
+                 ON CONFLICT DO NOTHING"
+            ),
+        ]
+    }
+
+    /// The queued posts up to `?1` left without a key by
+    /// [`Self::index_pending`]: `(post_id, key it wanted)`.
+    pub fn unkeyed(&self) -> String {
+        let Self {
+            posts, pending, keys, ..
+        } = self;
+        format!(
+            "SELECT p.post_id, {key} FROM \"{pending}\" q JOIN \"{posts}\" p ON p.post_id = q.post_id \
+             WHERE q.post_id <= ?1 AND q.post_id NOT IN (SELECT post_id FROM \"{keys}\")",
+            key = search_key_sql("p"),
+        )
+    }
+
+    /// Gives post `?1` key `?2` unless another post holds it.
+    pub fn claim_key(&self) -> String {
+        format!(
+            "INSERT INTO \"{}\" (post_id, key) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            self.keys
+        )
+    }
+
+    /// The queued posts up to `?1`, keyed, into the index with their current
+    /// text, and the queue emptied up to there.
+    pub fn index_keyed(&self) -> [String; 2] {
+        let Self {
+            posts,
+            search,
+            pending,
+            keys,
+            ..
+        } = self;
+        [
+            format!(
+                "INSERT INTO \"{search}\" (rowid, title, content) SELECT k.key, p.title, p.content \
+                 FROM \"{pending}\" q JOIN \"{posts}\" p ON p.post_id = q.post_id \
+                 JOIN \"{keys}\" k ON k.post_id = q.post_id WHERE q.post_id <= ?1"
             ),
             format!("DELETE FROM \"{pending}\" WHERE post_id <= ?1"),
         ]
+    }
+
+    /// For a file whose search index is keyed by post id (before keys):
+    /// whether it is one, asked before [`Self::create`].
+    pub fn keyed_by_post_id(&self) -> String {
+        format!(
+            "SELECT count(*) FROM sqlite_master WHERE name = '{}' \
+             AND NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '{}')",
+            self.search, self.keys
+        )
+    }
+
+    /// [`Self::create`] for such a file: its index dropped (a contentless
+    /// FTS5 table cannot be emptied otherwise) and made anew, every post
+    /// queued for it. The indexer fills it behind; searches stay complete.
+    pub fn create_reindexing(&self) -> String {
+        let Self {
+            posts, search, pending, ..
+        } = self;
+        format!(
+            "DROP TABLE IF EXISTS \"{search}\";\n{create}\n\
+             DELETE FROM \"{pending}\";\n\
+             INSERT INTO \"{pending}\" (post_id, indexed) SELECT post_id, 0 FROM \"{posts}\";\n",
+            create = self.create(),
+        )
     }
 
     /// Drops the triggers, the search index and the tables (indexes go with
     /// their tables).
     pub fn drop_all(&self) -> String {
         let mut sql = self.drop_triggers();
-        for table in [&self.search, &self.posts, &self.versions, &self.meta, &self.pending] {
+        for table in [
+            &self.search,
+            &self.posts,
+            &self.versions,
+            &self.meta,
+            &self.pending,
+            &self.keys,
+        ] {
             sql.push_str(&format!("DROP TABLE IF EXISTS \"{table}\";\n"));
         }
         sql
@@ -226,6 +322,7 @@ END;
             (&staged.search, &self.search),
             (&staged.meta, &self.meta),
             (&staged.pending, &self.pending),
+            (&staged.keys, &self.keys),
         ] {
             sql.push_str(&format!("ALTER TABLE \"{from}\" RENAME TO \"{to}\";\n"));
         }
@@ -247,6 +344,7 @@ mod tests {
         assert_eq!(staged.search, "search_posts_re_build__DROP_TABLE_posts");
         assert_eq!(staged.meta, "meta_posts_re_build__DROP_TABLE_posts");
         assert_eq!(staged.pending, "pending_posts_re_build__DROP_TABLE_posts");
+        assert_eq!(staged.keys, "keys_posts_re_build__DROP_TABLE_posts");
         assert_ne!(live.staging("fts").posts, live.search);
     }
 }
