@@ -189,13 +189,14 @@ impl<'a> Listing<'a> {
     }
 
     /// Indexed posts matching every filter, strictly after `after`, at most
-    /// `limit`. Without `from_key`, in key order: FTS5 walks its index
-    /// newest first and stops at `limit`, but posts of one millisecond may
-    /// come in another order than their ids'. With `from_key` (the key of
-    /// the millisecond of the last post that walk gave), the posts from that
-    /// key on in ListPosts' exact order: the walk's posts plus the rest of
-    /// that millisecond's, a few, so the page is exact.
-    pub fn indexed(&self, after: Option<&Position>, from_key: Option<i64>, limit: i64) -> Query {
+    /// `limit`. Without `range`, in key order: FTS5 walks its index newest
+    /// first and stops at `limit`, but posts of one millisecond may come in
+    /// another order than their ids'. With `range` (of keys: from the first key of the
+    /// millisecond of the last post that walk gave to the last key of the
+    /// first's), the posts of those keys in ListPosts' exact order: the
+    /// walk's posts plus the rest of their milliseconds', a few, so the page
+    /// is exact.
+    pub fn indexed(&self, after: Option<&Position>, range: Option<(i64, i64)>, limit: i64) -> Query {
         let Names {
             posts,
             search,
@@ -215,9 +216,10 @@ impl<'a> Listing<'a> {
             sql.push_str(&format!(" AND \"{search}\".rowid <= ?"));
             binds.push(Bind::Int(search_key(after.created_at_ms, KEY_ID_MASK)));
         }
-        if let Some(from) = from_key {
-            sql.push_str(&format!(" AND \"{search}\".rowid >= ?"));
+        if let Some((from, to)) = range {
+            sql.push_str(&format!(" AND \"{search}\".rowid BETWEEN ? AND ?"));
             binds.push(Bind::Int(from));
+            binds.push(Bind::Int(to));
         }
         let (filters, filter_binds) = self.filters(after);
         // A queued post's entry in the index may be stale: it is tested by its text.
@@ -225,7 +227,7 @@ impl<'a> Listing<'a> {
             "{filters} AND p.post_id NOT IN (SELECT post_id FROM \"{pending}\")"
         ));
         binds.extend(filter_binds);
-        if from_key.is_some() {
+        if range.is_some() {
             sql.push_str(" ORDER BY p.created_at DESC, p.post_id DESC LIMIT ?");
         } else {
             sql.push_str(&format!(" ORDER BY \"{search}\".rowid DESC LIMIT ?"));
@@ -353,9 +355,11 @@ mod tests {
             created_at_ms: 7,
             post_id: 3,
         };
-        let exact = listing.indexed(Some(&after), Some(search_key(5, 0)), 20);
+        let exact = listing.indexed(Some(&after), Some((search_key(5, 0), search_key(6, KEY_ID_MASK))), 20);
         assert!(
-            exact.sql.contains("rowid <= ? AND \"search_posts\".rowid >= ?"),
+            exact
+                .sql
+                .contains("rowid <= ? AND \"search_posts\".rowid BETWEEN ? AND ?"),
             "{}",
             exact.sql
         );
@@ -368,6 +372,7 @@ mod tests {
                 Bind::Text("title : \"rust\"".into()),
                 Bind::Int(search_key(7, KEY_ID_MASK)),
                 Bind::Int(5 << KEY_ID_BITS),
+                Bind::Int(search_key(6, KEY_ID_MASK)),
                 Bind::Int(7),
                 Bind::Int(3),
                 Bind::Int(20),

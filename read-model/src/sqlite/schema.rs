@@ -141,6 +141,8 @@ CREATE TABLE IF NOT EXISTS "{versions}" (
 -- renames would leave dangling. The queue hands it the old values. Its
 -- rowid is a post's key (below), in ListPosts' order.
 CREATE VIRTUAL TABLE IF NOT EXISTS "{search}" USING fts5(title, content, content='', tokenize='trigram');
+-- The indexer's merges take any level of two segments (see merge_search).
+INSERT INTO "{search}" ("{search}", rank) VALUES ('usermerge', 2);
 -- The key of each post the search index holds; key UNIQUE: no two posts
 -- share a rowid there.
 CREATE TABLE IF NOT EXISTS "{keys}" (
