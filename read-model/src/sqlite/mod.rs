@@ -576,10 +576,10 @@ impl ReadModelStore for SqliteStore {
 
     /// One statement, or for a substring through the search index, in one
     /// read transaction (one snapshot): the indexed posts in key order up
-    /// to the page's size, then, when that fills the page, the exact order
-    /// from the millisecond of its last post on (see [`Listing::indexed`]),
-    /// and the posts queued for the index tested by their text; the page is
-    /// the newest `limit` of both.
+    /// to the page's size, then, when that fills the page, every indexed
+    /// match of the milliseconds it spans (see [`Listing::indexed`]), and
+    /// the posts queued for the index tested by their text; the page is the
+    /// newest `limit` of both in ListPosts' order.
     async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
         let listing = Listing::new(&self.names, filter);
         if !listing.searches() {
