@@ -337,7 +337,12 @@ async fn the_sqlite_read_model_locked_for_10_seconds_under_load_loses_nothing() 
                 ..GetPostRequest::default()
             })
             .await;
-        assert!(post.is_ok(), "reads go on while the writer is locked out: {post:?}");
+        // An answer either way: the load deletes posts too, the first among them.
+        let answered = match &post {
+            Ok(_) => true,
+            Err(status) => status.code() == Code::NotFound,
+        };
+        assert!(answered, "reads go on while the writer is locked out: {post:?}");
         served += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
