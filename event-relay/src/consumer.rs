@@ -91,26 +91,6 @@ pub struct Consumer<P> {
     writer: ConnectionManager,
 }
 
-/// One XREADGROUP of `stream` from `from` ("0": this consumer's pending
-/// entries, ">": new ones). Owns its arguments, so the next batch can be
-/// read in a task of its own.
-async fn read(
-    mut reader: ConnectionManager,
-    options: StreamReadOptions,
-    stream: String,
-    from: &'static str,
-) -> redis::RedisResult<Vec<Entry>> {
-    let reply: Option<StreamReadReply> = reader.xread_options(&[&stream], &[from], &options).await?;
-    Ok(reply
-        .map(|r| {
-            r.keys
-                .into_iter()
-                .flat_map(|key| entry::from_ids(&key.key, key.ids))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 /// Opens an auto-reconnecting connection whose responses may take `wait`.
 pub async fn connect(url: &str, wait: Duration) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url)?;
@@ -164,7 +144,6 @@ impl<P: Projector> Consumer<P> {
         let mut redis_failures = 0u32;
         let claim_every = (self.applier.settings().claim_idle / 2).max(Duration::from_millis(100));
         let mut last_claim = Instant::now();
-        let mut prefetched: Option<tokio::task::JoinHandle<redis::RedisResult<Vec<Entry>>>> = None;
         tracing::info!(%stream, consumer = %self.applier.settings().consumer, group = %self.applier.settings().group, "consuming");
         while !shutdown.is_triggered() {
             if !group_ready {
@@ -178,22 +157,13 @@ impl<P: Projector> Consumer<P> {
                     }
                 }
             }
-            let batch = if let Some(next) = prefetched.take() {
-                tokio::select! {
-                    read = next => read.unwrap_or_else(|join| Err(redis::RedisError::from((
-                        redis::ErrorKind::IoError,
-                        "the read of the next batch failed",
-                        join.to_string(),
-                    )))),
-                    _ = shutdown.wait() => break,
-                }
-            } else if last_claim.elapsed() >= claim_every {
+            let batch = if last_claim.elapsed() >= claim_every {
                 last_claim = Instant::now();
                 self.claim().await
             } else {
                 let from = if own_pending { "0" } else { ">" };
                 tokio::select! {
-                    read = read(self.reader.clone(), self.read_options(), self.route.stream.clone(), from) => read,
+                    read = self.read(from) => read,
                     _ = shutdown.wait() => break,
                 }
             };
@@ -217,33 +187,30 @@ impl<P: Projector> Consumer<P> {
                 own_pending = false;
                 continue;
             }
-            // New entries come while this batch is applied: Redis and the
-            // store work at once. Batches are still applied one after the
-            // other, in stream order. Read entries a stop leaves unapplied
-            // stay pending, read again ("0") at the next start or claimed.
-            if !own_pending && last_claim.elapsed() < claim_every {
-                prefetched = Some(tokio::spawn(read(
-                    self.reader.clone(),
-                    self.read_options(),
-                    self.route.stream.clone(),
-                    ">",
-                )));
-            }
             if let Outcome::Interrupted = self.process(entries, &mut shutdown).await {
                 break;
             }
         }
-        if let Some(next) = prefetched {
-            next.abort();
-        }
         tracing::info!(%stream, "consumer stopped");
     }
 
-    fn read_options(&self) -> StreamReadOptions {
-        StreamReadOptions::default()
+    async fn read(&mut self, from: &str) -> redis::RedisResult<Vec<Entry>> {
+        let options = StreamReadOptions::default()
             .group(&self.applier.settings().group, &self.applier.settings().consumer)
             .count(self.applier.settings().batch_size)
-            .block(self.applier.settings().block.as_millis() as usize)
+            .block(self.applier.settings().block.as_millis() as usize);
+        let reply: Option<StreamReadReply> = self
+            .reader
+            .xread_options(&[&self.route.stream], &[from], &options)
+            .await?;
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|key| entry::from_ids(&key.key, key.ids))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Takes over entries another (dead) consumer left pending for too long.

@@ -576,8 +576,9 @@ impl ReadModelStore for SqliteStore {
 
     /// One statement, or for a substring through the search index, in one
     /// read transaction (one snapshot): the indexed posts in key order up
-    /// to the page's size, then, when that fills the page, every indexed
-    /// match of the milliseconds it spans (see [`Listing::indexed`]), and
+    /// to one more than the page's size, then, when the page's last
+    /// millisecond goes on past it, every indexed match of that millisecond
+    /// (see [`Listing::indexed`]), and
     /// the posts queued for the index tested by their text; the page is the
     /// newest `limit` of both in ListPosts' order.
     async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
@@ -589,16 +590,25 @@ impl ReadModelStore for SqliteStore {
         let op = "list posts";
         let listed = timed(op, async {
             let mut tx = self.shared.readers.begin().await.map_err(labelled(op))?;
-            let mut rows = fetch_in(&mut tx, listing.indexed(after, None, limit)).await?;
-            let full = usize::try_from(limit).is_ok_and(|limit| rows.len() >= limit);
-            if let (true, Some(first), Some(last)) = (full, rows.first(), rows.last()) {
-                let first_ms: i64 = first.try_get(5).map_err(labelled(op))?;
-                let last_ms: i64 = last.try_get(5).map_err(labelled(op))?;
-                let keys = (
-                    query::search_key(last_ms, 0),
-                    query::search_key(first_ms, query::KEY_ID_MASK),
-                );
-                rows = fetch_in(&mut tx, listing.indexed(after, Some(keys), limit)).await?;
+            // One more than the page: the walk's order within a millisecond
+            // is not ListPosts', so the page is exact (once sorted) unless its
+            // last millisecond goes on past it; then all of that one is read.
+            let page = usize::try_from(limit).unwrap_or(0);
+            let mut rows = fetch_in(&mut tx, listing.indexed(after, None, limit.saturating_add(1))).await?;
+            if page > 0 && rows.len() > page {
+                let buckets = rows
+                    .iter()
+                    .map(|row| Ok(query::search_key(row.try_get(5).map_err(labelled(op))?, 0)))
+                    .collect::<Result<Vec<i64>, StoreError>>()?;
+                let cut = buckets[page];
+                if buckets[page - 1] == cut {
+                    let mut bucket = buckets.iter();
+                    rows.retain(|_| bucket.next() != Some(&cut));
+                    let range = (cut, cut | query::KEY_ID_MASK);
+                    rows.extend(fetch_in(&mut tx, listing.indexed(after, Some(range), limit)).await?);
+                } else {
+                    rows.truncate(page);
+                }
             }
             rows.extend(fetch_in(&mut tx, listing.queued(after, limit)).await?);
             tx.commit().await.map_err(labelled(op))?;

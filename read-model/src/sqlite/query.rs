@@ -191,11 +191,9 @@ impl<'a> Listing<'a> {
     /// Indexed posts matching every filter, strictly after `after`, newest
     /// key first. Without `range`, at most `limit`: FTS5 walks its index
     /// newest first and stops there, but posts of one millisecond may come
-    /// in another order than their ids'. With `range` (of keys: from the
-    /// first key of the millisecond of the last post that walk gave to the
-    /// last key of the first's), every post of those keys: the walk's plus
-    /// the rest of their milliseconds', a few, for the caller to sort into
-    /// the exact page. (Walked newest first too: FTS5 seeks a key range
+    /// in another order than their ids'. With `range` (of keys: the
+    /// millisecond the walk's page ended in), every post of those keys, a
+    /// few, for the caller to sort into the exact page. (Walked newest first too: FTS5 seeks a key range
     /// backwards far more cheaply than forwards, 1.6 ms against 12 ms on
     /// the bench's index.)
     pub fn indexed(&self, after: Option<&Position>, range: Option<(i64, i64)>, limit: i64) -> Query {
