@@ -30,6 +30,23 @@ async fn titles(store: &ReadStore, filter: &ListFilter) -> Vec<String> {
     posts.into_iter().map(|p| p.title).collect()
 }
 
+/// The ids of every page of `filter`, `size` a page, walked by keyset.
+async fn every_page(store: &ReadStore, filter: &ListFilter, size: i64) -> Vec<i64> {
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(filter, after.as_ref(), size).await.unwrap();
+        let Some(last) = page.last() else { break };
+        let at = last.created_at.unwrap();
+        after = Some(Position {
+            created_at_ms: at.seconds * 1000 + i64::from(at.nanos) / 1_000_000,
+            post_id: last.post_id,
+        });
+        listed.extend(page.iter().map(|p| p.post_id));
+    }
+    listed
+}
+
 /// A raw connection to the store's file, as another process would open it.
 async fn raw_connection(store: &ReadStore) -> sqlx::SqliteConnection {
     SqliteConnectOptions::new()
@@ -156,18 +173,7 @@ async fn substring_pages_are_exact() {
                 .filter(|p| p.content.contains(short))
                 .map(|p| p.post_id)
                 .collect();
-            let mut listed = Vec::new();
-            let mut after = None;
-            loop {
-                let page = store.list(&filter, after.as_ref(), 50).await.unwrap();
-                let Some(last) = page.last() else { break };
-                let at = last.created_at.unwrap();
-                after = Some(Position {
-                    created_at_ms: at.seconds * 1000 + i64::from(at.nanos) / 1_000_000,
-                    post_id: last.post_id,
-                });
-                listed.extend(page.iter().map(|p| p.post_id));
-            }
+            let listed = every_page(&store, &filter, 50).await;
             assert_eq!(listed, expected, "pages of {text:?} by {by:?} with {short:?}");
         }
     }
@@ -194,19 +200,7 @@ async fn posts_wanting_one_search_key_each_get_one() {
     let mut newest_first: Vec<i64> = ids.to_vec();
     newest_first.sort_by_key(|&id| std::cmp::Reverse(id));
     newest_first.push(9);
-    let mut listed = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.list(&titled("SHARED"), after.as_ref(), 2).await.unwrap();
-        let Some(last) = page.last() else { break };
-        let at = last.created_at.unwrap();
-        after = Some(Position {
-            created_at_ms: at.seconds * 1000 + i64::from(at.nanos) / 1_000_000,
-            post_id: last.post_id,
-        });
-        listed.extend(page.iter().map(|p| p.post_id));
-    }
-    assert_eq!(listed, newest_first);
+    assert_eq!(every_page(&store, &titled("SHARED"), 2).await, newest_first);
     // An update moves a post's text under its own key, not a neighbour's.
     store
         .apply(&event(3 + apart, 2, EventType::PostUpdated, "moved", "c", "ann", ms))

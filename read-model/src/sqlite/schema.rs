@@ -246,13 +246,7 @@ END;
     /// The queued posts up to `?1`, keyed, into the index with their current
     /// text, and the queue emptied up to there.
     pub fn index_keyed(&self) -> [String; 2] {
-        let Self {
-            posts,
-            search,
-            pending,
-            keys,
-            ..
-        } = self;
+        let (posts, search, pending, keys) = (&self.posts, &self.search, &self.pending, &self.keys);
         [
             format!(
                 "INSERT INTO \"{search}\" (rowid, title, content) SELECT k.key, p.title, p.content \
