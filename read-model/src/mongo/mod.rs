@@ -71,6 +71,15 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// so a server that accepts connections but never answers cannot hang a caller.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest a read that found no posts collection mid-swap waits for it.
+const SWAP_READ_WAIT: Duration = Duration::from_secs(2);
+
+/// Where [`MongoStore::swap_by_two_renames`] keeps the live collection
+/// `to` between its renames.
+fn swap_old_name(to: &str) -> String {
+    format!("{to}_swap_old")
+}
+
 /// Tries of the second rename of [`MongoStore::swap_by_two_renames`].
 const SWAP_RENAME_TRIES: usize = 5;
 
@@ -490,7 +499,65 @@ impl MongoStore {
 
     /// The `posts` document of a post, by `_id`.
     async fn get_doc(&self, post_id: i64) -> Result<Option<PostDoc>, StoreError> {
-        timed("find in posts", self.posts.find_one(doc! { "_id": post_key(post_id) })).await
+        let find = || timed("find in posts", self.posts.find_one(doc! { "_id": post_key(post_id) }));
+        match find().await? {
+            None if self.waited_out_swap().await? => find().await,
+            found => Ok(found),
+        }
+    }
+
+    /// The posts `find` gives, read again when it gave none while a
+    /// two-rename swap had no posts collection (see [`Self::waited_out_swap`]).
+    async fn find_posts(
+        &self,
+        filter: Document,
+        sort: Document,
+        limit: Option<i64>,
+    ) -> Result<Vec<PostDoc>, StoreError> {
+        let find = || async {
+            let query = self.posts.find(filter.clone()).sort(sort.clone());
+            let query = match limit {
+                Some(limit) => query.limit(limit),
+                None => query,
+            };
+            timed("find in posts", async {
+                query.await?.try_collect::<Vec<PostDoc>>().await
+            })
+            .await
+        };
+        let docs = find().await?;
+        if docs.is_empty() && self.waited_out_swap().await? {
+            return find().await;
+        }
+        Ok(docs)
+    }
+
+    /// Whether a read that found nothing did so during a swap on FerretDB,
+    /// while the live posts collection is renamed away (no posts collection,
+    /// or one a writer recreated, which the swap drops): then waits until
+    /// the swap is over, at most [`SWAP_READ_WAIT`], and says so, for the
+    /// read to be made again. Only empty answers pay for the check, and only
+    /// FerretDB ever swaps so.
+    async fn waited_out_swap(&self) -> Result<bool, StoreError> {
+        let old = swap_old_name(&self.names.posts);
+        let mid_swap = || async {
+            let names = timed("list collections", self.database.list_collection_names()).await?;
+            Ok::<bool, StoreError>(names.contains(&old))
+        };
+        if !mid_swap().await? {
+            return Ok(false);
+        }
+        let deadline = tokio::time::Instant::now() + SWAP_READ_WAIT;
+        while mid_swap().await? {
+            if tokio::time::Instant::now() >= deadline {
+                // A swap that stopped half way (a crashed rebuild): the next
+                // rebuild drops what it left.
+                tracing::warn!(collection = %old, "a swap of the posts collection has not finished; reading anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(true)
     }
 
     async fn rename(&self, from: &str, to: &str, drop_target: bool) -> Result<(), StoreError> {
@@ -522,7 +589,7 @@ impl MongoStore {
     /// the fresh collection keeps its name, so running the rebuild again
     /// completes the swap.
     async fn swap_by_two_renames(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        let old = format!("{to}_swap_old");
+        let old = swap_old_name(to);
         self.drop_if_exists(&old).await?;
         match self.rename(to, &old, false).await {
             Ok(()) => {}
@@ -713,19 +780,15 @@ impl ReadModelStore for MongoStore {
     /// One page of posts matching `filter`, newest first, strictly after
     /// `after` when given.
     async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
-        let query = self
-            .posts
-            .find(query::to_document(filter, after))
-            .sort(query::newest_first())
-            .limit(limit);
-        let docs: Vec<PostDoc> = timed("find in posts", async { query.await?.try_collect().await }).await?;
+        let docs = self
+            .find_posts(query::to_document(filter, after), query::newest_first(), Some(limit))
+            .await?;
         Ok(docs.into_iter().map(PostDoc::into_post).collect())
     }
 
     /// Every post, by id: for comparing the read model with the event store.
     async fn all_posts(&self) -> Result<Vec<Post>, StoreError> {
-        let query = self.posts.find(Document::new()).sort(doc! { "post_id": 1 });
-        let docs: Vec<PostDoc> = timed("find in posts", async { query.await?.try_collect().await }).await?;
+        let docs = self.find_posts(Document::new(), doc! { "post_id": 1 }, None).await?;
         Ok(docs.into_iter().map(PostDoc::into_post).collect())
     }
 
@@ -847,7 +910,10 @@ impl ReadModelStore for MongoStore {
     /// On MongoDB each collection is swapped by one `renameCollection` with
     /// `dropTarget: true`: a reader sees the old or the new collection, never
     /// neither. FerretDB 1.24 refuses `dropTarget` (NotImplemented); see
-    /// [`swap_by_two_renames`](Self::swap_by_two_renames).
+    /// [`swap_by_two_renames`](Self::swap_by_two_renames): between its two
+    /// renames there is no posts collection, and a read that finds nothing
+    /// then waits for the second rename and reads again
+    /// ([`waited_out_swap`](Self::waited_out_swap)).
     async fn swap_in(&self, fresh: &Self) -> Result<(), StoreError> {
         if fresh.database.name() != self.database.name() {
             return Err(StoreError::Usage(format!(
