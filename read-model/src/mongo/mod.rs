@@ -501,13 +501,13 @@ impl MongoStore {
     async fn get_doc(&self, post_id: i64) -> Result<Option<PostDoc>, StoreError> {
         let find = || timed("find in posts", self.posts.find_one(doc! { "_id": post_key(post_id) }));
         match find().await? {
-            None if self.waited_out_swap().await? => find().await,
+            None if self.empty_read_again().await? => find().await,
             found => Ok(found),
         }
     }
 
     /// The posts `find` gives, read again when it gave none while a
-    /// two-rename swap had no posts collection (see [`Self::waited_out_swap`]).
+    /// two-rename swap had no posts collection (see [`Self::empty_read_again`]).
     async fn find_posts(
         &self,
         filter: Document,
@@ -526,27 +526,28 @@ impl MongoStore {
             .await
         };
         let docs = find().await?;
-        if docs.is_empty() && self.waited_out_swap().await? {
+        if docs.is_empty() && self.empty_read_again().await? {
             return find().await;
         }
         Ok(docs)
     }
 
-    /// Whether a read that found nothing did so during a swap on FerretDB,
-    /// while the live posts collection is renamed away (no posts collection,
-    /// or one a writer recreated, which the swap drops): then waits until
-    /// the swap is over, at most [`SWAP_READ_WAIT`], and says so, for the
-    /// read to be made again. Only empty answers pay for the check, and only
-    /// FerretDB ever swaps so.
-    async fn waited_out_swap(&self) -> Result<bool, StoreError> {
+    /// Whether a read that found nothing should be made again: on FerretDB
+    /// (MongoDB renames with `dropTarget`, so only its empty answers pay),
+    /// where a read may have run during a swap's two renames (no posts
+    /// collection, one a writer recreated, which the swap drops, or the live
+    /// one renamed away under the read). While the swap is under way it
+    /// waits for its end, at most [`SWAP_READ_WAIT`]; the read made again
+    /// then sees the swapped-in collection.
+    async fn empty_read_again(&self) -> Result<bool, StoreError> {
+        if !self.is_ferretdb().await? {
+            return Ok(false);
+        }
         let old = swap_old_name(&self.names.posts);
         let mid_swap = || async {
             let names = timed("list collections", self.database.list_collection_names()).await?;
             Ok::<bool, StoreError>(names.contains(&old))
         };
-        if !mid_swap().await? {
-            return Ok(false);
-        }
         let deadline = tokio::time::Instant::now() + SWAP_READ_WAIT;
         while mid_swap().await? {
             if tokio::time::Instant::now() >= deadline {
@@ -913,7 +914,7 @@ impl ReadModelStore for MongoStore {
     /// [`swap_by_two_renames`](Self::swap_by_two_renames): between its two
     /// renames there is no posts collection, and a read that finds nothing
     /// then waits for the second rename and reads again
-    /// ([`waited_out_swap`](Self::waited_out_swap)).
+    /// ([`empty_read_again`](Self::empty_read_again)).
     async fn swap_in(&self, fresh: &Self) -> Result<(), StoreError> {
         if fresh.database.name() != self.database.name() {
             return Err(StoreError::Usage(format!(

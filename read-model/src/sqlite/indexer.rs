@@ -15,8 +15,8 @@
 //! keeps up with about 1,280 changed posts a second even then. With the
 //! queue empty it merges the index's segments while the writer is idle.
 //! It ends when there is nothing left to merge and starts again with the
-//! next write. A queue left by a process that stopped is
-//! taken by the next writer of the file.
+//! next write. A queue left by a process that stopped is taken by the next
+//! writer of the file.
 
 use std::{
     sync::{
@@ -36,8 +36,8 @@ const OVERDUE: Duration = Duration::from_millis(100);
 
 /// Posts one step indexes: short steps (about 15 ms on the bench's
 /// 500-byte posts), so a batch that arrives meanwhile waits little. Steps
-/// of 1,024 every second held the relay's batches for 100 ms and more,
-/// which was the projection lag's p99 under steady writes.
+/// of 1,024 every second held the relay's batches for 100 ms and more, the
+/// likeliest cause of the projection lag's tail (docs/performance.md).
 const STEP: i64 = 128;
 
 /// Index pages one merge step writes when the queue is empty and the

@@ -588,12 +588,12 @@ impl ReadModelStore for SqliteStore {
             return self.read("list posts", &query.sql, query.binds, post_from_row).await;
         }
         let op = "list posts";
+        let page = usize::try_from(limit).unwrap_or(0);
         let listed = timed(op, async {
             let mut tx = self.shared.readers.begin().await.map_err(labelled(op))?;
             // One more than the page: the walk's order within a millisecond
             // is not ListPosts', so the page is exact (once sorted) unless its
             // last millisecond goes on past it; then all of that one is read.
-            let page = usize::try_from(limit).unwrap_or(0);
             let mut rows = fetch_in(&mut tx, listing.indexed(after, None, limit.saturating_add(1))).await?;
             if page > 0 && rows.len() > page {
                 let buckets = rows
@@ -622,7 +622,7 @@ impl ReadModelStore for SqliteStore {
         };
         let mut posts = rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?;
         posts.sort_by_key(|post| std::cmp::Reverse((post.created_at.map(|t| (t.seconds, t.nanos)), post.post_id)));
-        posts.truncate(usize::try_from(limit).unwrap_or(0));
+        posts.truncate(page);
         Ok(posts)
     }
 
