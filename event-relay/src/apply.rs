@@ -366,8 +366,10 @@ impl<P: Projector> Applier<P> {
                     "stale"
                 }
             };
+            // Per event at DEBUG: at INFO it was a line per event, the
+            // relay's largest cost after the store at full drain.
             span.in_scope(|| {
-                tracing::info!(
+                tracing::debug!(
                     stream = %entry.stream,
                     entry_id = %entry.id,
                     post_id = event.post_id,
@@ -378,6 +380,9 @@ impl<P: Projector> Applier<P> {
                     "event applied"
                 );
             });
+        }
+        if let Some(first) = entries.first() {
+            tracing::info!(stream = %first.stream, applied, stale, attempt, "events applied");
         }
         self.stats.applied.fetch_add(applied, Ordering::Relaxed);
         if let Some(tally) = &self.tally {

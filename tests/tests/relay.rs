@@ -361,12 +361,12 @@ async fn two_relays_share_the_work_and_killing_one_mid_batch_loses_nothing() {
         })
     };
     // Kill A once it is visibly applying.
-    let a_busy = wait_until(SETTLE, || async { a.logs().matches("event applied").count() >= 20 }).await;
+    let a_busy = wait_until(SETTLE, || async { a.logs().matches("events applied").count() >= 2 }).await;
     assert!(a_busy, "relay A takes part");
     a.kill();
     load.await.unwrap();
     assert_converges(&write.endpoint(), &store, Duration::from_secs(60)).await;
-    assert!(b.logs().contains("event applied"), "relay B takes part");
+    assert!(b.logs().contains("events applied"), "relay B takes part");
     assert_eq!(dlq_len(&names).await, 0);
     b.terminate();
     let status = b.wait_exit(Duration::from_secs(15)).await.expect("B exits on SIGTERM");
