@@ -102,6 +102,16 @@ impl ServiceProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its JSON log lines whose message is `message`, parsed (lines that
+    /// are not JSON, such as a panic's, are skipped).
+    pub fn logged(&self, message: &str) -> Vec<serde_json::Value> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["message"] == message)
+            .collect()
+    }
+
     /// SIGKILL: no cleanup at all.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
