@@ -28,7 +28,8 @@ use sea_orm::{
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
     ActiveValue::Set,
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -548,37 +549,63 @@ impl Writer {
 
         // New posts are inserted and changed ones overwritten in one upsert:
         // the changed rows are locked (MySQL) or this is the one writer (SQLite).
+        let backend = self.txn.get_database_backend();
+        let mut statements = Vec::new();
         for heads in by_bytes(heads) {
-            post_stream::Entity::insert_many(heads)
-                .on_conflict(
-                    OnConflict::column(post_stream::Column::PostId)
-                        .update_columns([
-                            post_stream::Column::Version,
-                            post_stream::Column::Title,
-                            post_stream::Column::Content,
-                            post_stream::Column::AuthorName,
-                            post_stream::Column::Deleted,
-                            post_stream::Column::UpdatedAtUs,
-                        ])
-                        .to_owned(),
-                )
-                .exec_without_returning(&self.txn)
-                .await?;
+            statements.push(
+                post_stream::Entity::insert_many(heads)
+                    .on_conflict(
+                        OnConflict::column(post_stream::Column::PostId)
+                            .update_columns([
+                                post_stream::Column::Version,
+                                post_stream::Column::Title,
+                                post_stream::Column::Content,
+                                post_stream::Column::AuthorName,
+                                post_stream::Column::Deleted,
+                                post_stream::Column::UpdatedAtUs,
+                            ])
+                            .to_owned(),
+                    )
+                    .build(backend),
+            );
         }
         if !keys.is_empty() {
-            idempotency_key::Entity::insert_many(keys)
-                .exec_without_returning(&self.txn)
-                .await?;
+            statements.push(idempotency_key::Entity::insert_many(keys).build(backend));
         }
         for events in by_bytes(events) {
-            post_event::Entity::insert_many(events)
-                .exec_without_returning(&self.txn)
-                .await?;
+            statements.push(post_event::Entity::insert_many(events).build(backend));
         }
-        outbox::Entity::insert_many(outbox_rows)
-            .exec_without_returning(&self.txn)
-            .await?;
+        statements.push(outbox::Entity::insert_many(outbox_rows).build(backend));
+        self.execute_all(statements).await?;
         Ok(recorded)
+    }
+
+    /// Runs `statements` in order. On SQLite as one script: each statement
+    /// sent to sqlx's SQLite thread is a round trip between threads (two
+    /// context switches, the committer's largest cost after SQLite itself),
+    /// and its `?`s take the values in order across the statements. MySQL
+    /// prepares one statement at a time.
+    async fn execute_all(&self, statements: Vec<Statement>) -> Result<(), WriteError> {
+        match self.txn.get_database_backend() {
+            DbBackend::Sqlite => {
+                let mut sql = String::new();
+                let mut values = Vec::new();
+                for statement in statements {
+                    sql.push_str(&statement.sql);
+                    sql.push_str(";\n");
+                    values.extend(statement.values.map(|v| v.0).unwrap_or_default());
+                }
+                self.txn
+                    .execute(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values))
+                    .await?;
+            }
+            DbBackend::MySql | DbBackend::Postgres => {
+                for statement in statements {
+                    self.txn.execute(statement).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Takes `events` positions and `posts` post ids from the counter row
@@ -588,22 +615,34 @@ impl Writer {
     /// returns them: the log has no gaps and no position commits after a
     /// higher one is visible.
     async fn advance_head(&self, events: i64, posts: i64) -> Result<(i64, i64), WriteError> {
+        const ADVANCE: &str = "UPDATE log_head SET position = position + ?, post_id = post_id + ? WHERE id = 1";
         let backend = self.txn.get_database_backend();
-        self.txn
-            .execute(Statement::from_sql_and_values(
-                backend,
-                "UPDATE log_head SET position = position + ?, post_id = post_id + ? WHERE id = 1",
-                [events.into(), posts.into()],
-            ))
-            .await?;
-        let row = self
-            .txn
-            .query_one(Statement::from_string(
-                backend,
-                "SELECT position, post_id FROM log_head WHERE id = 1",
-            ))
-            .await?
-            .ok_or_else(|| Error::Internal("the log_head row is missing; run the migrations".into()))?;
+        let values = [events.into(), posts.into()];
+        let row = match backend {
+            // One round trip: SQLite (3.35+) returns the updated row.
+            DbBackend::Sqlite | DbBackend::Postgres => {
+                self.txn
+                    .query_one(Statement::from_sql_and_values(
+                        backend,
+                        format!("{ADVANCE} RETURNING position, post_id"),
+                        values,
+                    ))
+                    .await?
+            }
+            // MariaDB has no UPDATE ... RETURNING: read the locked row back.
+            DbBackend::MySql => {
+                self.txn
+                    .execute(Statement::from_sql_and_values(backend, ADVANCE, values))
+                    .await?;
+                self.txn
+                    .query_one(Statement::from_string(
+                        backend,
+                        "SELECT position, post_id FROM log_head WHERE id = 1",
+                    ))
+                    .await?
+            }
+        }
+        .ok_or_else(|| Error::Internal("the log_head row is missing; run the migrations".into()))?;
         Ok((
             row.try_get_by_index::<i64>(0).map_err(Error::from)?,
             row.try_get_by_index::<i64>(1).map_err(Error::from)?,
