@@ -50,7 +50,8 @@ use sea_orm::sqlx::{
 use crate::{
     batch::{Gate, Plan},
     cursor::Position,
-    millis_to_timestamp, Applied, ListFilter, PostVersion, ReadModelStore, StoreError, VersionRecord,
+    millis_to_timestamp, timestamp_to_millis, Applied, ListFilter, PostVersion, ReadModelStore, StoreError,
+    VersionRecord,
 };
 use error::{is_missing_table, labelled};
 use indexer::Indexer;
@@ -455,6 +456,70 @@ impl SqliteStore {
         }
     }
 
+    /// The posts `sql` (a SELECT of [`POST_COLUMNS`]) selects, in `order`
+    /// (over its output columns), read as one row: a JSON array of them.
+    /// sqlx hands each row of a result from its SQLite thread to the caller
+    /// separately, with its values copied one by one; a page of 20 posts in
+    /// one row costs a third of that (docs/performance.md).
+    async fn read_posts(
+        &self,
+        op: &'static str,
+        sql: &str,
+        binds: Vec<Bind>,
+        order: &str,
+    ) -> Result<Vec<Post>, StoreError> {
+        let sql = as_one_row(sql, order);
+        let mut rows = self.read(op, &sql, binds, |row| posts_from_json(row, 0, op)).await?;
+        Ok(rows.pop().unwrap_or_default())
+    }
+
+    /// A substring page whose last millisecond goes on past it: in one read
+    /// transaction (one snapshot), the walk, every indexed match of that
+    /// millisecond (see [`Listing::indexed`]) and the queued posts.
+    async fn list_exact(
+        &self,
+        listing: &Listing<'_>,
+        after: Option<&Position>,
+        limit: i64,
+    ) -> Result<Vec<Post>, StoreError> {
+        let op = "list posts";
+        let page = usize::try_from(limit).unwrap_or(0);
+        let listed = timed(op, async {
+            let mut tx = self.shared.readers.begin().await.map_err(labelled(op))?;
+            // One more than the page: the walk's order within a millisecond
+            // is not ListPosts', so the page is exact (once sorted) unless its
+            // last millisecond goes on past it; then all of that one is read.
+            let mut rows = fetch_in(&mut tx, listing.indexed(after, None, limit.saturating_add(1))).await?;
+            if page > 0 && rows.len() > page {
+                let buckets = rows
+                    .iter()
+                    .map(|row| Ok(query::search_key(row.try_get(5).map_err(labelled(op))?, 0)))
+                    .collect::<Result<Vec<i64>, StoreError>>()?;
+                let cut = buckets[page];
+                if buckets[page - 1] == cut {
+                    let mut bucket = buckets.iter();
+                    rows.retain(|_| bucket.next() != Some(&cut));
+                    let range = (cut, cut | query::KEY_ID_MASK);
+                    rows.extend(fetch_in(&mut tx, listing.indexed(after, Some(range), limit)).await?);
+                } else {
+                    rows.truncate(page);
+                }
+            }
+            rows.extend(fetch_in(&mut tx, listing.queued(after, limit)).await?);
+            tx.commit().await.map_err(labelled(op))?;
+            Ok(rows)
+        })
+        .await;
+        let rows = match listed {
+            Ok(rows) => rows,
+            Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        let mut posts = rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?;
+        sort_page(&mut posts, page);
+        Ok(posts)
+    }
+
     async fn posts_where(&self, condition: &str, binds: Vec<Bind>) -> Result<Vec<Post>, StoreError> {
         let sql = format!("SELECT {POST_COLUMNS} FROM \"{}\" {condition}", self.names.posts);
         self.read("read posts", &sql, binds, post_from_row).await
@@ -574,55 +639,48 @@ impl ReadModelStore for SqliteStore {
             .await
     }
 
-    /// One statement, or for a substring through the search index, in one
-    /// read transaction (one snapshot): the indexed posts in key order up
-    /// to one more than the page's size, then, when the page's last
-    /// millisecond goes on past it, every indexed match of that millisecond
-    /// (see [`Listing::indexed`]), and
-    /// the posts queued for the index tested by their text; the page is the
-    /// newest `limit` of both in ListPosts' order.
+    /// One statement. For a substring through the search index, one that
+    /// reads the indexed posts in key order up to one more than the page's
+    /// size and the posts queued for the index tested by their text; the
+    /// page is the newest `limit` of both in ListPosts' order. When the
+    /// page's last millisecond goes on past it, [`Self::list_exact`].
     async fn list(&self, filter: &ListFilter, after: Option<&Position>, limit: i64) -> Result<Vec<Post>, StoreError> {
         let listing = Listing::new(&self.names, filter);
         if !listing.searches() {
             let query = listing.page(after, limit);
-            return self.read("list posts", &query.sql, query.binds, post_from_row).await;
+            return self.read_posts("list posts", &query.sql, query.binds, PAGE_ORDER).await;
         }
         let op = "list posts";
         let page = usize::try_from(limit).unwrap_or(0);
-        let listed = timed(op, async {
-            let mut tx = self.shared.readers.begin().await.map_err(labelled(op))?;
-            // One more than the page: the walk's order within a millisecond
-            // is not ListPosts', so the page is exact (once sorted) unless its
-            // last millisecond goes on past it; then all of that one is read.
-            let mut rows = fetch_in(&mut tx, listing.indexed(after, None, limit.saturating_add(1))).await?;
-            if page > 0 && rows.len() > page {
-                let buckets = rows
-                    .iter()
-                    .map(|row| Ok(query::search_key(row.try_get(5).map_err(labelled(op))?, 0)))
-                    .collect::<Result<Vec<i64>, StoreError>>()?;
-                let cut = buckets[page];
-                if buckets[page - 1] == cut {
-                    let mut bucket = buckets.iter();
-                    rows.retain(|_| bucket.next() != Some(&cut));
-                    let range = (cut, cut | query::KEY_ID_MASK);
-                    rows.extend(fetch_in(&mut tx, listing.indexed(after, Some(range), limit)).await?);
-                } else {
-                    rows.truncate(page);
-                }
-            }
-            rows.extend(fetch_in(&mut tx, listing.queued(after, limit)).await?);
-            tx.commit().await.map_err(labelled(op))?;
-            Ok(rows)
-        })
-        .await;
-        let rows = match listed {
-            Ok(rows) => rows,
-            Err(error) if is_missing_table(&error) => return Ok(Vec::new()),
-            Err(error) => return Err(error),
+        // The walk (one more than the page: its order within a millisecond
+        // is not ListPosts') and the queued posts in one statement: one
+        // snapshot without a transaction's two round trips, each read as
+        // one JSON row.
+        let walk = listing.indexed(after, None, limit.saturating_add(1));
+        let queued = listing.queued(after, limit);
+        let sql = format!(
+            "SELECT ({}), ({})",
+            as_one_row(&walk.sql, WALK_ORDER),
+            as_one_row(&queued.sql, PAGE_ORDER)
+        );
+        let binds = walk.binds.into_iter().chain(queued.binds).collect();
+        let read = self
+            .read(op, &sql, binds, |row| {
+                Ok((posts_from_json(row, 0, op)?, posts_from_json(row, 1, op)?))
+            })
+            .await?;
+        let Some((mut posts, queued)) = read.into_iter().next() else {
+            return Ok(Vec::new());
         };
-        let mut posts = rows.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?;
-        posts.sort_by_key(|post| std::cmp::Reverse((post.created_at.map(|t| (t.seconds, t.nanos)), post.post_id)));
-        posts.truncate(page);
+        if page > 0 && posts.len() > page {
+            let bucket = |post: &Post| query::search_key(post.created_at.as_ref().map_or(0, timestamp_to_millis), 0);
+            if bucket(&posts[page - 1]) == bucket(&posts[page]) {
+                return self.list_exact(&listing, after, limit).await;
+            }
+            posts.truncate(page);
+        }
+        posts.extend(queued);
+        sort_page(&mut posts, page);
         Ok(posts)
     }
 
@@ -808,6 +866,51 @@ async fn fetch_in(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, query: Query) ->
         .fetch_all(&mut **tx)
         .await
         .map_err(labelled("list posts"))
+}
+
+/// ListPosts' order over the output columns of a page's SELECT.
+const PAGE_ORDER: &str = "created_at DESC, post_id DESC";
+
+/// The search index's order (newest key first) over the output columns of
+/// [`Listing::indexed`].
+const WALK_ORDER: &str = "walk_key DESC";
+
+/// The newest `page` of `posts` in ListPosts' order.
+fn sort_page(posts: &mut Vec<Post>, page: usize) {
+    posts.sort_by_key(|post| std::cmp::Reverse((post.created_at.map(|t| (t.seconds, t.nanos)), post.post_id)));
+    posts.truncate(page);
+}
+
+/// `sql`, a SELECT of [`POST_COLUMNS`], as a SELECT of one row and one
+/// column: the JSON array of its rows' column arrays, in `order`.
+fn as_one_row(sql: &str, order: &str) -> String {
+    format!("SELECT json_group_array(json_array({POST_COLUMNS}) ORDER BY {order}) FROM ({sql})")
+}
+
+/// The posts of column `column` of a row of [`as_one_row`].
+fn posts_from_json(row: &SqliteRow, column: usize, op: &'static str) -> Result<Vec<Post>, StoreError> {
+    /// A post's columns in [`POST_COLUMNS`] order.
+    type Columns = (i64, i64, String, String, String, i64, i64, i64);
+    let json: &str = row.try_get(column).map_err(labelled(op))?;
+    let rows: Vec<Columns> = serde_json::from_str(json).map_err(|error| StoreError::Corrupt {
+        location: op.to_owned(),
+        reason: format!("a page read as JSON does not parse: {error}"),
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(post_id, version, title, content, author_name, created_at, updated_at, deleted)| Post {
+                post_id,
+                version,
+                title,
+                content,
+                author_name,
+                created_at: Some(millis_to_timestamp(created_at)),
+                updated_at: Some(millis_to_timestamp(updated_at)),
+                deleted: deleted != 0,
+            },
+        )
+        .collect())
 }
 
 /// A post from a row of [`POST_COLUMNS`].

@@ -207,7 +207,7 @@ impl<'a> Listing<'a> {
         let mut binds = vec![Bind::Text(self.matching.clone().unwrap_or_default())];
         // CROSS JOIN: the index drives the loop, so its order is the page's.
         let mut sql = format!(
-            "SELECT {PAGE_COLUMNS} FROM \"{search}\" \
+            "SELECT {PAGE_COLUMNS}, \"{search}\".rowid AS walk_key FROM \"{search}\" \
              CROSS JOIN \"{keys}\" k ON k.key = \"{search}\".rowid CROSS JOIN \"{posts}\" p ON p.post_id = k.post_id \
              WHERE \"{search}\" MATCH ?"
         );
