@@ -131,6 +131,10 @@ async fn run(store: EventStore, handoff: Handoff, mut queue: mpsc::Receiver<Job>
                 Some(_) = running.join_next(), if !running.is_empty() => continue,
             },
         };
+        // One pass of the scheduler before the batch closes (not a timer):
+        // handlers whose requests arrived with this one queue their
+        // commands into it, rather than into the next transaction.
+        tokio::task::yield_now().await;
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

@@ -327,13 +327,23 @@ impl SqliteStore {
         let Names { posts, versions, .. } = &*self.names;
         timed("apply a batch", async {
             let mut tx = self.begin_write().await?;
-            for range in chunks(records.len()) {
-                let sql = format!(
-                    "INSERT INTO \"{versions}\" ({VERSION_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
-                    rows(range.len(), 10)
-                );
-                let mut statement = sqlx::query(&sql);
-                for record in &records[range] {
+            // Each statement sent to sqlx's SQLite thread is a round trip
+            // between threads, and each row it returns one more: the
+            // version rows go as one script (its `?`s take the values in
+            // order across its statements), the stored versions come back
+            // as one JSON row, the upserts go as one script.
+            let script: String = chunks(records.len())
+                .into_iter()
+                .map(|range| {
+                    format!(
+                        "INSERT INTO \"{versions}\" ({VERSION_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING;\n",
+                        rows(range.len(), 10)
+                    )
+                })
+                .collect();
+            if !records.is_empty() {
+                let mut statement = sqlx::query(&script);
+                for record in records {
                     statement = bind_post(statement, record)
                         .bind(record.event_type.event_name())
                         .bind(record.position);
@@ -346,48 +356,54 @@ impl SqliteStore {
             // The versions stored before this write (the write lock is ours,
             // so nobody changes them until we commit).
             let newest: Vec<&VersionRecord> = plan.newest.iter().map(|&i| &records[i]).collect();
-            let mut stored: HashMap<i64, i64> = HashMap::with_capacity(newest.len());
-            for range in chunks(newest.len()) {
-                let sql = format!(
-                    "SELECT post_id, version FROM \"{posts}\" WHERE post_id IN ({})",
-                    vec!["?"; range.len()].join(", ")
-                );
-                let mut statement = sqlx::query(&sql);
-                for record in &newest[range] {
-                    statement = statement.bind(record.post_id);
-                }
-                for row in statement.fetch_all(&mut *tx).await.map_err(labelled("read posts"))? {
-                    stored.insert(
-                        row.try_get(0).map_err(labelled("read posts"))?,
-                        row.try_get(1).map_err(labelled("read posts"))?,
-                    );
-                }
-            }
+            let ids = serde_json::to_string(&newest.iter().map(|record| record.post_id).collect::<Vec<_>>())
+                .map_err(|error| StoreError::Usage(format!("post ids as JSON: {error}")))?;
+            let sql = format!(
+                "SELECT json_group_array(json_array(post_id, version)) FROM \"{posts}\" \
+                 WHERE post_id IN (SELECT value FROM json_each(?))"
+            );
+            let json: String = sqlx::query_scalar(&sql)
+                .bind(ids)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(labelled("read posts"))?;
+            let stored: HashMap<i64, i64> = serde_json::from_str::<Vec<(i64, i64)>>(&json)
+                .map_err(|error| StoreError::Corrupt {
+                    location: posts.clone(),
+                    reason: format!("stored versions read as JSON do not parse: {error}"),
+                })?
+                .into_iter()
+                .collect();
             let newer: Vec<&VersionRecord> = newest
                 .iter()
                 .copied()
                 .filter(|record| stored.get(&record.post_id).is_none_or(|&s| s < record.version))
                 .collect();
             // One atomic statement per row: insert, or update only while
-            // older. RETURNING names the rows it wrote.
-            let mut written: HashSet<i64> = HashSet::with_capacity(newer.len());
-            for range in chunks(newer.len()) {
-                let sql = format!(
-                    "INSERT INTO \"{posts}\" ({POST_COLUMNS}) VALUES {} \
-                     ON CONFLICT (post_id) DO UPDATE SET version = excluded.version, title = excluded.title, \
-                     content = excluded.content, author_name = excluded.author_name, \
-                     created_at = excluded.created_at, updated_at = excluded.updated_at, deleted = excluded.deleted \
-                     WHERE excluded.version > \"{posts}\".version RETURNING post_id",
-                    rows(range.len(), 8)
-                );
-                let mut statement = sqlx::query(&sql);
-                for &record in &newer[range] {
+            // older. Under the write lock, with the stored versions known,
+            // it writes exactly `newer` (one record per post); the gate in
+            // SQL stays the final guard.
+            let script: String = chunks(newer.len())
+                .into_iter()
+                .map(|range| {
+                    format!(
+                        "INSERT INTO \"{posts}\" ({POST_COLUMNS}) VALUES {} \
+                         ON CONFLICT (post_id) DO UPDATE SET version = excluded.version, title = excluded.title, \
+                         content = excluded.content, author_name = excluded.author_name, \
+                         created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                         deleted = excluded.deleted WHERE excluded.version > \"{posts}\".version;\n",
+                        rows(range.len(), 8)
+                    )
+                })
+                .collect();
+            if !newer.is_empty() {
+                let mut statement = sqlx::query(&script);
+                for &record in &newer {
                     statement = bind_post(statement, record);
                 }
-                for row in statement.fetch_all(&mut *tx).await.map_err(labelled("upsert posts"))? {
-                    written.insert(row.try_get(0).map_err(labelled("upsert posts"))?);
-                }
+                statement.execute(&mut *tx).await.map_err(labelled("upsert posts"))?;
             }
+            let written: HashSet<i64> = newer.iter().map(|record| record.post_id).collect();
             tx.commit().await.map_err(labelled("commit"))?;
             Ok(newest
                 .iter()
