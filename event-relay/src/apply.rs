@@ -29,7 +29,7 @@ use postmesh_events::{
 use postmesh_proto::v1::PostEvent;
 use postmesh_read_model::{timestamp_to_millis, Applied};
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::{
@@ -43,8 +43,10 @@ use crate::{
 pub struct Applier<P> {
     projector: P,
     settings: Settings,
-    /// DLQ and notifications, on the main Redis.
+    /// Dead letters, on the main Redis.
     main: ConnectionManager,
+    /// Each applied batch's changes, for the notifier task to publish.
+    notices: mpsc::Sender<Vec<Change>>,
     serving: watch::Sender<bool>,
     stats: Arc<Stats>,
     /// Event time to applied time.
@@ -122,6 +124,31 @@ fn apply_span(parent: &tracing::Span, db_system: &'static str) -> tracing::Span 
     )
 }
 
+/// Batches of changes the notifier holds before `notify` waits for it.
+const NOTICE_BATCHES: usize = 64;
+
+/// Starts the task that publishes each batch's changes on `channel`, one
+/// notification per change in one pipelined round trip per batch, in the
+/// order they were sent; it ends when every sender is dropped. Off the
+/// apply path: the round trip overlaps the next batch's write.
+fn notifier(mut main: ConnectionManager, channel: String) -> mpsc::Sender<Vec<Change>> {
+    let (notices, mut queue) = mpsc::channel::<Vec<Change>>(NOTICE_BATCHES);
+    tokio::spawn(async move {
+        while let Some(changes) = queue.recv().await {
+            let mut pipe = redis::pipe();
+            for change in &changes {
+                pipe.publish(&channel, Notification::Applied(*change).encode()).ignore();
+            }
+            let sent: redis::RedisResult<()> = pipe.query_async(&mut main).await;
+            if let Err(error) = sent {
+                // Only waiters and watchers miss them; the read model is already right.
+                tracing::debug!(%error, count = changes.len(), "notifications not published");
+            }
+        }
+    });
+    notices
+}
+
 impl<P: Projector> Applier<P> {
     /// An applier through `projector`, writing dead letters and notifications to `main_url`.
     pub async fn new(
@@ -132,10 +159,12 @@ impl<P: Projector> Applier<P> {
         stats: Arc<Stats>,
     ) -> anyhow::Result<Self> {
         let main = connect(main_url, std::time::Duration::ZERO).await?;
+        let notices = notifier(main.clone(), settings.notify_channel.clone());
         Ok(Self {
             projector,
             settings,
             main,
+            notices,
             serving,
             stats,
             lag: opentelemetry::global::meter("postmesh")
@@ -391,7 +420,7 @@ impl<P: Projector> Applier<P> {
         self.stats.stale.fetch_add(stale, Ordering::Relaxed);
         // Per post in version order, whatever order the stream had.
         visible.sort_unstable_by_key(|c| (c.post_id, c.version));
-        self.notify(&visible).await;
+        self.notify(visible).await;
     }
 
     /// The consumer span of one entry, continuing the trace the publisher
@@ -436,23 +465,13 @@ impl<P: Projector> Applier<P> {
         self.serving.send_replace(serving);
     }
 
-    /// Publishes one notification per change, in the given order, in one
-    /// pipelined round trip.
-    async fn notify(&self, visible: &[Change]) {
-        if visible.is_empty() {
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for change in visible {
-            pipe.publish(&self.settings.notify_channel, Notification::Applied(*change).encode())
-                .ignore();
-        }
-        // A clone shares the one multiplexed connection.
-        let mut main = self.main.clone();
-        let sent: redis::RedisResult<()> = pipe.query_async(&mut main).await;
-        if let Err(error) = sent {
-            // Only waiters and watchers miss them; the read model is already right.
-            tracing::debug!(%error, count = visible.len(), "notifications not published");
+    /// Hands the changes to the notifier task, which publishes them in
+    /// this order after those of the batches before, while the consumer
+    /// goes on with its next batch.
+    async fn notify(&self, visible: Vec<Change>) {
+        if !visible.is_empty() {
+            // Fails only once the task is gone, at shutdown.
+            let _ = self.notices.send(visible).await;
         }
     }
 

@@ -123,6 +123,29 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     capped.mul_f64(jitter).min(max)
 }
 
+/// One XREADGROUP of up to a batch from `from` ("0": this consumer's
+/// pending entries; ">": new ones), blocking up to `block` for new ones.
+async fn read(
+    reader: &mut ConnectionManager,
+    settings: &Settings,
+    stream: &str,
+    from: &str,
+) -> redis::RedisResult<Vec<Entry>> {
+    let options = StreamReadOptions::default()
+        .group(&settings.group, &settings.consumer)
+        .count(settings.batch_size)
+        .block(settings.block.as_millis() as usize);
+    let reply: Option<StreamReadReply> = reader.xread_options(&[stream], &[from], &options).await?;
+    Ok(reply
+        .map(|r| {
+            r.keys
+                .into_iter()
+                .flat_map(|key| entry::from_ids(&key.key, key.ids))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 impl<P: Projector> Consumer<P> {
     /// A consumer of `route`, applying through `applier`.
     pub async fn new(applier: Applier<P>, route: Route) -> anyhow::Result<Self> {
@@ -136,18 +159,37 @@ impl<P: Projector> Consumer<P> {
         })
     }
 
-    /// Consumes until shutdown; the batch in hand is finished first.
-    pub async fn run(mut self, mut shutdown: Shutdown) {
+    /// Consumes until shutdown; the batch in hand is finished first (and a
+    /// batch already read ahead, so that nothing delivered to this consumer
+    /// is left for a claim).
+    ///
+    /// Pipelined, as the drain's figures asked (docs/performance.md): while
+    /// a batch is applied, the next one is read, and a batch's
+    /// acknowledgement (and its notifications, see `Applier`) go out while
+    /// the next one is applied, so the Redis round trips overlap the store's
+    /// write. Batches are still applied one after another, in stream order.
+    pub async fn run(self, mut shutdown: Shutdown) {
         let stream = self.route.stream.clone();
+        let settings = self.applier.settings().clone();
+        // Only the read path uses this clone: a blocked XREADGROUP holds its
+        // connection, which is why it is not the writer's.
+        let mut reader = self.reader.clone();
         let mut own_pending = true;
         let mut group_ready = false;
         let mut redis_failures = 0u32;
-        let claim_every = (self.applier.settings().claim_idle / 2).max(Duration::from_millis(100));
+        let claim_every = (settings.claim_idle / 2).max(Duration::from_millis(100));
         let mut last_claim = Instant::now();
-        tracing::info!(%stream, consumer = %self.applier.settings().consumer, group = %self.applier.settings().group, "consuming");
-        while !shutdown.is_triggered() {
-            if !group_ready {
-                match ensure_group(&mut self.writer, &stream, &self.applier.settings().group).await {
+        // The next batch, read while the one before was applied.
+        let mut ahead: Option<redis::RedisResult<Vec<Entry>>> = None;
+        // The acknowledgement of the batch before, under way.
+        let mut acking: Option<tokio::task::JoinHandle<()>> = None;
+        tracing::info!(%stream, consumer = %settings.consumer, group = %settings.group, "consuming");
+        loop {
+            if shutdown.is_triggered() && ahead.is_none() {
+                break;
+            }
+            if !group_ready && ahead.is_none() {
+                match ensure_group(&mut self.writer.clone(), &stream, &settings.group).await {
                     Ok(()) => group_ready = true,
                     Err(error) => {
                         redis_failures += 1;
@@ -157,13 +199,15 @@ impl<P: Projector> Consumer<P> {
                     }
                 }
             }
-            let batch = if last_claim.elapsed() >= claim_every {
+            let batch = if let Some(read) = ahead.take() {
+                read
+            } else if last_claim.elapsed() >= claim_every {
                 last_claim = Instant::now();
                 self.claim().await
             } else {
                 let from = if own_pending { "0" } else { ">" };
                 tokio::select! {
-                    read = self.read(from) => read,
+                    read = read(&mut reader, &settings, &stream, from) => read,
                     _ = shutdown.wait() => break,
                 }
             };
@@ -187,34 +231,43 @@ impl<P: Projector> Consumer<P> {
                 own_pending = false;
                 continue;
             }
-            if let Outcome::Interrupted = self.process(entries, &mut shutdown).await {
+            // Reads ahead only new entries: this consumer's pending ones
+            // ("0") would come back again until this batch is acknowledged.
+            // Not when a claim is due, nor after shutdown.
+            let read_ahead = !own_pending && last_claim.elapsed() < claim_every && !shutdown.is_triggered();
+            let mut stop = shutdown.clone();
+            let next = async {
+                if !read_ahead {
+                    return None;
+                }
+                tokio::select! {
+                    read = read(&mut reader, &settings, &stream, ">") => Some(read),
+                    _ = stop.wait() => None,
+                }
+            };
+            let work = async {
+                let (outcome, acks) = self.process(entries, &mut shutdown).await;
+                // Sent now, not after a read ahead that may block.
+                if let Some(previous) = acking.take() {
+                    let _ = previous.await;
+                }
+                (outcome, self.ack_behind(acks))
+            };
+            let ((outcome, ack), next) = tokio::join!(work, next);
+            (ahead, acking) = (next, ack);
+            if let Outcome::Interrupted = outcome {
                 break;
             }
+        }
+        if let Some(previous) = acking.take() {
+            let _ = previous.await;
         }
         tracing::info!(%stream, "consumer stopped");
     }
 
-    async fn read(&mut self, from: &str) -> redis::RedisResult<Vec<Entry>> {
-        let options = StreamReadOptions::default()
-            .group(&self.applier.settings().group, &self.applier.settings().consumer)
-            .count(self.applier.settings().batch_size)
-            .block(self.applier.settings().block.as_millis() as usize);
-        let reply: Option<StreamReadReply> = self
-            .reader
-            .xread_options(&[&self.route.stream], &[from], &options)
-            .await?;
-        Ok(reply
-            .map(|r| {
-                r.keys
-                    .into_iter()
-                    .flat_map(|key| entry::from_ids(&key.key, key.ids))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
     /// Takes over entries another (dead) consumer left pending for too long.
-    async fn claim(&mut self) -> redis::RedisResult<Vec<Entry>> {
+    async fn claim(&self) -> redis::RedisResult<Vec<Entry>> {
+        let mut writer = self.writer.clone();
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.route.stream)
             .arg(&self.applier.settings().group)
@@ -223,7 +276,7 @@ impl<P: Projector> Consumer<P> {
             .arg("0-0")
             .arg("COUNT")
             .arg(self.applier.settings().batch_size)
-            .query_async(&mut self.writer)
+            .query_async(&mut writer)
             .await?;
         if !reply.claimed.is_empty() {
             tracing::info!(stream = %self.route.stream, claimed = reply.claimed.len(), "claimed idle pending entries");
@@ -246,8 +299,9 @@ impl<P: Projector> Consumer<P> {
 
     /// Handles a batch: dead-letters what cannot be decoded (at once, in
     /// stream order, so stopping there never applies a post's entry ahead of
-    /// it), applies the rest, then acknowledges what was handled.
-    async fn process(&mut self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> Outcome {
+    /// it) and applies the rest. Returns the ids of what was handled, for
+    /// the caller to acknowledge.
+    async fn process(&self, entries: Vec<Entry>, shutdown: &mut Shutdown) -> (Outcome, Vec<String>) {
         let stats = self.applier.stats();
         stats.consumed.fetch_add(entries.len() as u64, Ordering::Relaxed);
         let mut acks: Vec<String> = Vec::with_capacity(entries.len());
@@ -290,31 +344,32 @@ impl<P: Projector> Consumer<P> {
                         .instrument(span)
                         .await;
                     if !lettered {
-                        self.ack(&acks).await;
-                        return Outcome::Interrupted;
+                        return (Outcome::Interrupted, acks);
                     }
                     acks.push(entry.id);
                 }
             }
         }
         let outcome = self.applier.apply(&decoded, &mut acks, shutdown).await;
-        self.ack(&acks).await;
-        outcome
+        (outcome, acks)
     }
 
-    /// Acknowledges handled entries.
-    async fn ack(&self, acks: &[String]) {
+    /// Acknowledges handled entries in a task of its own, which the caller
+    /// awaits before the next acknowledgement (so at most one is under way).
+    fn ack_behind(&self, acks: Vec<String>) -> Option<tokio::task::JoinHandle<()>> {
         if acks.is_empty() {
-            return;
+            return None;
         }
         let mut writer = self.writer.clone();
-        let acked: redis::RedisResult<i64> = writer
-            .xack(&self.route.stream, &self.applier.settings().group, acks)
-            .await;
-        if let Err(error) = acked {
-            // Unacked entries stay pending and are claimed again later;
-            // applying them twice is harmless.
-            tracing::warn!(stream = %self.route.stream, %error, count = acks.len(), "XACK failed");
-        }
+        let stream = self.route.stream.clone();
+        let group = self.applier.settings().group.clone();
+        Some(tokio::spawn(async move {
+            let acked: redis::RedisResult<i64> = writer.xack(&stream, &group, &acks).await;
+            if let Err(error) = acked {
+                // Unacked entries stay pending and are claimed again later;
+                // applying them twice is harmless.
+                tracing::warn!(%stream, %error, count = acks.len(), "XACK failed");
+            }
+        }))
     }
 }
