@@ -12,7 +12,7 @@
 //! takes the writer when the writer has been idle for [`IDLE`], so the
 //! relay's batches do not wait for it while events arrive; under writes
 //! without pause it still takes a step every [`OVERDUE`], so the index
-//! keeps up even then. A step holds the writer for about [`STEP_BUDGET`]. With the
+//! keeps up with about 1,280 changed posts a second even then. With the
 //! queue empty it merges the index's segments while the writer is idle.
 //! It ends when there is nothing left to merge and starts again with the
 //! next write. A queue left by a process that stopped is taken by the next
@@ -32,32 +32,17 @@ use super::{error::is_missing_table, now_millis, SqliteStore};
 pub(crate) const IDLE: Duration = Duration::from_millis(10);
 
 /// Longest the indexer waits for an idle writer before it takes a step.
-/// Short, with steps as short as [`STEP_BUDGET`]: under writes without
-/// pause the index keeps up with about 40 steps a second.
-const OVERDUE: Duration = Duration::from_millis(25);
+const OVERDUE: Duration = Duration::from_millis(100);
 
-/// About how long one step may hold the writer: a batch that arrives
-/// meanwhile waits for it, so this bounds what the index adds to the
-/// projection lag. Fixed steps of 128 posts (15 ms on the bench's 500-byte
-/// posts, more as the index grew) were the lag's tail at half the command
-/// rate (docs/performance.md), and steps of 1,024 held batches for 100 ms.
-const STEP_BUDGET: Duration = Duration::from_millis(4);
-
-/// Posts the first step indexes; later steps size themselves to the budget
-/// from how long the last full one took, within [`MIN_STEP`, `MAX_STEP`].
-const FIRST_STEP: i64 = 32;
-const MIN_STEP: i64 = 8;
-const MAX_STEP: i64 = 1024;
+/// Posts one step indexes: short steps (about 15 ms on the bench's
+/// 500-byte posts), so a batch that arrives meanwhile waits little. Steps
+/// of 1,024 every second held the relay's batches for 100 ms and more, the
+/// likeliest cause of the projection lag's tail (docs/performance.md).
+const STEP: i64 = 128;
 
 /// Index pages one merge step writes when the queue is empty and the
-/// writer idle (a few milliseconds of work, for the same reason).
-const MERGE_PAGES: i64 = 12;
-
-/// The next step's size: `posts` took `took`, so about this many fit the budget.
-fn next_step(posts: i64, took: Duration) -> i64 {
-    let fits = posts as f64 * STEP_BUDGET.as_secs_f64() / took.as_secs_f64().max(1e-6);
-    (fits as i64).clamp(MIN_STEP, MAX_STEP)
-}
+/// writer idle (about 20 ms of work, for the same reason).
+const MERGE_PAGES: i64 = 50;
 
 /// What the writes and the indexer of one store share.
 #[derive(Debug, Default)]
@@ -122,16 +107,8 @@ impl Indexer {
 
     async fn run(&self, store: SqliteStore) {
         let mut failures = 0u32;
-        let mut step = FIRST_STEP;
-        // Whether to wait before looking again: not right after a step taken
-        // on an idle writer, so a backlog is indexed in short steps back to
-        // back while nothing else wants the writer.
-        let mut rest = true;
         loop {
-            if rest {
-                tokio::time::sleep(IDLE).await;
-            }
-            rest = true;
+            tokio::time::sleep(IDLE).await;
             if store.is_closed() || self.stopped.load(Ordering::SeqCst) {
                 self.running.store(false, Ordering::SeqCst);
                 return;
@@ -144,26 +121,18 @@ impl Indexer {
                 continue;
             }
             let writes = self.writes.load(Ordering::SeqCst);
-            let began = std::time::Instant::now();
-            match store.index_search(step).await {
+            match store.index_search(STEP).await {
                 Ok(indexed) => {
                     failures = 0;
                     self.last_step.store(now_millis(), Ordering::SeqCst);
-                    if indexed as i64 == step {
-                        step = next_step(step, began.elapsed());
-                    }
                     if indexed > 0 {
-                        rest = !idle;
                         continue;
                     }
                     // The queue is empty: merge the segments the steps left
                     // while nothing waits for the writer.
                     if idle {
                         match store.merge_search(MERGE_PAGES).await {
-                            Ok(true) => {
-                                rest = false;
-                                continue;
-                            }
+                            Ok(true) => continue,
                             Ok(false) => {}
                             Err(error) if is_missing_table(&error) => {
                                 self.running.store(false, Ordering::SeqCst);
