@@ -11,8 +11,9 @@
 //! When: one task per store (its clones share it), woken by a write. It
 //! takes the writer when the writer has been idle for [`IDLE`], so the
 //! relay's batches do not wait for it while events arrive; under writes
-//! without pause it still takes a step every [`OVERDUE`], so the index
-//! keeps up with about 1,280 changed posts a second even then. With the
+//! without pause it still takes a short step ([`BUSY_STEP`]) every
+//! [`OVERDUE`], so the index keeps up with about 1,000 changed posts a
+//! second even then, and a batch waits for at most one short step. With the
 //! queue empty it merges the index's segments while the writer is idle.
 //! It ends when there is nothing left to merge and starts again with the
 //! next write. A queue left by a process that stopped is taken by the next
@@ -31,14 +32,25 @@ use super::{error::is_missing_table, now_millis, SqliteStore};
 /// How long the writer must have been idle before the indexer takes it.
 pub(crate) const IDLE: Duration = Duration::from_millis(10);
 
-/// Longest the indexer waits for an idle writer before it takes a step.
-const OVERDUE: Duration = Duration::from_millis(100);
+/// Longest the indexer waits for an idle writer before it takes a
+/// [`BUSY_STEP`].
+const OVERDUE: Duration = Duration::from_millis(25);
 
-/// Posts one step indexes: short steps (about 15 ms on the bench's
-/// 500-byte posts), so a batch that arrives meanwhile waits little. Steps
-/// of 1,024 every second held the relay's batches for 100 ms and more, the
-/// likeliest cause of the projection lag's tail (docs/performance.md).
+/// How long the indexer waits after a failed step (checking for a stop).
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Posts one step on an idle writer indexes (about 15 ms on the bench's
+/// 500-byte posts). Steps of 1,024 every second held the relay's batches
+/// for 100 ms and more (docs/performance.md).
 const STEP: i64 = 128;
+
+/// Posts one step on a busy writer (overdue) indexes: a batch that arrives
+/// meanwhile waits for it. Steps of 128 every 100 ms were the projection
+/// lag's tail at half the command rate (p99 61 ms, docs/performance.md);
+/// fewer posts per step save less than that, as a step has a fixed cost of
+/// some milliseconds (steps of 8 took about 7 ms), so the index fell
+/// behind with steps sized to 4 ms.
+const BUSY_STEP: i64 = 32;
 
 /// Index pages one merge step writes when the queue is empty and the
 /// writer idle (about 20 ms of work, for the same reason).
@@ -121,7 +133,7 @@ impl Indexer {
                 continue;
             }
             let writes = self.writes.load(Ordering::SeqCst);
-            match store.index_search(STEP).await {
+            match store.index_search(if idle { STEP } else { BUSY_STEP }).await {
                 Ok(indexed) => {
                     failures = 0;
                     self.last_step.store(now_millis(), Ordering::SeqCst);
@@ -159,7 +171,7 @@ impl Indexer {
                     if failures == 1 || failures.is_multiple_of(100) {
                         tracing::warn!(%error, failures, "could not index queued posts for search; trying again");
                     }
-                    for _ in 0..OVERDUE.as_millis() / IDLE.as_millis() {
+                    for _ in 0..RETRY.as_millis() / IDLE.as_millis() {
                         if self.stopped.load(Ordering::SeqCst) {
                             break;
                         }
