@@ -23,7 +23,7 @@
 //! see every change the subscription receives, per post in version order.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -401,45 +401,25 @@ async fn pause(shutdown: &mut Shutdown, backoff: &mut Duration) {
     *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
 
-/// Notified versions the dispatcher reads in one store call.
-const DISPATCH_BATCH: usize = 256;
-
-/// Reads each wanted version document once and fans it out, in arrival
-/// order. Everything queued is read at once: a relay batch arrives as a
-/// burst of notifications, and one read per version made the burst's last
-/// change wait for all the reads before it (docs/performance.md).
+/// Reads each wanted version document once, in arrival order, and fans it out.
 async fn dispatch(mut pending: mpsc::Receiver<Change>, hub: Arc<Hub>, store: ReadStore) {
-    let mut changes = Vec::with_capacity(DISPATCH_BATCH);
-    let mut asked = HashSet::new();
-    while pending.recv_many(&mut changes, DISPATCH_BATCH).await > 0 {
-        asked.clear();
-        // A duplicate notification is read (and streamed) once.
-        changes.retain(|change| hub.wants(change) && asked.insert((change.post_id, change.version)));
-        if changes.is_empty() {
+    while let Some(change) = pending.recv().await {
+        if !hub.wants(&change) {
             continue;
         }
-        let keys: Vec<(i64, i64)> = changes.iter().map(|c| (c.post_id, c.version)).collect();
-        match store.versions(&keys).await {
-            Ok(found) => {
-                let mut found: HashMap<(i64, i64), PostVersion> = found
-                    .into_iter()
-                    .map(|v| ((v.post.post_id, v.post.version), v))
-                    .collect();
-                for change in changes.drain(..) {
-                    match found.remove(&(change.post_id, change.version)) {
-                        Some(version) => hub.fan_out(version),
-                        None => tracing::debug!(
-                            post_id = change.post_id,
-                            version = change.version,
-                            "notified version is not in the read model (rebuilt meanwhile?)"
-                        ),
-                    }
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, count = changes.len(), "cannot read notified versions; watchers miss them");
-                changes.clear();
-            }
+        match store.version(change.post_id, change.version).await {
+            Ok(Some(version)) => hub.fan_out(version),
+            Ok(None) => tracing::debug!(
+                post_id = change.post_id,
+                version = change.version,
+                "notified version is not in the read model (rebuilt meanwhile?)"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                post_id = change.post_id,
+                version = change.version,
+                "cannot read a notified version; watchers miss it"
+            ),
         }
     }
 }

@@ -70,12 +70,6 @@ pub trait ReadModelStore: Clone + Send + Sync + 'static {
         version: i64,
     ) -> impl Future<Output = Result<Option<PostVersion>, StoreError>> + Send;
 
-    /// The stored versions among `keys` (`(post_id, version)` pairs), in no
-    /// particular order; keys not stored are left out. Many in one call:
-    /// the watch stream reads each batch of notified versions so, where one
-    /// read per version queued a batch's last change behind all the others.
-    fn versions(&self, keys: &[(i64, i64)]) -> impl Future<Output = Result<Vec<PostVersion>, StoreError>> + Send;
-
     /// Every stored version of a post, oldest first.
     fn history(&self, post_id: i64) -> impl Future<Output = Result<Vec<PostVersion>, StoreError>> + Send;
 

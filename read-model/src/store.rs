@@ -103,10 +103,6 @@ impl ReadModelStore for ReadStore {
         delegate!(self, store => store.version(post_id, version).await)
     }
 
-    async fn versions(&self, keys: &[(i64, i64)]) -> Result<Vec<PostVersion>, StoreError> {
-        delegate!(self, store => store.versions(keys).await)
-    }
-
     async fn history(&self, post_id: i64) -> Result<Vec<PostVersion>, StoreError> {
         delegate!(self, store => store.history(post_id).await)
     }

@@ -87,7 +87,7 @@ const SWAP_RENAME_TRIES: usize = 5;
 /// duplicate keys count as a [`StoreError::Conflict`].
 const GATE_ROUNDS: usize = 3;
 
-/// Reads of one batch (gate reads, settle probes, version lookups) in flight at once: within
+/// Reads of one batch (gate reads, settle probes) in flight at once: within
 /// the driver's default pool of 10 connections, leaving room for others.
 const READ_CONCURRENCY: usize = 8;
 
@@ -771,22 +771,6 @@ impl ReadModelStore for MongoStore {
         )
         .await?;
         found.map(|doc| doc.into_version(&self.names.versions)).transpose()
-    }
-
-    /// One `_id` lookup per key, [`READ_CONCURRENCY`] side by side: FerretDB
-    /// 1.24 answers an exact `_id` from its index but scans the collection
-    /// for an `$in` (docs/performance.md); MongoDB answers either from its index.
-    async fn versions(&self, keys: &[(i64, i64)]) -> Result<Vec<PostVersion>, StoreError> {
-        // Collected first: a lazily mapped stream would not be Send.
-        let reads: Vec<_> = keys
-            .iter()
-            .map(|&(post_id, version)| self.version(post_id, version))
-            .collect();
-        let found: Vec<Option<PostVersion>> = futures::stream::iter(reads)
-            .buffer_unordered(READ_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().flatten().collect())
     }
 
     /// Every stored version of a post, oldest first.

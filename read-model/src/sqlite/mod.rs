@@ -75,10 +75,6 @@ const READERS: u32 = 4;
 /// (prepared once per connection and cached) serve every batch size.
 const MAX_ROWS: usize = 64;
 
-/// Keys [`versions`](ReadModelStore::versions) reads in one statement: two
-/// parameters each, far below SQLite's limit of 32,766.
-const VERSION_KEYS: usize = 500;
-
 /// The columns of a version row, in the order `write_batch` binds and
 /// [`version_from_row`] reads them.
 const VERSION_COLUMNS: &str =
@@ -652,27 +648,6 @@ impl ReadModelStore for SqliteStore {
             )
             .await?
             .pop())
-    }
-
-    /// One statement per [`VERSION_KEYS`] keys: the keys as constant rows
-    /// joined to the table's primary key. (`(post_id, version) IN (VALUES …)`
-    /// reads the same rows, but SQLite 3.40 plans it as a scan of the table.)
-    async fn versions(&self, keys: &[(i64, i64)]) -> Result<Vec<PostVersion>, StoreError> {
-        let table = &self.names.versions;
-        let mut found = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(VERSION_KEYS) {
-            let sql = format!(
-                "SELECT {VERSION_COLUMNS} FROM (VALUES {}) AS k CROSS JOIN \"{table}\" \
-                 ON post_id = k.column1 AND version = k.column2",
-                rows(chunk.len(), 2)
-            );
-            let binds = chunk.iter().flat_map(|&(p, v)| [Bind::Int(p), Bind::Int(v)]).collect();
-            found.extend(
-                self.read("read post_versions", &sql, binds, |row| version_from_row(row, table))
-                    .await?,
-            );
-        }
-        Ok(found)
     }
 
     async fn history(&self, post_id: i64) -> Result<Vec<PostVersion>, StoreError> {

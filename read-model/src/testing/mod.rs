@@ -161,7 +161,6 @@ macro_rules! store_suite {
             a_batch_larger_than_one_write_command_is_applied_whole,
             duplicates_and_older_versions_are_stale,
             a_newer_version_applied_first_wins,
-            versions_are_read_many_at_once,
             invalid_events_are_not_outages,
             ensure_schema_is_idempotent,
             swap_in_replaces_the_model_with_its_indexes,

@@ -315,26 +315,6 @@ pub async fn a_newer_version_applied_first_wins(fixture: &impl Fixture) {
     fixture.dispose(store).await;
 }
 
-/// Many versions are read in one call; keys not stored are left out.
-pub async fn versions_are_read_many_at_once(fixture: &impl Fixture) {
-    let store = fixture.fresh("qs_versions").await;
-    let events = [
-        created(1, "ann", 1_000),
-        event(1, 2, EventType::PostUpdated, "t2", "c2", "ann", 1_000),
-        created(2, "bob", 2_000),
-    ];
-    store.apply_batch(&events).await.unwrap();
-    assert!(store.versions(&[]).await.unwrap().is_empty());
-    let mut found = store.versions(&[(2, 1), (1, 2), (1, 3), (3, 1), (1, 1)]).await.unwrap();
-    found.sort_by_key(|v| (v.post.post_id, v.post.version));
-    let keys: Vec<(i64, i64)> = found.iter().map(|v| (v.post.post_id, v.post.version)).collect();
-    assert_eq!(keys, [(1, 1), (1, 2), (2, 1)]);
-    assert_eq!(found[1].post.title, "t2");
-    assert_eq!(found[1].event_type, EventType::PostUpdated);
-    assert_eq!(found[2].post.author_name, "bob");
-    fixture.dispose(store).await;
-}
-
 /// An invalid event is refused, and the refusal is not an outage.
 pub async fn invalid_events_are_not_outages(fixture: &impl Fixture) {
     let store = fixture.fresh("qs_invalid").await;
