@@ -279,9 +279,10 @@ where
     }
 }
 
-/// A binary's `serve`: logs, traces and metrics (on `metrics_addr`) for
-/// `service`, SIGTERM/SIGINT as the shutdown signal, then `serve` until it
-/// returns, and the telemetry flushed.
+/// A binary's `serve`: the C allocator tuned for SQLite
+/// ([`postmesh_malloc::keep_freed_memory`]), logs, traces and metrics (on
+/// `metrics_addr`) for `service`, SIGTERM/SIGINT as the shutdown signal,
+/// then `serve` until it returns, and the telemetry flushed.
 pub async fn main<F, Fut>(
     service: &'static str,
     log_format: LogFormat,
@@ -292,6 +293,7 @@ where
     F: FnOnce(Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    postmesh_malloc::keep_freed_memory();
     let shutdown = shutdown::from_os_signals();
     let telemetry = telemetry::start(service, log_format, metrics_addr, shutdown.clone()).await;
     let result = serve(shutdown).await;
