@@ -93,7 +93,7 @@ async fn pages_and_filters_are_served_by_indexes() {
     // its key order (ListPosts'), no sort, first and keyset pages alike.
     for after in [None, Some(after)] {
         let searched = plan(titled("rust"), after).await;
-        assert!(searched.starts_with("SCAN search_posts VIRTUAL TABLE"), "{searched}");
+        assert!(searched.starts_with("SCAN fts_posts VIRTUAL TABLE"), "{searched}");
         assert!(!searched.contains("TEMP B-TREE"), "{searched}");
     }
     fixture.dispose(store).await;
@@ -212,37 +212,51 @@ async fn posts_wanting_one_search_key_each_get_one() {
     fixture.dispose(store).await;
 }
 
-/// A file written before search keys (its index keyed by post id, no keys
-/// table) is re-indexed when the schema is ensured: every post queued,
-/// searches complete meanwhile and after.
+/// A file written by an earlier version, whose search index
+/// (`search_posts`) is keyed by post id (and has no keys table) or by the
+/// keys in ascending order, is re-indexed when the schema is ensured: every
+/// post queued, searches complete meanwhile and after, the old index gone.
 #[tokio::test]
-async fn a_file_indexed_by_post_id_is_reindexed() {
-    let fixture = SqliteFixture::new();
-    let store = fixture.fresh("sq_rekey").await;
-    store
-        .apply_batch(&[created(1, "ann", 1_000), created(2, "bob", 2_000)])
-        .await
-        .unwrap();
-    let sqlite = store.as_sqlite().unwrap();
-    sqlite.settle_search().await.unwrap();
-    // As the old layout: the index keyed by post id, no keys table.
-    let mut raw = raw_connection(&store).await;
-    raw.execute(
-        "DROP TABLE keys_posts; DROP TABLE search_posts; \
+async fn a_file_with_an_earlier_search_index_is_reindexed() {
+    let layouts = [
+        // Keyed by post id, no keys table.
+        "DROP TABLE keys_posts; DROP TABLE fts_posts; \
          CREATE VIRTUAL TABLE search_posts USING fts5(title, content, content='', tokenize='trigram'); \
          INSERT INTO search_posts (rowid, title, content) SELECT post_id, title, content FROM posts;",
-    )
-    .await
-    .unwrap();
-    raw.close().await.unwrap();
-    store.ensure_schema().await.unwrap();
-    assert!(sqlite.unindexed().await.unwrap() <= 2);
-    assert_eq!(titles(&store, &titled("TITLE")).await, vec!["title 2", "title 1"]);
-    sqlite.settle_search().await.unwrap();
-    assert_eq!(sqlite.unindexed().await.unwrap(), 0);
-    assert_eq!(titles(&store, &titled("title 1")).await, vec!["title 1"]);
-    assert_eq!(titles(&store, &titled("TITLE")).await, vec!["title 2", "title 1"]);
-    fixture.dispose(store).await;
+        // Keyed by the keys themselves, oldest first.
+        "DROP TABLE fts_posts; \
+         CREATE VIRTUAL TABLE search_posts USING fts5(title, content, content='', tokenize='trigram'); \
+         INSERT INTO search_posts (rowid, title, content) \
+         SELECT k.key, p.title, p.content FROM posts p JOIN keys_posts k USING (post_id);",
+    ];
+    for (n, layout) in layouts.into_iter().enumerate() {
+        let fixture = SqliteFixture::new();
+        let store = fixture.fresh(&format!("sq_rekey_{n}")).await;
+        store
+            .apply_batch(&[created(1, "ann", 1_000), created(2, "bob", 2_000)])
+            .await
+            .unwrap();
+        let sqlite = store.as_sqlite().unwrap();
+        sqlite.settle_search().await.unwrap();
+        let mut raw = raw_connection(&store).await;
+        raw.execute(layout).await.unwrap();
+        raw.close().await.unwrap();
+        store.ensure_schema().await.unwrap();
+        assert!(sqlite.unindexed().await.unwrap() <= 2);
+        assert_eq!(titles(&store, &titled("TITLE")).await, vec!["title 2", "title 1"]);
+        sqlite.settle_search().await.unwrap();
+        assert_eq!(sqlite.unindexed().await.unwrap(), 0);
+        assert_eq!(titles(&store, &titled("title 1")).await, vec!["title 1"]);
+        assert_eq!(titles(&store, &titled("TITLE")).await, vec!["title 2", "title 1"]);
+        let mut raw = raw_connection(&store).await;
+        let legacy: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name LIKE 'search_posts%'")
+            .fetch_one(&mut raw)
+            .await
+            .unwrap();
+        raw.close().await.unwrap();
+        assert_eq!(legacy, 0, "layout {n}");
+        fixture.dispose(store).await;
+    }
 }
 
 #[tokio::test]
@@ -331,7 +345,7 @@ async fn the_search_index_follows_every_change_and_every_swap() {
     store.ensure_schema().await.unwrap();
     let mut raw = raw_connection(&store).await;
     let objects: Vec<(String, String)> = sqlx::query_as(
-        "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'search_posts_%' AND type != 'trigger' ORDER BY name",
+        "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'fts_posts_%' AND type != 'trigger' ORDER BY name",
     )
     .fetch_all(&mut raw)
     .await
@@ -340,12 +354,12 @@ async fn the_search_index_follows_every_change_and_every_swap() {
     assert_eq!(
         names,
         [
+            "fts_posts",
             "keys_posts",
             "meta_posts",
             "pending_posts",
             "post_versions",
             "posts",
-            "search_posts",
             "sqlite_autoindex_keys_posts_1",
             "sqlite_autoindex_meta_posts_1",
             "sqlite_autoindex_post_versions_1",

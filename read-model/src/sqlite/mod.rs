@@ -3,10 +3,11 @@
 //!
 //! Tables (see [`schema`]): `posts` (one row per post, its newest applied
 //! version), `post_versions` (one row per `(post_id, version)`) and
-//! `search_posts`, an FTS5 trigram index over the posts' title and content
+//! `fts_posts`, an FTS5 trigram index over the posts' title and content
 //! that follows them through a queue (`pending_posts`, filled by triggers,
 //! emptied by the [`indexer`] when the writer is idle), keyed by each
-//! post's search key (`keys_posts`) so that it sorts as ListPosts does.
+//! post's search key (`keys_posts`) so that it sorts as ListPosts does
+//! (newest first, in the index's forward order).
 //! ListPosts' filters become SQL in [`query`].
 //!
 //! Connections: the file is in WAL mode, so readers never wait for the
@@ -560,13 +561,13 @@ impl ReadModelStore for SqliteStore {
         let op = "create the schema";
         let reindexing = timed(op, async {
             let mut tx = self.begin_write().await?;
-            // A file from before search keys: its index is keyed by post id.
-            let old: i64 = sqlx::query_scalar(&self.names.keyed_by_post_id())
+            // A file from an earlier version: its index is keyed otherwise.
+            let old: i64 = sqlx::query_scalar(&self.names.has_legacy_search())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(labelled(op))?;
             let script = if old > 0 {
-                tracing::info!(file = %self.shared.file.display(), "re-indexing the posts for search under search keys");
+                tracing::info!(file = %self.shared.file.display(), "re-indexing the posts for search (an earlier version's index)");
                 self.names.create_reindexing()
             } else {
                 self.names.create()
@@ -782,7 +783,7 @@ impl ReadModelStore for SqliteStore {
         Ok(!self.write_one("take a lease", &sql, &binds).await?.is_empty())
     }
 
-    /// The tables `posts_<tag>`, `post_versions_<tag>`, `search_posts_<tag>`,
+    /// The tables `posts_<tag>`, `post_versions_<tag>`, `fts_posts_<tag>`,
     /// `meta_posts_<tag>`, `pending_posts_<tag>` and `keys_posts_<tag>` of
     /// the same file.
     fn staging(&self, tag: &str) -> Self {

@@ -11,8 +11,9 @@
 //!   quoted phrase per column (`title : "<text>"`). The trigram tokenizer
 //!   folds case (Unicode-aware) and matches a phrase as a substring, so this
 //!   is exactly "contains, ignoring case". The index's rowid is a post's
-//!   [`search_key`], which sorts as ListPosts' `(created_at, post_id)`, so
-//!   FTS5 hands the matches over newest first and the page stops after
+//!   [`search_key`] complemented ([`rowid`]), which sorts as ListPosts'
+//!   `(created_at, post_id)` backwards, so FTS5 hands the matches over
+//!   newest first in its own, forward order and the page stops after
 //!   `limit` of them ([`Listing::indexed`]) instead of finding every match
 //!   and sorting. Posts queued for the index (changed in the last moments,
 //!   see `super::indexer`) are tested by `instr` on their lowered text
@@ -91,6 +92,16 @@ fn key_ms(created_at_ms: i64) -> i64 {
 /// free one of its millisecond. As SQL over a posts row: [`search_key_sql`].
 pub(crate) fn search_key(created_at_ms: i64, post_id: i64) -> i64 {
     (key_ms(created_at_ms) << KEY_ID_BITS) | (post_id & KEY_ID_MASK)
+}
+
+/// The search index's rowid for `key`: its bitwise complement, so that the
+/// newest post has the lowest rowid. FTS5 walks its doclists forward at
+/// about twice the speed it walks them backward (a first page of a
+/// substring over 100,000 posts: 0.09 ms against 0.19 ms, plain SQLite), and
+/// ListPosts wants the newest first. The complement reverses the order of
+/// every `i64`, with no overflow at the ends.
+pub(crate) fn rowid(key: i64) -> i64 {
+    !key
 }
 
 /// [`search_key`] of the posts row `alias`, in SQL.
@@ -193,9 +204,9 @@ impl<'a> Listing<'a> {
     /// newest first and stops there, but posts of one millisecond may come
     /// in another order than their ids'. With `range` (of keys: the
     /// millisecond the walk's page ended in), every post of those keys, a
-    /// few, for the caller to sort into the exact page. (Walked newest first too: FTS5 seeks a key range
-    /// backwards far more cheaply than forwards, 1.6 ms against 12 ms on
-    /// the bench's index.)
+    /// few, for the caller to sort into the exact page. The walk goes
+    /// forward over the index's rowids ([`rowid`]), newest post first, and
+    /// `after` is a lower bound on them that FTS5 seeks its doclists to.
     pub fn indexed(&self, after: Option<&Position>, range: Option<(i64, i64)>, limit: i64) -> Query {
         let Names {
             posts,
@@ -207,19 +218,19 @@ impl<'a> Listing<'a> {
         let mut binds = vec![Bind::Text(self.matching.clone().unwrap_or_default())];
         // CROSS JOIN: the index drives the loop, so its order is the page's.
         let mut sql = format!(
-            "SELECT {PAGE_COLUMNS}, \"{search}\".rowid AS walk_key FROM \"{search}\" \
-             CROSS JOIN \"{keys}\" k ON k.key = \"{search}\".rowid CROSS JOIN \"{posts}\" p ON p.post_id = k.post_id \
+            "SELECT {PAGE_COLUMNS}, ~\"{search}\".rowid AS walk_key FROM \"{search}\" \
+             CROSS JOIN \"{keys}\" k ON k.key = ~\"{search}\".rowid CROSS JOIN \"{posts}\" p ON p.post_id = k.post_id \
              WHERE \"{search}\" MATCH ?"
         );
         if let Some(after) = after {
             // FTS5 seeks its doclists to the key range instead of reading them whole.
-            sql.push_str(&format!(" AND \"{search}\".rowid <= ?"));
-            binds.push(Bind::Int(search_key(after.created_at_ms, KEY_ID_MASK)));
+            sql.push_str(&format!(" AND \"{search}\".rowid >= ?"));
+            binds.push(Bind::Int(rowid(search_key(after.created_at_ms, KEY_ID_MASK))));
         }
         if let Some((from, to)) = range {
             sql.push_str(&format!(" AND \"{search}\".rowid BETWEEN ? AND ?"));
-            binds.push(Bind::Int(from));
-            binds.push(Bind::Int(to));
+            binds.push(Bind::Int(rowid(to)));
+            binds.push(Bind::Int(rowid(from)));
         }
         let (filters, filter_binds) = self.filters(after);
         // A queued post's entry in the index may be stale: it is tested by its text.
@@ -227,7 +238,7 @@ impl<'a> Listing<'a> {
             "{filters} AND p.post_id NOT IN (SELECT post_id FROM \"{pending}\")"
         ));
         binds.extend(filter_binds);
-        sql.push_str(&format!(" ORDER BY \"{search}\".rowid DESC"));
+        sql.push_str(&format!(" ORDER BY \"{search}\".rowid"));
         if range.is_none() {
             sql.push_str(" LIMIT ?");
             binds.push(Bind::Int(limit));
@@ -327,7 +338,7 @@ mod tests {
         let walk = listing.indexed(None, None, 5);
         assert!(walk.sql.contains("MATCH ?"), "{}", walk.sql);
         assert!(
-            walk.sql.ends_with("ORDER BY \"search_posts\".rowid DESC LIMIT ?"),
+            walk.sql.ends_with("ORDER BY \"fts_posts\".rowid LIMIT ?"),
             "{}",
             walk.sql
         );
@@ -356,24 +367,18 @@ mod tests {
         };
         let exact = listing.indexed(Some(&after), Some((search_key(5, 0), search_key(6, KEY_ID_MASK))), 20);
         assert!(
-            exact
-                .sql
-                .contains("rowid <= ? AND \"search_posts\".rowid BETWEEN ? AND ?"),
+            exact.sql.contains("rowid >= ? AND \"fts_posts\".rowid BETWEEN ? AND ?"),
             "{}",
             exact.sql
         );
-        assert!(
-            exact.sql.ends_with("ORDER BY \"search_posts\".rowid DESC"),
-            "{}",
-            exact.sql
-        );
+        assert!(exact.sql.ends_with("ORDER BY \"fts_posts\".rowid"), "{}", exact.sql);
         assert_eq!(
             exact.binds,
             vec![
                 Bind::Text("title : \"rust\"".into()),
-                Bind::Int(search_key(7, KEY_ID_MASK)),
-                Bind::Int(5 << KEY_ID_BITS),
-                Bind::Int(search_key(6, KEY_ID_MASK)),
+                Bind::Int(!search_key(7, KEY_ID_MASK)),
+                Bind::Int(!search_key(6, KEY_ID_MASK)),
+                Bind::Int(!(5 << KEY_ID_BITS)),
                 Bind::Int(7),
                 Bind::Int(3),
             ]
@@ -399,6 +404,12 @@ mod tests {
         // Beyond the range: clamped, never wrapped around.
         assert!(search_key(i64::MAX, 1) > search_key(KEY_MS_MAX - 1, KEY_ID_MASK));
         assert!(search_key(i64::MIN, 1) < search_key(-KEY_MS_MAX, 0));
+        // As rowids, newest first, the ends included.
+        let mut rowids: Vec<i64> = keys.iter().map(|&key| rowid(key)).collect();
+        rowids.reverse();
+        assert!(rowids.windows(2).all(|w| w[0] < w[1]), "{rowids:?}");
+        assert_eq!(rowid(i64::MIN), i64::MAX);
+        assert_eq!(rowid(rowid(-7)), -7);
     }
 
     #[test]

@@ -37,8 +37,12 @@ pub(crate) struct Names {
     pub posts: String,
     /// One row per `(post_id, version)`.
     pub versions: String,
-    /// The FTS5 trigram index over `posts`' title and content.
+    /// The FTS5 trigram index over `posts`' title and content, its rowids
+    /// the complements of the posts' keys (`query::rowid`).
     pub search: String,
+    /// The search index of earlier versions (its rowids post ids, later
+    /// the keys themselves): re-indexed into `search` where found.
+    pub legacy_search: String,
     /// The catch-up's checkpoint and the leases (a few rows), swapped with
     /// the model so a rebuilt one carries its own checkpoint.
     pub meta: String,
@@ -62,7 +66,8 @@ impl Names {
             versions: versions.to_owned(),
             // A prefix, not a suffix: no staging tag can make a posts or
             // versions table collide with a search table (or its shadows).
-            search: format!("search_{posts}"),
+            search: format!("fts_{posts}"),
+            legacy_search: format!("search_{posts}"),
             meta: format!("meta_{posts}"),
             pending: format!("pending_{posts}"),
             keys: format!("keys_{posts}"),
@@ -87,7 +92,7 @@ impl Names {
     /// The triggers of earlier versions, which wrote the search index in
     /// the writer's transaction: dropped when the schema is ensured.
     fn legacy_triggers(&self) -> [String; 3] {
-        ["insert", "update", "delete"].map(|what| format!("{}_{what}", self.search))
+        ["insert", "update", "delete"].map(|what| format!("{}_{what}", self.legacy_search))
     }
 
     /// Creates the tables, the search index and its triggers where missing.
@@ -99,6 +104,7 @@ impl Names {
             meta,
             pending,
             keys,
+            ..
         } = self;
         let legacy: String = self
             .legacy_triggers()
@@ -139,7 +145,8 @@ CREATE TABLE IF NOT EXISTS "{versions}" (
 -- Contentless (content=''): it holds only the trigram index, never a
 -- second copy of the text, and names no content table that a swap's
 -- renames would leave dangling. The queue hands it the old values. Its
--- rowid is a post's key (below), in ListPosts' order.
+-- rowid is the complement (~) of a post's key (below): ListPosts' order
+-- is the index's forward order.
 CREATE VIRTUAL TABLE IF NOT EXISTS "{search}" USING fts5(title, content, content='', tokenize='trigram');
 -- The indexer's merges take any level of two segments (see merge_search).
 INSERT INTO "{search}" ("{search}", rank) VALUES ('usermerge', 2);
@@ -210,7 +217,7 @@ END;
         [
             format!(
                 "INSERT INTO \"{search}\" (\"{search}\", rowid, title, content) \
-                 SELECT 'delete', k.key, q.title, q.content FROM \"{pending}\" q \
+                 SELECT 'delete', ~k.key, q.title, q.content FROM \"{pending}\" q \
                  JOIN \"{keys}\" k ON k.post_id = q.post_id WHERE q.indexed = 1 AND q.post_id <= ?1"
             ),
             format!("DELETE FROM \"{keys}\" WHERE post_id IN (SELECT post_id FROM \"{pending}\" WHERE post_id <= ?1)"),
@@ -249,7 +256,7 @@ END;
         let (posts, search, pending, keys) = (&self.posts, &self.search, &self.pending, &self.keys);
         [
             format!(
-                "INSERT INTO \"{search}\" (rowid, title, content) SELECT k.key, p.title, p.content \
+                "INSERT INTO \"{search}\" (rowid, title, content) SELECT ~k.key, p.title, p.content \
                  FROM \"{pending}\" q JOIN \"{posts}\" p ON p.post_id = q.post_id \
                  JOIN \"{keys}\" k ON k.post_id = q.post_id WHERE q.post_id <= ?1"
             ),
@@ -257,25 +264,31 @@ END;
         ]
     }
 
-    /// For a file whose search index is keyed by post id (before keys):
-    /// whether it is one, asked before [`Self::create`].
-    pub fn keyed_by_post_id(&self) -> String {
+    /// Whether the file holds an earlier version's search index (keyed by
+    /// post id, or by the keys in ascending order), asked before
+    /// [`Self::create`].
+    pub fn has_legacy_search(&self) -> String {
         format!(
-            "SELECT count(*) FROM sqlite_master WHERE name = '{}' \
-             AND NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '{}')",
-            self.search, self.keys
+            "SELECT count(*) FROM sqlite_master WHERE name = '{}'",
+            self.legacy_search
         )
     }
 
-    /// [`Self::create`] for such a file: its index dropped (a contentless
-    /// FTS5 table cannot be emptied otherwise) and made anew, every post
-    /// queued for it. The indexer fills it behind; searches stay complete.
+    /// [`Self::create`] for such a file: the old index dropped and a new one
+    /// made, every post queued for it (with no text to delete first). The
+    /// indexer fills it behind; searches stay complete, reading the queued
+    /// posts' text.
     pub fn create_reindexing(&self) -> String {
         let Self {
-            posts, search, pending, ..
+            posts,
+            pending,
+            keys,
+            legacy_search,
+            ..
         } = self;
         format!(
-            "DROP TABLE IF EXISTS \"{search}\";\n{create}\n\
+            "DROP TABLE IF EXISTS \"{legacy_search}\";\n{create}\n\
+             DELETE FROM \"{keys}\";\n\
              DELETE FROM \"{pending}\";\n\
              INSERT INTO \"{pending}\" (post_id, indexed) SELECT post_id, 0 FROM \"{posts}\";\n",
             create = self.create(),
@@ -288,6 +301,7 @@ END;
         let mut sql = self.drop_triggers();
         for table in [
             &self.search,
+            &self.legacy_search,
             &self.posts,
             &self.versions,
             &self.meta,
@@ -337,7 +351,8 @@ mod tests {
         let staged = live.staging("re\"build; DROP TABLE posts");
         assert_eq!(staged.posts, "posts_re_build__DROP_TABLE_posts");
         assert_eq!(staged.versions, "post_versions_re_build__DROP_TABLE_posts");
-        assert_eq!(staged.search, "search_posts_re_build__DROP_TABLE_posts");
+        assert_eq!(staged.search, "fts_posts_re_build__DROP_TABLE_posts");
+        assert_eq!(staged.legacy_search, "search_posts_re_build__DROP_TABLE_posts");
         assert_eq!(staged.meta, "meta_posts_re_build__DROP_TABLE_posts");
         assert_eq!(staged.pending, "pending_posts_re_build__DROP_TABLE_posts");
         assert_eq!(staged.keys, "keys_posts_re_build__DROP_TABLE_posts");
