@@ -13,7 +13,12 @@
 //! relay's batches do not wait for it while events arrive; under writes
 //! without pause it still takes a short step ([`BUSY_STEP`]) every
 //! [`OVERDUE`], so the index keeps up with about 1,000 changed posts a
-//! second even then, and a batch waits for at most one short step. With the
+//! second even then, and a batch waits for at most one short step. Not
+//! while a backlog drains (batches of [`BACKLOG_BATCH`] records and more):
+//! the drain brings some 30,000 changes a second, far more than short steps
+//! could index, and they would only slow it, and every read waits for the
+//! drain, where only searches of the posts changed meanwhile wait for the
+//! index (and find them all the same, through the queue). With the
 //! queue empty it merges the index's segments while the writer is idle.
 //! It ends when there is nothing left to merge and starts again with the
 //! next write. A queue left by a process that stopped is taken by the next
@@ -52,6 +57,12 @@ const STEP: i64 = 128;
 /// behind with steps sized to 4 ms.
 const BUSY_STEP: i64 = 32;
 
+/// Records in a batch that mark a backlog draining: the relay reads up to
+/// `RELAY_BATCH_SIZE` (256) events at a time, so a batch this full means
+/// events were waiting. At half the bench's maximum command rate its
+/// batches hold a few events.
+const BACKLOG_BATCH: usize = 128;
+
 /// Index pages one merge step writes when the queue is empty and the
 /// writer idle (about 20 ms of work, for the same reason).
 const MERGE_PAGES: i64 = 50;
@@ -67,6 +78,8 @@ pub(crate) struct Indexer {
     last_write: AtomicI64,
     /// When the indexer last took a step (ms since the epoch).
     last_step: AtomicI64,
+    /// Whether the last batch was a backlog's ([`BACKLOG_BATCH`]).
+    backlog: AtomicBool,
     /// Batches written: tells the stopping task that one came in meanwhile.
     writes: AtomicU64,
     /// Set by [`stop`](Self::stop): no step begins after it.
@@ -81,8 +94,9 @@ impl Indexer {
         self.writing.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// A batch ended (written or not).
-    pub fn write_ends(&self) {
+    /// A batch of `records` ended (written or not).
+    pub fn write_ends(&self, records: usize) {
+        self.backlog.store(records >= BACKLOG_BATCH, Ordering::SeqCst);
         self.last_write.store(now_millis(), Ordering::SeqCst);
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.writing.fetch_sub(1, Ordering::SeqCst);
@@ -128,7 +142,8 @@ impl Indexer {
             let now = now_millis();
             let idle = self.writing.load(Ordering::SeqCst) == 0
                 && now - self.last_write.load(Ordering::SeqCst) >= millis(IDLE);
-            let overdue = now - self.last_step.load(Ordering::SeqCst) >= millis(OVERDUE);
+            let overdue =
+                now - self.last_step.load(Ordering::SeqCst) >= millis(OVERDUE) && !self.backlog.load(Ordering::SeqCst);
             if !idle && !overdue {
                 continue;
             }

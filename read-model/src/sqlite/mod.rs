@@ -628,7 +628,7 @@ impl ReadModelStore for SqliteStore {
         let plan = Plan::of(&keys);
         self.indexer.write_begins();
         let gated = self.creating_schema(|| self.write_batch(&records, &plan)).await;
-        self.indexer.write_ends();
+        self.indexer.write_ends(records.len());
         let gated = gated?;
         Indexer::wake(self);
         Ok(plan.outcomes(&keys, &gated))
