@@ -48,9 +48,15 @@ impl TcpProxy {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         continue;
                     };
+                    let mut links = links.lock().await;
+                    // Again under the lock `cut` drains the links with: a
+                    // connection accepted while the proxy is being cut is
+                    // either dropped here or aborted by `cut`, never left up.
+                    if *cut_rx.borrow() {
+                        continue;
+                    }
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let mut links = links.lock().await;
                     let link = |from, to| pipe(from, to, paused_rx.clone(), delay_rx.clone(), held.clone());
                     links.push(tokio::spawn(link(cr, sw)));
                     links.push(tokio::spawn(link(sr, cw)));
