@@ -163,7 +163,8 @@ sqlite_command_pid=$command_svc_pid
 command_svc_pid=$mariadb_command_pid
 start event-relay "$RELAY_PORT" \
     RELAY_HEALTH_ADDR="127.0.0.1:$RELAY_PORT" STREAM_NAME="$STREAM" \
-    NOTIFY_CHANNEL="$CHANNEL" CONSUMER_NAME=bench-relay
+    NOTIFY_CHANNEL="$CHANNEL" CONSUMER_NAME=bench-relay \
+    COMMAND_ENDPOINT="http://127.0.0.1:$COMMAND_PORT"
 
 # FerretDB 1.24 (SQLite) never uses an index for a read: it indexes
 # `_ferretdb_sjson->"_id"` but queries `_ferretdb_sjson->'$._id'`. Unless
