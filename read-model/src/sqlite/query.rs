@@ -104,6 +104,12 @@ pub(crate) fn rowid(key: i64) -> i64 {
     !key
 }
 
+/// [`rowid`] in SQL, of the expression `expr`. The complement is its own
+/// inverse, so this also turns an index rowid back into its key.
+pub(crate) fn rowid_sql(expr: &str) -> String {
+    format!("~{expr}")
+}
+
 /// [`search_key`] of the posts row `alias`, in SQL.
 pub(crate) fn search_key_sql(alias: &str) -> String {
     format!(
@@ -217,9 +223,10 @@ impl<'a> Listing<'a> {
         } = self.names;
         let mut binds = vec![Bind::Text(self.matching.clone().unwrap_or_default())];
         // CROSS JOIN: the index drives the loop, so its order is the page's.
+        let key = rowid_sql(&format!("\"{search}\".rowid"));
         let mut sql = format!(
-            "SELECT {PAGE_COLUMNS}, ~\"{search}\".rowid AS walk_key FROM \"{search}\" \
-             CROSS JOIN \"{keys}\" k ON k.key = ~\"{search}\".rowid CROSS JOIN \"{posts}\" p ON p.post_id = k.post_id \
+            "SELECT {PAGE_COLUMNS}, {key} AS walk_key FROM \"{search}\" \
+             CROSS JOIN \"{keys}\" k ON k.key = {key} CROSS JOIN \"{posts}\" p ON p.post_id = k.post_id \
              WHERE \"{search}\" MATCH ?"
         );
         if let Some(after) = after {

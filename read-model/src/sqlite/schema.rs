@@ -23,7 +23,7 @@
 //! the writer is idle (see `super::indexer`). Searches read the queued
 //! posts' text directly, so no change is missing from them meanwhile.
 
-use super::query::search_key_sql;
+use super::query::{rowid_sql, search_key_sql};
 
 /// Default name of the latest-state table.
 pub const POSTS: &str = "posts";
@@ -214,10 +214,11 @@ END;
             ..
         } = self;
         let key = search_key_sql("p");
+        let rowid = rowid_sql("k.key");
         [
             format!(
                 "INSERT INTO \"{search}\" (\"{search}\", rowid, title, content) \
-                 SELECT 'delete', ~k.key, q.title, q.content FROM \"{pending}\" q \
+                 SELECT 'delete', {rowid}, q.title, q.content FROM \"{pending}\" q \
                  JOIN \"{keys}\" k ON k.post_id = q.post_id WHERE q.indexed = 1 AND q.post_id <= ?1"
             ),
             format!("DELETE FROM \"{keys}\" WHERE post_id IN (SELECT post_id FROM \"{pending}\" WHERE post_id <= ?1)"),
@@ -254,9 +255,10 @@ END;
     /// text, and the queue emptied up to there.
     pub fn index_keyed(&self) -> [String; 2] {
         let (posts, search, pending, keys) = (&self.posts, &self.search, &self.pending, &self.keys);
+        let rowid = rowid_sql("k.key");
         [
             format!(
-                "INSERT INTO \"{search}\" (rowid, title, content) SELECT ~k.key, p.title, p.content \
+                "INSERT INTO \"{search}\" (rowid, title, content) SELECT {rowid}, p.title, p.content \
                  FROM \"{pending}\" q JOIN \"{posts}\" p ON p.post_id = q.post_id \
                  JOIN \"{keys}\" k ON k.post_id = q.post_id WHERE q.post_id <= ?1"
             ),
