@@ -19,11 +19,13 @@
 pub const TRIM_THRESHOLD: usize = 8 << 20;
 
 /// Makes glibc keep up to [`TRIM_THRESHOLD`] of free memory per arena
-/// (`M_TRIM_THRESHOLD`), unless the operator set `MALLOC_TRIM_THRESHOLD_`
-/// or `GLIBC_TUNABLES`, which win. Call it once at start-up
+/// (`M_TRIM_THRESHOLD`), unless the operator set it already
+/// (`MALLOC_TRIM_THRESHOLD_`, or `glibc.malloc.trim_threshold` in
+/// `GLIBC_TUNABLES`), which wins. Call it once at start-up
 /// (`postmesh_common::server::main` does). Returns whether the setting was made.
 pub fn keep_freed_memory() -> bool {
-    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() || std::env::var_os("GLIBC_TUNABLES").is_some() {
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() || tunables.contains("glibc.malloc.trim_threshold") {
         return false;
     }
     set_trim_threshold(TRIM_THRESHOLD)
